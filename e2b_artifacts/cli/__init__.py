@@ -1,0 +1,120 @@
+"""The ``e2b-artifact`` command line: a thin layer over the library modules.
+
+Each command lives in ``cli/cmd_<name>.py`` (dashes become underscores) and is
+imported only when it runs, so start-up stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import pkgutil
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import ArtifactError, ExitCode
+from .common import AppState
+
+_PKG_DIR = Path(__file__).parent
+
+
+class LazyGroup(click.Group):
+    """Finds ``cmd_*.py`` modules on disk and imports one only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = [m.name[4:].replace("_", "-") for m in pkgutil.iter_modules([str(_PKG_DIR)])
+                 if m.name.startswith("cmd_")]
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.list_commands(ctx):
+            return None
+        module = importlib.import_module(f"{__name__}.cmd_{cmd_name.replace('-', '_')}")
+        command = getattr(module, "command")
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="e2b-artifact")
+@click.option("--env-file", type=click.Path(path_type=Path), default=None,
+              help="KEY=VALUE file like E2B's .env.local (below flags and the environment).")
+@click.option("--set", "overrides", multiple=True, metavar="VAR=VALUE",
+              help="Set an E2B path variable, e.g. --set HOST_KERNELS_DIR=/fc-kernels (repeatable).")
+@click.option("--storage", type=click.Path(path_type=Path), default=None,
+              help="Shortcut for --set LOCAL_TEMPLATE_STORAGE_BASE_PATH=PATH.")
+@click.option("--debug", is_flag=True, help="Log every external command and show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, env_file: Path | None, overrides: tuple[str, ...], storage: Path | None,
+        debug: bool) -> None:
+    """Build, verify and repair E2B template artifacts (Firecracker microVMs).
+
+    Paths follow E2B's own variables (see `e2b-artifact paths`). Every command
+    takes --json; exit codes are listed in the README.
+    """
+    flags: dict[str, str] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ArtifactError(f"--set expects VAR=VALUE, got {item!r}",
+                                hint="e.g. --set LOCAL_TEMPLATE_STORAGE_BASE_PATH=/srv/templates",
+                                code=ExitCode.USAGE)
+        flags[key] = value
+    if storage is not None:
+        flags["LOCAL_TEMPLATE_STORAGE_BASE_PATH"] = str(storage)
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="debug: %(message)s", stream=sys.stderr)
+    ctx.obj = AppState(flags=flags, env_file=env_file, debug=debug)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    return "--json" in argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: maps every failure to one error line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("E2B_ARTIFACT_DEBUG") == "1"
+    try:
+        rc = cli.main(args=args, prog_name="e2b-artifact", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
+    except ArtifactError as exc:
+        if debug:
+            traceback.print_exc()
+        return _fail(exc.message, exc.hint, exc.code, args)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        return _fail("aborted", "", ExitCode.USAGE, args)
+    except click.ClickException as exc:
+        if debug:
+            traceback.print_exc()
+        hint = "see e2b-artifact --help, or COMMAND --help"
+        return _fail(exc.format_message(), hint, ExitCode.USAGE, args)
+    except KeyboardInterrupt:
+        return _fail("interrupted", "nothing was replaced: outputs are written to temp names first",
+                     ExitCode.USAGE, args)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+        if debug:
+            traceback.print_exc()
+        return _fail(f"internal error: {type(exc).__name__}: {exc}",
+                     "rerun with --debug and report the traceback", ExitCode.INTERNAL, args)
+
+
+def _fail(message: str, hint: str, code: ExitCode, args: list[str]) -> int:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    if _wants_json(args):
+        click.echo(json.dumps({"ok": False, "error": message, "hint": hint, "exit_code": int(code)}))
+    return int(code)
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Small filesystem helpers: atomic writes, an exclusive lock, moving aside."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import ArtifactError, ExitCode
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to a temp name beside ``path``, fsync, then rename over it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking flock on ``lock_path`` (created if needed)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise ArtifactError(
+                    f"{what} is locked by another process ({lock_path})",
+                    hint="wait for the other run to finish; the lock is released when it exits",
+                    code=ExitCode.CONFLICT,
+                ) from exc
+            raise
+        yield
+    finally:
+        os.close(fd)
+
+
+def unused_path(path: Path) -> Path:
+    """``path`` if free, else ``path.1``, ``path.2``, ... (never an existing name)."""
+    if not path.exists() and not path.is_symlink():
+        return path
+    n = 1
+    while True:
+        candidate = path.with_name(f"{path.name}.{n}")
+        if not candidate.exists() and not candidate.is_symlink():
+            return candidate
+        n += 1
+
+
+def apparent_and_allocated(path: Path) -> tuple[int, int]:
+    """(size in bytes, bytes allocated on disk) of a file."""
+    st = path.stat()
+    return st.st_size, st.st_blocks * 512

@@ -1,0 +1,205 @@
+"""Read every metadata.json form seen in the wild; write upstream's current one.
+
+Forms (see shared reference, e2b-template-format.md §2):
+
+* ``v2``: ``{"version": 2, "template": {build_id, kernel_version, firecracker_version},
+  "context": {...}, "start": ..., "from_image": ..., "from_template": ...}`` — what
+  e2b-dev/infra's ``template/metadata`` package reads and writes since 2025-08-20.
+* ``v1``: ``{"version": "v1", "template": {...}, "metadata": {user, workdir, env_vars}, ...}``.
+* ``camel``: hand-written flat ``kernelVersion``, ``firecrackerVersion``, ``buildID``,
+  ``templateID``, ``envdVersion``. Upstream's reader drops all of it.
+
+Fields upstream has no place for (template id, envd version, how the rootfs was
+built) go under ``"e2b_artifact"``; upstream's decoder ignores unknown keys.
+Unknown keys of any form survive a read-modify-write.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ArtifactError, ExitCode
+from .fsutil import atomic_write_bytes
+
+FILE_NAME = "metadata.json"
+CURRENT_VERSION = 2
+EXT_KEY = "e2b_artifact"  # our own namespace inside metadata.json
+
+Form = Literal["v2", "v1", "camel"]
+
+CAMEL_KEYS = {
+    "buildID": "build_id",
+    "buildId": "build_id",
+    "templateID": "template_id",
+    "templateId": "template_id",
+    "kernelVersion": "kernel_version",
+    "firecrackerVersion": "firecracker_version",
+    "envdVersion": "envd_version",
+}
+
+
+@dataclass
+class Metadata:
+    """A parsed metadata.json: typed core fields plus everything else untouched."""
+
+    build_id: str
+    kernel_version: str
+    firecracker_version: str
+    template_id: str | None = None
+    envd_version: str | None = None
+    form: Form = "v2"
+    # The document as read, in v2 shape, minus the fields above; survives rewrites.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The current upstream form (version 2), unknown fields preserved."""
+        doc = copy.deepcopy(self.extra)
+        template = dict(doc.get("template") or {})
+        template.update(build_id=self.build_id, kernel_version=self.kernel_version,
+                        firecracker_version=self.firecracker_version)
+        doc["version"] = CURRENT_VERSION
+        doc["template"] = template
+        doc.setdefault("context", {})  # upstream always writes it
+        ext = dict(doc.get(EXT_KEY) or {})
+        if self.template_id is not None:
+            ext["template_id"] = self.template_id
+        if self.envd_version is not None:
+            ext["envd_version"] = self.envd_version
+        if ext:
+            doc[EXT_KEY] = ext
+        ordered = {k: doc.pop(k) for k in ("version", "template", "context") if k in doc}
+        ordered.update(doc)
+        return ordered
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=2) + "\n").encode()
+
+    def write(self, path: Path) -> None:
+        atomic_write_bytes(path, self.to_json())
+
+    @property
+    def ext(self) -> dict[str, Any]:
+        """Our own extension fields (init mode, vCPU/RAM, source image, ...)."""
+        value = self.extra.setdefault(EXT_KEY, {})
+        assert isinstance(value, dict)
+        return value
+
+
+def read(path: Path) -> Metadata:
+    """Parse ``path`` in any known form; errors name the file and the field."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path}: file not found", hint="build the template first (e2b-artifact build)",
+                            code=ExitCode.BAD_INPUT) from exc
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read: {exc.strerror}", hint="check permissions",
+                            code=ExitCode.BAD_INPUT) from exc
+    return parse(raw, str(path))
+
+
+def parse(raw: bytes, where: str = FILE_NAME) -> Metadata:
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{where}: not valid JSON: {exc}",
+                            hint="fix the file, or rebuild it with e2b-artifact build",
+                            code=ExitCode.BAD_INPUT) from exc
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{where}: expected a JSON object at the top level",
+                            hint="see the README for the metadata.json format", code=ExitCode.BAD_INPUT)
+    version = doc.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 2:
+        return _from_v2(doc, where)
+    if version == "v1" or (version is not None and "template" in doc):
+        return _from_v1(doc, where)
+    if any(k in doc for k in CAMEL_KEYS):
+        return _from_camel(doc, where)
+    if version is None:
+        raise ArtifactError(f"{where}: field version: missing, and no known fields (template, buildID, ...)",
+                            hint='upstream expects {"version": 2, "template": {...}}', code=ExitCode.BAD_INPUT)
+    raise ArtifactError(f"{where}: field version: unsupported value {version!r}",
+                        hint="supported: 2 (current), \"v1\", or hand-written camelCase", code=ExitCode.BAD_INPUT)
+
+
+def _string(obj: dict[str, Any], key: str, where: str, dotted: str, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        got = "missing" if value is None else f"got {json.dumps(value)}"
+        raise ArtifactError(f"{where}: field {dotted}: expected a non-empty string, {got}",
+                            hint=f"set {dotted} (e.g. with e2b-artifact build --{dotted.split('.')[-1].replace('_', '-')})",
+                            code=ExitCode.BAD_INPUT)
+    return value
+
+
+def _object(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = doc.get(key)
+    if not isinstance(value, dict):
+        got = "missing" if value is None else f"got {type(value).__name__}"
+        raise ArtifactError(f"{where}: field {key}: expected an object, {got}",
+                            hint='upstream expects {"version": 2, "template": {"build_id": ..., ...}}',
+                            code=ExitCode.BAD_INPUT)
+    return value
+
+
+def _from_v2(doc: dict[str, Any], where: str) -> Metadata:
+    template = _object(doc, "template", where)
+    ext = doc.get(EXT_KEY) if isinstance(doc.get(EXT_KEY), dict) else {}
+    extra = copy.deepcopy(doc)
+    extra["template"] = {k: v for k, v in template.items()
+                         if k not in ("build_id", "kernel_version", "firecracker_version")}
+    return Metadata(
+        build_id=str(_string(template, "build_id", where, "template.build_id")),
+        kernel_version=str(_string(template, "kernel_version", where, "template.kernel_version")),
+        firecracker_version=str(_string(template, "firecracker_version", where, "template.firecracker_version")),
+        template_id=ext.get("template_id") if isinstance(ext.get("template_id"), str) else None,
+        envd_version=ext.get("envd_version") if isinstance(ext.get("envd_version"), str) else None,
+        form="v2",
+        extra=extra,
+    )
+
+
+def _from_v1(doc: dict[str, Any], where: str) -> Metadata:
+    template = _object(doc, "template", where)
+    extra = copy.deepcopy(doc)
+    extra.pop("version", None)
+    if "metadata" in extra and "context" not in extra:  # v1 "metadata" became v2 "context"
+        extra["context"] = extra.pop("metadata")
+    extra["template"] = {k: v for k, v in template.items()
+                         if k not in ("build_id", "kernel_version", "firecracker_version", "template_id")}
+    return Metadata(
+        build_id=str(_string(template, "build_id", where, "template.build_id")),
+        kernel_version=str(_string(template, "kernel_version", where, "template.kernel_version")),
+        firecracker_version=str(_string(template, "firecracker_version", where, "template.firecracker_version")),
+        template_id=_string(template, "template_id", where, "template.template_id", required=False),
+        form="v1",
+        extra=extra,
+    )
+
+
+def _from_camel(doc: dict[str, Any], where: str) -> Metadata:
+    values: dict[str, str | None] = {}
+    for camel, snake in CAMEL_KEYS.items():
+        if camel in doc:
+            values[snake] = _string(doc, camel, where, camel, required=snake in ("build_id",))
+    for needed, camel in (("build_id", "buildID"), ("kernel_version", "kernelVersion"),
+                          ("firecracker_version", "firecrackerVersion")):
+        if not values.get(needed):
+            raise ArtifactError(f"{where}: field {camel}: missing",
+                                hint="add it, or rebuild metadata with e2b-artifact build", code=ExitCode.BAD_INPUT)
+    extra = {k: copy.deepcopy(v) for k, v in doc.items() if k not in CAMEL_KEYS and k != "version"}
+    return Metadata(
+        build_id=str(values["build_id"]),
+        kernel_version=str(values["kernel_version"]),
+        firecracker_version=str(values["firecracker_version"]),
+        template_id=values.get("template_id"),
+        envd_version=values.get("envd_version"),
+        form="camel",
+        extra=extra,
+    )
