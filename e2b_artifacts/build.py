@@ -1,0 +1,158 @@
+"""Assemble a template build directory: rootfs.ext4 + envd + metadata.json (+ manifest).
+
+Everything is staged in a temporary directory beside the target and renamed
+into place only when complete. An existing build is replaced only with
+``force``, and then moved aside (never deleted) after the new one is in place.
+A lock file serializes builds of the same build id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import __version__, rootfs
+from .errors import ArtifactError, ExitCode
+from .fsutil import exclusive_lock, unused_path
+from .inject import InitMode, inject
+from .metadata import FILE_NAME as METADATA_NAME
+from .metadata import Metadata
+
+ROOTFS_NAME = "rootfs.ext4"
+DEFAULT_KERNEL_VERSION = "vmlinux-6.1.102"  # upstream's 2025 defaults (packages/shared/pkg/schema)
+DEFAULT_FIRECRACKER_VERSION = "v1.12.1_d990331"
+SourceKind = Literal["dir", "tar", "ext4"]
+_BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class BuildRequest:
+    source_kind: SourceKind
+    source: Path
+    envd: Path
+    storage: Path
+    build_id: str | None = None
+    template_id: str | None = None
+    kernel_version: str = DEFAULT_KERNEL_VERSION
+    firecracker_version: str = DEFAULT_FIRECRACKER_VERSION
+    envd_version: str | None = None
+    init: InitMode = "envd"
+    free_mb: int = rootfs.DEFAULT_FREE_MB
+    vcpu: int = 2
+    ram_mb: int = 512
+    force: bool = False
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuildResult:
+    build_id: str
+    build_dir: Path
+    rootfs_bytes: int
+    replaced_moved_to: Path | None = None
+    inject_actions: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"ok": True, "build_id": self.build_id, "build_dir": str(self.build_dir),
+                "rootfs": str(self.build_dir / ROOTFS_NAME), "metadata": str(self.build_dir / METADATA_NAME),
+                "rootfs_bytes": self.rootfs_bytes,
+                "replaced_build_moved_to": str(self.replaced_moved_to) if self.replaced_moved_to else None,
+                "inject": self.inject_actions}
+
+
+def check_build_id(build_id: str) -> str:
+    if not _BUILD_ID_RE.match(build_id) or build_id in (".", ".."):
+        raise ArtifactError(f"invalid build id {build_id!r}",
+                            hint="use a UUID (the default) or letters, digits, '.', '_' and '-'",
+                            code=ExitCode.USAGE)
+    return build_id
+
+
+def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -> BuildResult:
+    """Build ``<storage>/<build-id>/`` from ``req``; returns where it is."""
+    build_id = check_build_id(req.build_id or str(uuid.uuid4()))
+    _check_inputs(req)
+    req.storage.mkdir(parents=True, exist_ok=True)
+    target = req.storage / build_id
+    with exclusive_lock(req.storage / f".{build_id}.lock", f"build {build_id}"):
+        if target.exists() and not req.force:
+            raise ArtifactError(f"build {build_id} already exists at {target}",
+                                hint="pass --force to replace it (the old one is moved aside, not deleted), "
+                                     "or choose another --build-id", code=ExitCode.CONFLICT)
+        stage = Path(tempfile.mkdtemp(prefix=f".{build_id}.staging-", dir=req.storage))
+        try:
+            image = stage / ROOTFS_NAME
+            progress(f"rootfs: creating {ROOTFS_NAME} from {req.source_kind} {req.source}")
+            if req.source_kind == "dir":
+                rootfs.create_from_dir(req.source, image, free_mb=req.free_mb)
+            elif req.source_kind == "tar":
+                rootfs.create_from_tar(req.source, image, free_mb=req.free_mb)
+            else:
+                rootfs.create_from_ext4(req.source, image, free_mb=req.free_mb)
+            progress(f"inject: installing envd ({req.init} mode)")
+            injected = inject(image, req.envd, init=req.init, grow=True)
+            metadata = _metadata(req, build_id, image)
+            metadata.write(stage / METADATA_NAME)
+            _write_manifest(stage, build_id)
+            os.chmod(stage, 0o755)
+            moved = _publish(stage, target)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)  # our own staging dir, never user data
+            raise
+    return BuildResult(build_id, target, (target / ROOTFS_NAME).stat().st_size, moved, injected.actions)
+
+
+def _check_inputs(req: BuildRequest) -> None:
+    if not req.envd.is_file():
+        raise ArtifactError(f"envd not found at {req.envd}",
+                            hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default /fc-envd/envd)",
+                            code=ExitCode.BAD_INPUT)
+    if not req.source.exists():
+        raise ArtifactError(f"rootfs source not found: {req.source}", hint="check the path", code=ExitCode.BAD_INPUT)
+    if req.free_mb < 0:
+        raise ArtifactError("--disk-size-mb must be >= 0", hint="e.g. --disk-size-mb 512", code=ExitCode.USAGE)
+
+
+def _metadata(req: BuildRequest, build_id: str, image: Path) -> Metadata:
+    md = Metadata(build_id=build_id, kernel_version=req.kernel_version,
+                  firecracker_version=req.firecracker_version, template_id=req.template_id,
+                  envd_version=req.envd_version, extra={"context": {}, **req.extra_metadata})
+    md.ext.update(init=req.init, vcpu=req.vcpu, ram_mb=req.ram_mb, free_disk_mb=req.free_mb,
+                  total_disk_mb=image.stat().st_size >> 20,
+                  source={"kind": req.source_kind, "path": str(req.source)},
+                  built_by=f"e2b-artifact {__version__}",
+                  built_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return md
+
+
+def _write_manifest(stage: Path, build_id: str) -> None:
+    try:
+        from . import manifest
+    except ImportError:  # the integrity manifest arrives with `verify`
+        return
+    manifest.write_manifest(stage, build_id)
+
+
+def _publish(stage: Path, target: Path) -> Path | None:
+    """Rename ``stage`` to ``target``; an existing target is moved aside first and kept."""
+    if not target.exists():
+        os.rename(stage, target)
+        return None
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = unused_path(target.parent / ".replaced" / f"{target.name}.{stamp}")
+    aside.parent.mkdir(exist_ok=True)
+    os.rename(target, aside)
+    try:
+        os.rename(stage, target)
+    except OSError:
+        os.rename(aside, target)  # put the old build back
+        raise
+    return aside

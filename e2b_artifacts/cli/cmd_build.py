@@ -1,0 +1,64 @@
+"""``e2b-artifact build``: a template build directory from a tree, a tar or an ext4 image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ArtifactError, ExitCode
+from .common import AppState, emit, json_option, progress
+
+
+@click.command("build")
+@click.option("--rootfs-dir", type=click.Path(path_type=Path), help="Build from this directory tree.")
+@click.option("--rootfs-tar", type=click.Path(path_type=Path), help="Build from a tar, tar.gz or tar.zst.")
+@click.option("--rootfs-ext4", type=click.Path(path_type=Path), help="Build from a copy of this ext4 image.")
+@click.option("--envd", type=click.Path(path_type=Path), help="envd binary to inject [default: $HOST_ENVD_PATH].")
+@click.option("--build-id", help="Build id (directory name) [default: a new UUID4].")
+@click.option("--template-id", help="Template id recorded in metadata.")
+@click.option("--kernel-version", default="vmlinux-6.1.102", show_default=True,
+              help="Directory name under $HOST_KERNELS_DIR.")
+@click.option("--firecracker-version", default="v1.12.1_d990331", show_default=True,
+              help="Directory name under $FIRECRACKER_VERSIONS_DIR.")
+@click.option("--envd-version", help="envd version recorded in metadata (the DB needs one).")
+@click.option("--init", "init_mode", type=click.Choice(["envd", "systemd"]), default="envd", show_default=True,
+              help="envd: /sbin/init -> /usr/bin/envd. systemd: enabled envd.service, /sbin/init kept.")
+@click.option("--disk-size-mb", type=int, default=512, show_default=True,
+              help="Free space left in rootfs.ext4 beyond the content.")
+@click.option("--vcpu", type=int, default=2, show_default=True, help="vCPUs recorded for the sandbox.")
+@click.option("--ram-mb", type=int, default=512, show_default=True, help="Guest RAM recorded for the sandbox.")
+@click.option("--force", is_flag=True, help="Replace an existing build (the old one is moved aside).")
+@json_option
+@click.pass_obj
+def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, rootfs_ext4: Path | None,
+            envd: Path | None, build_id: str | None, template_id: str | None, kernel_version: str,
+            firecracker_version: str, envd_version: str | None, init_mode: str, disk_size_mb: int,
+            vcpu: int, ram_mb: int, force: bool, as_json: bool) -> None:
+    """Build <storage>/<build-id>/ with rootfs.ext4 (envd injected) and metadata.json.
+
+    No root, no mount. Prints the build id (or a JSON result with --json).
+    """
+    from ..build import BuildRequest, SourceKind, build
+
+    sources: list[tuple[SourceKind, Path]] = [
+        (k, p) for k, p in (("dir", rootfs_dir), ("tar", rootfs_tar), ("ext4", rootfs_ext4)) if p is not None]
+    if len(sources) != 1:
+        raise ArtifactError("give exactly one of --rootfs-dir, --rootfs-tar, --rootfs-ext4",
+                            hint="e.g. e2b-artifact build --rootfs-tar rootfs.tar --envd ./envd", code=ExitCode.USAGE)
+    kind, source = sources[0]
+    settings = app.settings
+    req = BuildRequest(source_kind=kind, source=source,
+                       envd=envd if envd is not None else settings["HOST_ENVD_PATH"].path,
+                       storage=settings.storage, build_id=build_id, template_id=template_id,
+                       kernel_version=kernel_version, firecracker_version=firecracker_version,
+                       envd_version=envd_version, init="systemd" if init_mode == "systemd" else "envd",
+                       free_mb=disk_size_mb, vcpu=vcpu, ram_mb=ram_mb, force=force)
+    result = build(req, progress=progress)
+    lines = [result.build_id]
+    if not as_json:
+        progress(f"build {result.build_id} is at {result.build_dir}")
+        if result.replaced_moved_to:
+            progress(f"the previous build was moved to {result.replaced_moved_to} "
+                     f"(undo: mv {result.build_dir} elsewhere && mv {result.replaced_moved_to} {result.build_dir})")
+    emit(as_json, result.to_json(), lines)

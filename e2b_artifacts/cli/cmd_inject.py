@@ -1,0 +1,30 @@
+"""``e2b-artifact inject``: put envd into an ext4 image, rootless, all or nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import AppState, emit, json_option
+
+
+@click.command("inject")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--envd", type=click.Path(path_type=Path), help="envd binary [default: $HOST_ENVD_PATH].")
+@click.option("--init", "init_mode", type=click.Choice(["envd", "systemd"]), default="envd", show_default=True,
+              help="envd: /sbin/init -> /usr/bin/envd. systemd: enabled envd.service, /sbin/init kept.")
+@click.option("--no-grow", is_flag=True, help="Fail instead of growing a full image with resize2fs.")
+@json_option
+@click.pass_obj
+def command(app: AppState, image: Path, envd: Path | None, init_mode: str, no_grow: bool, as_json: bool) -> None:
+    """Install envd as /usr/bin/envd in IMAGE and make it start.
+
+    Idempotent; on failure IMAGE is left byte-identical.
+    """
+    from ..inject import inject
+
+    envd_path = envd if envd is not None else app.settings["HOST_ENVD_PATH"].path
+    result = inject(image, envd_path, init="systemd" if init_mode == "systemd" else "envd", grow=not no_grow)
+    lines = [f"{image}: {a}" for a in result.actions] or [f"{image}: already up to date, nothing written"]
+    emit(as_json, result.to_json(), lines)

@@ -1,0 +1,400 @@
+"""e2fsprogs as subprocesses: mke2fs, debugfs, e2fsck, resize2fs, e2undo, dumpe2fs.
+
+Everything ext4 goes through here; nothing mounts. See the shared reference
+(tools-and-pitfalls.md §1) for the debugfs quirks handled below: it always
+exits 0, reports failures only as ``<cmd>: <message>`` lines, and refuses to
+overwrite. Commands are batched into one ``debugfs -f -`` run per operation.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import functools
+import os
+import re
+import shlex
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ArtifactError, ExitCode
+from .runner import run
+
+BLOCK_SIZE = 4096
+# Upstream E2B's mkfs.ext4 feature set (e2b-template-format.md §7), minus the fixed 25 GB size.
+MKE2FS_FEATURES = "^dir_index,^64bit,^dir_nlink,ext_attr,sparse_super2,filetype,extent,flex_bg,large_file,huge_file,extra_isize"
+INODE_RATIO = 4096
+_ECHO = "debugfs: "
+# Read-only debugfs: unbuffered so stderr lines stay next to the command that caused them.
+_DEBUGFS_ENV = {**os.environ, "DEBUGFS_PAGER": "__none__", "PAGER": "__none__"}
+
+
+@functools.cache
+def version() -> tuple[int, int, int]:
+    """The installed e2fsprogs version, from ``mke2fs -V``."""
+    proc = run(["mke2fs", "-V"])
+    text = (proc.stderr + proc.stdout).decode(errors="replace")
+    match = re.search(r"mke2fs (\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise ArtifactError(f"cannot tell the e2fsprogs version from {text.strip()!r}",
+                            hint="install e2fsprogs >= 1.47 (scripts/setup.sh)", code=ExitCode.TOOL)
+    major, minor, patch = (int(g) if g else 0 for g in match.groups())
+    return major, minor, patch
+
+
+def tar_input_supported() -> bool:
+    """Can ``mke2fs -d`` read a tarball (e2fsprogs >= 1.47.1 with libarchive)?
+
+    ``E2B_ARTIFACT_NO_TAR_INPUT=1`` forces the older debugfs fix-up path (tests use it).
+    """
+    if os.environ.get("E2B_ARTIFACT_NO_TAR_INPUT") == "1":
+        return False
+    return version() >= (1, 47, 1) and ctypes.util.find_library("archive") is not None
+
+
+def mke2fs(image: Path, size_bytes: int, *, source: Path | str | None = None, stdin: bytes | None = None,
+           inode_count: int | None = None, label: str = "rootfs") -> None:
+    """Create an ext4 filesystem of ``size_bytes`` in the file ``image``, populated from ``source``.
+
+    ``source`` is a directory or (e2fsprogs >= 1.47.1) a tarball, or ``"-"`` with the tar on ``stdin``.
+    """
+    size_kib = -(-size_bytes // 1024)
+    args: list[str | Path] = ["mke2fs", "-q", "-F", "-t", "ext4", "-b", str(BLOCK_SIZE), "-m", "0",
+                              "-O", MKE2FS_FEATURES, "-L", label,
+                              "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0"]
+    args += ["-N", str(inode_count)] if inode_count else ["-i", str(INODE_RATIO)]
+    if source is not None:
+        args += ["-d", source]
+    args += [image, f"{size_kib}k"]
+    proc = run(args, input=stdin, check=False)
+    if proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
+        detail = message[-1] if message else "(no output)"
+        if "Could not allocate block" in detail or "No space" in detail or "inode" in detail.lower():
+            raise ArtifactError(f"mke2fs ran out of space populating {image.name}: {detail}",
+                                hint="the content did not fit; this is a sizing bug, please report it with --debug",
+                                code=ExitCode.NO_SPACE)
+        raise ArtifactError(f"mke2fs failed: {detail}", hint="run with --debug to see the command line",
+                            code=ExitCode.TOOL)
+
+
+@dataclass
+class DebugfsOutput:
+    """Output of one debugfs batch, split per command."""
+
+    sections: list[tuple[str, str]]  # (command, its output incl. error lines)
+
+    def errors(self, allowed: Sequence[str] = ()) -> list[str]:
+        """Error lines (``<what>: <message>``) not matching any ``allowed`` regex."""
+        found = []
+        for command, out in self.sections:
+            for line in out.splitlines():
+                if _is_error_line(command, line) and not any(re.search(a, line) for a in allowed):
+                    found.append(f"{command}: {line}")
+        return found
+
+
+_ERROR_HINTS = ("File not found", "already exists", "Could not allocate", "No free space", "Ext2 ",
+                "while ", "Filesystem opened read/only", "Invalid", "not a directory", "Is a directory",
+                "Unknown request", "Bad ", "Usage:", "Filesystem not open")
+
+
+def _is_error_line(command: str, line: str) -> bool:
+    return any(h in line for h in _ERROR_HINTS) and not line.startswith((" ", "\t"))
+
+
+def debugfs(image: Path, commands: Sequence[str], *, write: bool = False, undo_file: Path | None = None,
+            timeout: float | None = 600) -> DebugfsOutput:
+    """Run ``commands`` in one debugfs session; output is split per command."""
+    args: list[str | Path] = ["stdbuf", "-o0", "-e0", "debugfs"]
+    if write:
+        args.append("-w")
+    if undo_file is not None:
+        args += ["-z", undo_file]
+    args += ["-f", "-", image]
+    script = "".join(c + "\n" for c in commands).encode()
+    proc = run(args, input=script, env=_DEBUGFS_ENV, timeout=timeout)
+    text = proc.stdout.decode(errors="surrogateescape") + proc.stderr.decode(errors="surrogateescape")
+    return DebugfsOutput(_split_sections(text, image))
+
+
+def _split_sections(text: str, image: Path) -> list[tuple[str, str]]:
+    sections: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith(_ECHO):
+            sections.append((line[len(_ECHO):], []))
+        elif sections:
+            sections[-1][1].append(line)
+        elif "while trying to open" in line or "while opening filesystem" in line:
+            raise ArtifactError(f"debugfs cannot open {image}: {line.strip()}",
+                                hint="is it an ext4 image? check with: e2fsck -fn " + shlex.quote(str(image)),
+                                code=ExitCode.BAD_INPUT)
+        # other lines before the first command: the banner, the undo-file notice
+    return [(cmd, "\n".join(out)) for cmd, out in sections]
+
+
+def quote(path: str) -> str:
+    """Quote a path for a debugfs command line (it splits on blanks, honours double quotes)."""
+    if any(c in path for c in '"\n\r'):
+        raise ArtifactError(f"cannot address {path!r} through debugfs (quote or newline in the name)",
+                            hint="rename the file", code=ExitCode.BAD_INPUT)
+    return f'"{path}"' if any(c.isspace() for c in path) else path
+
+
+@dataclass(frozen=True)
+class FsckResult:
+    clean: bool
+    exit_code: int
+    output: str
+
+
+def fsck(image: Path) -> FsckResult:
+    """``e2fsck -fn``: a read-only full check."""
+    proc = run(["e2fsck", "-fn", image], check=False)
+    out = (proc.stdout + proc.stderr).decode(errors="replace")
+    if proc.returncode >= 8:
+        raise ArtifactError(f"e2fsck could not check {image}: {out.strip().splitlines()[-1] if out.strip() else ''}",
+                            hint="is it an ext4 image?", code=ExitCode.BAD_INPUT)
+    return FsckResult(proc.returncode == 0, proc.returncode, out)
+
+
+def resize(image: Path, size_bytes: int | None, *, undo_file: Path | None = None) -> None:
+    """``resize2fs`` to ``size_bytes`` (``None`` = as small as possible, ``-M``)."""
+    args: list[str | Path] = ["resize2fs"]
+    if undo_file is not None:
+        args += ["-z", undo_file]
+    args += ["-M", image] if size_bytes is None else [image, f"{size_bytes // 1024}K"]
+    run(args, env={**os.environ, "E2FSPROGS_UNDO_DIR": str(image.parent)},
+        hint="resize2fs failed; the image was not changed if an undo file was kept")
+
+
+def undo(undo_file: Path, image: Path) -> None:
+    """Put back the bytes recorded in ``undo_file`` (``e2undo``)."""
+    run(["e2undo", undo_file, image], hint=f"restore by hand: e2undo {undo_file} {image}")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    block_size: int
+    block_count: int
+    free_blocks: int
+    inode_count: int
+    free_inodes: int
+
+    @property
+    def free_bytes(self) -> int:
+        return self.free_blocks * self.block_size
+
+    @property
+    def size_bytes(self) -> int:
+        return self.block_count * self.block_size
+
+
+def geometry(image: Path) -> Geometry:
+    """Block and inode counts from the superblock (``dumpe2fs -h``)."""
+    proc = run(["dumpe2fs", "-h", image], check=False)
+    fields: dict[str, int] = {}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip().isdigit():
+            fields[key.strip()] = int(value.strip())
+    try:
+        return Geometry(fields["Block size"], fields["Block count"], fields["Free blocks"],
+                        fields["Inode count"], fields["Free inodes"])
+    except KeyError as exc:
+        raise ArtifactError(f"{image} is not an ext2/3/4 image (no superblock found)",
+                            hint="pass an ext4 image, e.g. one made by mkfs.ext4", code=ExitCode.BAD_INPUT) from exc
+
+
+KINDS = {"regular": "file", "directory": "dir", "symlink": "symlink", "character special": "chardev",
+         "block special": "blockdev", "FIFO": "fifo", "socket": "socket"}
+KIND_BITS = {"file": 0o100000, "dir": 0o040000, "symlink": 0o120000, "chardev": 0o020000,
+             "blockdev": 0o060000, "fifo": 0o010000, "socket": 0o140000}
+
+
+@dataclass
+class Inode:
+    """What ``debugfs stat`` says of one path."""
+
+    path: str
+    ino: int
+    kind: str  # file, dir, symlink, chardev, blockdev, fifo, socket
+    mode: int  # permission bits incl. setuid/setgid/sticky (i_mode & 0o7777)
+    uid: int
+    gid: int
+    size: int
+    links: int
+    mtime: int
+    target: str | None = None  # symlink target
+    rdev: tuple[int, int] | None = None  # (major, minor) of a device node
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.mode & 0o111)
+
+
+_STAT_RE = {
+    "head": re.compile(r"^Inode: (\d+)\s+Type: (.+?)\s+Mode:\s+(\d+)"),
+    "owner": re.compile(r"^User:\s+(\d+)\s+Group:\s+(\d+).*?Size: (\d+)"),
+    "links": re.compile(r"^Links: (\d+)"),
+    "mtime": re.compile(r"^\s*mtime: 0x([0-9a-f]+)"),
+    "fast": re.compile(r'^Fast link dest: "(.*)"$'),
+    "dev": re.compile(r"^Device major/minor number: (\d+):(\d+)"),
+    "xattr": re.compile(r"^  (\S+) \((\d+)\)(?: = (.*))?$"),
+}
+
+
+def parse_stat(path: str, text: str) -> Inode | None:
+    """Parse one ``stat`` section; ``None`` when the path does not exist."""
+    head = next((m for ln in text.splitlines() if (m := _STAT_RE["head"].match(ln))), None)
+    if head is None:
+        return None
+    ino, type_name, mode_text = int(head.group(1)), head.group(2).strip(), head.group(3)
+    inode = Inode(path=path, ino=ino, kind=KINDS.get(type_name, type_name), mode=int(mode_text, 8) & 0o7777,
+                  uid=0, gid=0, size=0, links=0, mtime=0)
+    in_xattrs = False
+    for line in text.splitlines():
+        if m := _STAT_RE["owner"].match(line):
+            inode.uid, inode.gid, inode.size = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        elif m := _STAT_RE["links"].match(line):
+            inode.links = int(m.group(1))
+        elif m := _STAT_RE["mtime"].match(line):
+            inode.mtime = int(m.group(1), 16)
+        elif m := _STAT_RE["fast"].match(line):
+            inode.target = m.group(1)
+        elif m := _STAT_RE["dev"].match(line):
+            inode.rdev = (int(m.group(1)), int(m.group(2)))
+        elif line.startswith("Extended attributes:"):
+            in_xattrs = True
+        elif in_xattrs and (m := _STAT_RE["xattr"].match(line)):
+            inode.xattrs[m.group(1)] = _xattr_value(m.group(3) or "")
+        elif in_xattrs and not line.startswith("  "):
+            in_xattrs = False
+    return inode
+
+
+def _xattr_value(text: str) -> bytes:
+    """debugfs prints a value as a quoted string (octal escapes) or as hex bytes."""
+    text = text.strip()
+    if text.startswith('"') and text.endswith('"'):
+        body = text[1:-1]
+        return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]),
+                      body.encode("latin-1", errors="surrogateescape"))
+    return bytes(int(b, 16) for b in text.split()) if text else b""
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    name: str
+    ino: int
+    mode: int  # full i_mode incl. type bits
+    uid: int
+    gid: int
+    size: int
+
+
+class Ext4Image:
+    """A read-only view of an ext4 image through debugfs (one process per call)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def stat(self, path: str) -> Inode | None:
+        return self.stat_many([path])[path]
+
+    def stat_many(self, paths: Sequence[str]) -> dict[str, Inode | None]:
+        if not paths:
+            return {}
+        out = debugfs(self.path, [f"stat {quote(p)}" for p in paths])
+        result: dict[str, Inode | None] = {}
+        for p, (_, text) in zip(paths, out.sections, strict=True):
+            inode = parse_stat(p, text)
+            result[p] = inode
+        slow = [p for p, i in result.items() if i and i.kind == "symlink" and i.target is None]
+        if slow:  # long targets live in a data block: read them with cat
+            for p, (_, text) in zip(slow, debugfs(self.path, [f"cat {quote(p)}" for p in slow]).sections,
+                                    strict=True):
+                node = result[p]
+                assert node is not None
+                node.target = text
+        return result
+
+    def read(self, path: str) -> bytes:
+        """A regular file's content (``debugfs dump`` to a private temp file)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="e2b-artifact-read-") as tmp:
+            dest = Path(tmp) / "out"
+            out = debugfs(self.path, [f"dump {quote(path)} {quote(str(dest))}"])
+            if not dest.exists():
+                detail = "; ".join(out.errors()) or "not found"
+                raise ArtifactError(f"cannot read {path} from {self.path.name}: {detail}",
+                                    hint="check the path with: debugfs -R 'ls -l DIR' IMAGE", code=ExitCode.BAD_INPUT)
+            return dest.read_bytes()
+
+    def listdir_many(self, dirs: Sequence[str]) -> dict[str, list[DirEntry]]:
+        """Entries of several directories in one batch (``ls -p``), without ``.`` and ``..``."""
+        out = debugfs(self.path, [f"ls -p {quote(d)}" for d in dirs])
+        listing: dict[str, list[DirEntry]] = {}
+        for d, (_, text) in zip(dirs, out.sections, strict=True):
+            entries = []
+            for line in text.splitlines():
+                parts = line.split("/")
+                # /ino/mode/uid/gid/name/size/ ; a name may itself contain "/"-free text only
+                if len(parts) >= 7 and parts[0] == "" and parts[1].isdigit():
+                    name = "/".join(parts[5:-2])
+                    if name in (".", "..") or parts[1] == "0":
+                        continue
+                    entries.append(DirEntry(name, int(parts[1]), int(parts[2], 8), int(parts[3]),
+                                            int(parts[4]), int(parts[-2] or 0)))
+            listing[d] = entries
+        return listing
+
+    def walk(self) -> Iterator[tuple[str, DirEntry]]:
+        """Every entry below ``/`` (breadth-first, one debugfs run per tree level)."""
+        level = ["/"]
+        while level:
+            listing = self.listdir_many(level)
+            following = []
+            for d in level:
+                for entry in listing[d]:
+                    child = ("" if d == "/" else d) + "/" + entry.name
+                    yield child, entry
+                    if entry.mode & 0o170000 == KIND_BITS["dir"]:
+                        following.append(child)
+            level = following
+
+    def resolve(self, path: str, max_links: int = 40) -> str:
+        """Follow symlinks in ``path`` inside the image, like the kernel would with this image as ``/``."""
+        parts = [p for p in path.split("/") if p]
+        resolved: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = "/" + "/".join([*resolved, part])
+            node = self.stat(candidate)
+            if node is None:
+                raise ArtifactError(f"{path} does not resolve inside the image: {candidate} does not exist",
+                                    hint="create it, e.g. e2b-artifact inject IMAGE --envd PATH", code=ExitCode.BAD_INPUT)
+            if node.kind == "symlink":
+                hops += 1
+                if hops > max_links:
+                    raise ArtifactError(f"{path}: too many levels of symbolic links (loop?)",
+                                        hint="fix the symlink chain in the image", code=ExitCode.BAD_INPUT)
+                target = node.target or ""
+                if target.startswith("/"):
+                    resolved = []
+                parts = [p for p in target.split("/") if p] + parts
+                continue
+            if parts and node.kind != "dir":
+                raise ArtifactError(f"{path}: {candidate} is not a directory",
+                                    hint="fix the path in the image", code=ExitCode.BAD_INPUT)
+            resolved.append(part)
+        return "/" + "/".join(resolved)

@@ -1,0 +1,279 @@
+"""Put envd into an ext4 image and make it start, without mounting or root.
+
+``envd`` mode: ``/usr/bin/envd`` (0755, 0:0) and ``/sbin/init -> /usr/bin/envd``.
+``systemd`` mode (what upstream E2B does): envd plus an enabled ``envd.service``;
+``/sbin/init`` is left alone and must resolve inside the image.
+
+All writes are one debugfs batch recorded in an undo file; the result is read
+back and checked with ``e2fsck -fn``; on any failure the undo files put the
+input image back byte for byte. A second run with the same inputs writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from . import e2fsprogs
+from .e2fsprogs import Ext4Image, Inode, quote
+from .errors import ArtifactError, ExitCode
+
+InitMode = Literal["envd", "systemd"]
+ENVD_PATH = "/usr/bin/envd"
+INIT_PATH = "/sbin/init"
+UNIT_PATH = "/etc/systemd/system/envd.service"
+WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/envd.service"
+# Modelled on upstream's HEAD unit (e2b-template-format.md §7): envd runs directly, restarts forever.
+UNIT_TEXT = """\
+[Unit]
+Description=E2B envd
+DefaultDependencies=no
+After=local-fs.target
+
+[Service]
+Type=simple
+User=root
+Group=root
+ExecStart=/usr/bin/envd
+Restart=always
+OOMScoreAdjust=-1000
+Environment=GOMEMLIMIT=80MiB
+
+[Install]
+WantedBy=multi-user.target
+"""
+_MARGIN_BLOCKS = 64  # directories, extent blocks, the unit file
+_UNIT_SOURCE = "<unit-file>"  # replaced by the temp file holding UNIT_TEXT when the script runs
+
+
+@dataclass
+class InjectResult:
+    image: str
+    init: str
+    changed: bool
+    grown_to: int | None = None
+    envd_sha256: str = ""
+    actions: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"ok": True, "image": self.image, "init": self.init, "changed": self.changed,
+                "grown_to_bytes": self.grown_to, "envd_sha256": self.envd_sha256, "actions": self.actions}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    envd_dir: str  # /usr/bin, resolved inside the image
+    init_link: str | None  # where /sbin/init lives after resolving its parent (envd mode)
+    commands: list[str]
+    actions: list[str]
+
+
+def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = True) -> InjectResult:
+    """Install ``envd`` into ``image`` (in place, atomically in effect: all or nothing)."""
+    envd_bytes = _read_envd(envd)
+    geo = e2fsprogs.geometry(image)  # also rejects non-ext4 input with a clear error
+    view = Ext4Image(image)
+    plan = _plan(view, envd, envd_bytes, init)
+    result = InjectResult(str(image), init, changed=bool(plan.commands),
+                          envd_sha256=hashlib.sha256(envd_bytes).hexdigest(), actions=plan.actions)
+    if not plan.commands:
+        return result
+    needed = _blocks(len(envd_bytes)) + _MARGIN_BLOCKS
+    if geo.free_blocks < needed or geo.free_inodes < 8:
+        if not grow:
+            raise ArtifactError(
+                f"{image.name} is full: {geo.free_blocks * geo.block_size // 1024} KiB free, "
+                f"envd needs {needed * geo.block_size // 1024} KiB",
+                hint="drop --no-grow to let inject grow the image with resize2fs, or resize2fs it yourself",
+                code=ExitCode.NO_SPACE)
+        result.grown_to = (geo.block_count + needed + 256) * geo.block_size
+    original_size = image.stat().st_size
+    with _scratch(image) as scratch:
+        resize_undo, debugfs_undo, unit_file = scratch / "resize.undo", scratch / "debugfs.undo", scratch / "unit"
+        unit_file.write_text(UNIT_TEXT)
+        commands = [c.replace(_UNIT_SOURCE, quote(str(unit_file))) for c in plan.commands]
+        try:
+            if result.grown_to is not None:
+                e2fsprogs.resize(image, result.grown_to, undo_file=resize_undo)
+            out = e2fsprogs.debugfs(image, commands, write=True, undo_file=debugfs_undo)
+            problems = out.errors()
+            if problems:
+                raise ArtifactError(f"writing into {image.name} failed: {problems[0]}",
+                                    hint="the image was restored; run with --debug for the debugfs script",
+                                    code=ExitCode.NO_SPACE if "space" in problems[0].lower() else ExitCode.TOOL)
+            _read_back(view, plan, envd_bytes, init)
+            check = e2fsprogs.fsck(image)
+            if not check.clean:
+                raise ArtifactError(f"e2fsck -fn reports errors after inject (exit {check.exit_code})",
+                                    hint="the image was restored; please report this with --debug",
+                                    code=ExitCode.TOOL)
+        except BaseException:
+            _restore(image, original_size, debugfs_undo, resize_undo)
+            raise
+    return result
+
+
+def _read_envd(envd: Path) -> bytes:
+    if not envd.is_file():
+        raise ArtifactError(f"envd not found at {envd}",
+                            hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default /fc-envd/envd)",
+                            code=ExitCode.BAD_INPUT)
+    try:
+        return envd.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {envd}: {exc.strerror}", hint="check its permissions",
+                            code=ExitCode.BAD_INPUT) from exc
+
+
+def _blocks(n: int) -> int:
+    return -(-n // e2fsprogs.BLOCK_SIZE)
+
+
+def _resolve_dir(view: Ext4Image, path: str) -> str:
+    """Resolve the existing part of a directory path inside the image; keep the missing tail."""
+    parts = PurePosixPath(path).parts[1:]
+    for i in range(len(parts), 0, -1):
+        head = "/" + "/".join(parts[:i])
+        node = view.stat(head)
+        if node is not None:
+            if node.kind not in ("dir", "symlink"):
+                raise ArtifactError(f"{head} in the image is a {node.kind}, not a directory",
+                                    hint=f"remove or rename {head} in the image first", code=ExitCode.BAD_INPUT)
+            real = view.resolve(head)
+            return str(PurePosixPath(real, *parts[i:]))
+    return path
+
+
+def _mkdirs(view: Ext4Image, directory: str, commands: list[str], actions: list[str]) -> None:
+    parts = PurePosixPath(directory).parts[1:]
+    missing = [p for p in ("/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))]
+    existing = view.stat_many(missing)
+    for d in missing:
+        if existing[d] is None:
+            commands += [f"mkdir {quote(d)}", f"sif {quote(d)} mode 040755"]
+            actions.append(f"mkdir {d}")
+
+
+def _plan(view: Ext4Image, envd: Path, envd_bytes: bytes, init: InitMode) -> _Plan:
+    envd_dir = _resolve_dir(view, "/usr/bin")
+    envd_at = f"{envd_dir}/envd"
+    init_dir = _resolve_dir(view, "/sbin")
+    init_link = f"{init_dir}/init"
+    commands: list[str] = []
+    actions: list[str] = []
+    current = view.stat_many([envd_at, init_link, UNIT_PATH, WANTS_LINK])
+
+    envd_node = current[envd_at]
+    if envd_node is not None and envd_node.kind == "dir":
+        raise ArtifactError(f"{envd_at} is a directory in the image", hint="remove it from the image first",
+                            code=ExitCode.BAD_INPUT)
+    if not _file_matches(view, envd_node, envd_at, envd_bytes, 0o755):
+        _mkdirs(view, envd_dir, commands, actions)
+        if envd_node is not None:
+            commands.append(f"rm {quote(envd_at)}")
+        mtime = int(envd.stat().st_mtime)
+        commands += [f"write {quote(str(envd))} {quote(envd_at)}", f"sif {quote(envd_at)} mode 0100755",
+                     f"sif {quote(envd_at)} uid 0", f"sif {quote(envd_at)} gid 0",
+                     f"sif {quote(envd_at)} mtime @{mtime}"]
+        actions.append(f"write {ENVD_PATH} ({len(envd_bytes)} bytes, 0755, 0:0)")
+
+    if init == "envd":
+        init_node = current[init_link]
+        if init_node is not None and init_node.kind == "dir":
+            raise ArtifactError(f"{init_link} is a directory in the image", hint="remove it from the image first",
+                                code=ExitCode.BAD_INPUT)
+        if not (init_node is not None and init_node.kind == "symlink" and init_node.target == ENVD_PATH):
+            _mkdirs(view, init_dir, commands, actions)
+            if init_node is not None:
+                commands.append(f"rm {quote(init_link)}")
+                was = f" (was {init_node.kind}" + (f" -> {init_node.target})" if init_node.target else ")")
+            else:
+                was = ""
+            commands.append(f"symlink {quote(init_link)} {ENVD_PATH}")
+            actions.append(f"symlink {INIT_PATH} -> {ENVD_PATH}{was}")
+        return _Plan(envd_dir, init_link, commands, actions)
+
+    _require_init(view)
+    unit = UNIT_TEXT.encode()
+    if not _file_matches(view, current[UNIT_PATH], UNIT_PATH, unit, 0o644):
+        _mkdirs(view, str(PurePosixPath(UNIT_PATH).parent), commands, actions)
+        if current[UNIT_PATH] is not None:
+            commands.append(f"rm {quote(UNIT_PATH)}")
+        commands += [f"write {_UNIT_SOURCE} {UNIT_PATH}", f"sif {UNIT_PATH} mode 0100644",
+                     f"sif {UNIT_PATH} uid 0", f"sif {UNIT_PATH} gid 0"]
+        actions.append(f"write {UNIT_PATH}")
+    wants = current[WANTS_LINK]
+    if not (wants is not None and wants.kind == "symlink" and wants.target == UNIT_PATH):
+        _mkdirs(view, str(PurePosixPath(WANTS_LINK).parent), commands, actions)
+        if wants is not None:
+            commands.append(f"rm {quote(WANTS_LINK)}")
+        commands.append(f"symlink {WANTS_LINK} {UNIT_PATH}")
+        actions.append(f"enable envd.service ({WANTS_LINK} -> {UNIT_PATH})")
+    return _Plan(envd_dir, None, commands, actions)
+
+
+def _require_init(view: Ext4Image) -> None:
+    try:
+        real = view.resolve(INIT_PATH)
+    except ArtifactError as exc:
+        raise ArtifactError(f"systemd mode needs a working /sbin/init, but {exc.message}",
+                            hint="install systemd in the image (upstream links /sbin/init to systemd), "
+                                 "or use --init envd", code=ExitCode.BAD_INPUT) from exc
+    node = view.stat(real)
+    if node is None or node.kind != "file" or not node.executable:
+        raise ArtifactError(f"/sbin/init resolves to {real}, which is not an executable file",
+                            hint="fix /sbin/init in the image, or use --init envd", code=ExitCode.BAD_INPUT)
+
+
+def _file_matches(view: Ext4Image, node: Inode | None, path: str, content: bytes, mode: int) -> bool:
+    if node is None or node.kind != "file" or node.mode != mode or node.uid != 0 or node.gid != 0:
+        return False
+    return node.size == len(content) and view.read(path) == content
+
+
+def _read_back(view: Ext4Image, plan: _Plan, envd_bytes: bytes, init: InitMode) -> None:
+    envd_at = f"{plan.envd_dir}/envd"
+    node = view.stat(envd_at)
+    if not _file_matches(view, node, envd_at, envd_bytes, 0o755):
+        raise ArtifactError(f"read-back of {ENVD_PATH} does not match what was written",
+                            hint="the image was restored; please report this with --debug", code=ExitCode.TOOL)
+    if init == "envd":
+        assert plan.init_link is not None
+        link = view.stat(plan.init_link)
+        if link is None or link.kind != "symlink" or link.target != ENVD_PATH:
+            raise ArtifactError(f"read-back of {INIT_PATH} does not point at {ENVD_PATH}",
+                                hint="the image was restored; please report this with --debug", code=ExitCode.TOOL)
+        if view.resolve(INIT_PATH) != envd_at:
+            raise ArtifactError(f"{INIT_PATH} does not resolve to {envd_at} inside the image",
+                                hint="check for symlinks around /sbin and /usr/bin in the image", code=ExitCode.TOOL)
+    else:
+        unit = view.stat(UNIT_PATH)
+        if not _file_matches(view, unit, UNIT_PATH, UNIT_TEXT.encode(), 0o644):
+            raise ArtifactError(f"read-back of {UNIT_PATH} does not match", hint="the image was restored",
+                                code=ExitCode.TOOL)
+        wants = view.stat(WANTS_LINK)
+        if wants is None or wants.target != UNIT_PATH:
+            raise ArtifactError(f"read-back of {WANTS_LINK} is wrong", hint="the image was restored",
+                                code=ExitCode.TOOL)
+
+
+@contextlib.contextmanager
+def _scratch(image: Path) -> Iterator[Path]:
+    """A private directory beside the image for undo files (same filesystem), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f".{image.name}.inject-", dir=image.parent) as tmp:
+        yield Path(tmp)
+
+
+def _restore(image: Path, original_size: int, debugfs_undo: Path, resize_undo: Path) -> None:
+    if debugfs_undo.exists():
+        e2fsprogs.undo(debugfs_undo, image)
+    if resize_undo.exists():
+        e2fsprogs.undo(resize_undo, image)
+    if image.stat().st_size != original_size:
+        os.truncate(image, original_size)

@@ -1,0 +1,265 @@
+"""Create ``rootfs.ext4`` from a directory, a tarball or an existing ext4 image, rootless.
+
+Sizing follows upstream E2B: populate a generously sized (sparse) image, then
+resize it to the space the content uses plus the requested free space.
+Tar input goes straight to ``mke2fs -d`` when e2fsprogs can read tarballs
+(>= 1.47.1), so owners, device nodes and xattrs land exactly as the tar says
+without root. Older e2fsprogs: extract what an unprivileged user can, then
+fix owners, modes, times, special files and xattrs with one debugfs script.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from . import e2fsprogs
+from .errors import ArtifactError, ExitCode
+from .runner import run
+
+MIB = 1 << 20
+DEFAULT_FREE_MB = 512  # like upstream's default template disk tier; see README
+_SLACK = 64 * MIB  # journal, group descriptors, bitmaps of the generous first image
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a source holds, for sizing: bytes rounded to blocks, and entry count."""
+
+    blocks_bytes: int
+    entries: int
+
+    def generous_size(self, free_mb: int) -> int:
+        inode_tables = self.entries * 256 * 2
+        return int(self.blocks_bytes * 1.25) + self.entries * e2fsprogs.BLOCK_SIZE + inode_tables \
+            + _SLACK * 2 + free_mb * MIB
+
+
+def _round_block(n: int) -> int:
+    bs = e2fsprogs.BLOCK_SIZE
+    return -(-n // bs) * bs
+
+
+def scan_dir(root: Path) -> Content:
+    total = entries = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        entries += len(dirnames) + len(filenames)
+        total += e2fsprogs.BLOCK_SIZE * len(dirnames)
+        for name in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += _round_block(st.st_size)
+    return Content(total, entries)
+
+
+def open_tar(path: Path) -> tarfile.TarFile:
+    """Open a tar, tar.gz/bz2/xz or tar.zst for streaming reads."""
+    with path.open("rb") as probe:
+        magic = probe.read(4)
+    try:
+        if magic == b"\x28\xb5\x2f\xfd":
+            import zstandard
+
+            stream: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)
+            return tarfile.open(fileobj=stream, mode="r|")
+        return tarfile.open(path, mode="r|*")
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError(f"{path} is not a readable tar archive: {exc}",
+                            hint="pass a .tar, .tar.gz or .tar.zst (e.g. from docker export or tar -C DIR -c .)",
+                            code=ExitCode.BAD_INPUT) from exc
+
+
+def safe_member_name(name: str) -> str:
+    """Normalise a member name; refuse absolute names and ``..``."""
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ArtifactError(f"unsafe tar member name {name!r} (absolute or with ..)",
+                            hint="the archive tries to write outside the image; rebuild it with relative names",
+                            code=ExitCode.BAD_INPUT)
+    parts = [p for p in pure.parts if p not in (".", "")]
+    return "/".join(parts)
+
+
+def scan_tar(path: Path) -> Content:
+    total = entries = 0
+    try:
+        with open_tar(path) as tar:
+            for member in tar:
+                safe_member_name(member.name)
+                entries += 1
+                if member.isreg():
+                    total += _round_block(member.size)
+                elif member.isdir():
+                    total += e2fsprogs.BLOCK_SIZE
+    except tarfile.TarError as exc:
+        raise ArtifactError(f"{path}: damaged tar archive: {exc}", hint="recreate the archive",
+                            code=ExitCode.BAD_INPUT) from exc
+    return Content(total, entries)
+
+
+def fit(image: Path, free_mb: int, entries: int) -> None:
+    """Resize ``image`` to the space in use plus ``free_mb`` (and room for the inodes in use)."""
+    geo = e2fsprogs.geometry(image)
+    used = geo.size_bytes - geo.free_bytes
+    inodes_used = geo.inode_count - geo.free_inodes
+    target = max(used + free_mb * MIB, int(max(inodes_used, entries) * e2fsprogs.INODE_RATIO * 1.1))
+    target = _round_block(target + e2fsprogs.BLOCK_SIZE * 16)
+    if abs(target - geo.size_bytes) > MIB:
+        e2fsprogs.resize(image, target)
+        os.truncate(image, target)
+
+
+def create_from_dir(source: Path, image: Path, *, free_mb: int = DEFAULT_FREE_MB) -> None:
+    if not source.is_dir():
+        raise ArtifactError(f"--rootfs-dir {source}: not a directory", hint="pass the root of the tree",
+                            code=ExitCode.BAD_INPUT)
+    content = scan_dir(source)
+    e2fsprogs.mke2fs(image, content.generous_size(free_mb), source=source)
+    fit(image, free_mb, content.entries)
+
+
+def create_from_tar(tar_path: Path, image: Path, *, free_mb: int = DEFAULT_FREE_MB,
+                    content_bytes: int | None = None, inodes: int | None = None) -> None:
+    """Populate ``image`` from a tarball (tar, tar.gz, tar.zst).
+
+    With ``content_bytes`` and ``inodes`` given, the tar is read only once.
+    """
+    if not tar_path.exists():
+        raise ArtifactError(f"--rootfs-tar {tar_path}: file not found", hint="check the path",
+                            code=ExitCode.BAD_INPUT)
+    content = Content(content_bytes, inodes) if content_bytes is not None and inodes is not None \
+        else scan_tar(tar_path)
+    size = content.generous_size(free_mb)
+    if e2fsprogs.tar_input_supported():
+        e2fsprogs.mke2fs(image, size, source=tar_path)
+    else:
+        _create_via_fixup(tar_path, image, size)
+    fit(image, free_mb, content.entries)
+
+
+def create_from_ext4(source: Path, image: Path, *, free_mb: int = DEFAULT_FREE_MB) -> None:
+    """Copy an existing ext4 image (sparse-aware; the source is never modified) and make room."""
+    if not source.is_file():
+        raise ArtifactError(f"--rootfs-ext4 {source}: file not found", hint="check the path",
+                            code=ExitCode.BAD_INPUT)
+    e2fsprogs.geometry(source)  # raises a clear error when it is not ext*
+    run(["cp", "--sparse=always", "--reflink=auto", source, image])
+    check = e2fsprogs.fsck(image)
+    if not check.clean:
+        raise ArtifactError(f"{source} has filesystem errors (e2fsck -fn exit {check.exit_code})",
+                            hint=f"repair a copy first: cp {source} fixed.ext4 && e2fsck -fy fixed.ext4",
+                            code=ExitCode.BAD_INPUT)
+    geo = e2fsprogs.geometry(image)
+    if geo.free_bytes < free_mb * MIB:
+        e2fsprogs.resize(image, _round_block(geo.size_bytes + free_mb * MIB - geo.free_bytes))
+
+
+# --- e2fsprogs < 1.47.1: extract what we can, then one debugfs fix-up script -------------
+
+def _create_via_fixup(tar_path: Path, image: Path, size: int) -> None:
+    with tempfile.TemporaryDirectory(prefix=".e2b-artifact-extract-", dir=image.parent) as tmp:
+        tree = Path(tmp) / "tree"
+        tree.mkdir()
+        xattr_dir = Path(tmp) / "xattrs"
+        xattr_dir.mkdir()
+        script = list(_extract_for_fixup(tar_path, tree, xattr_dir))
+        e2fsprogs.mke2fs(image, size, source=tree)
+        out = e2fsprogs.debugfs(image, script, write=True)
+        problems = out.errors()
+        if problems:
+            raise ArtifactError(f"fixing owners and special files failed: {problems[0]}",
+                                hint="install e2fsprogs >= 1.47.1 (scripts/setup.sh) to build from tar directly",
+                                code=ExitCode.TOOL)
+
+
+def _extract_for_fixup(tar_path: Path, tree: Path, xattr_dir: Path) -> Iterator[str]:
+    """Extract regular files, dirs, symlinks and hard links as the current user; yield debugfs fix-ups."""
+    q = e2fsprogs.quote
+    with open_tar(tar_path) as tar:
+        for n, member in enumerate(tar):
+            name = safe_member_name(member.name)
+            if not name:
+                continue
+            dest = tree / name
+            _refuse_links_in_parents(tree, name)
+            path = "/" + name
+            kind = _member_kind(member)
+            if member.isdir():
+                dest.mkdir(parents=True, exist_ok=True)
+                dest.chmod(0o755)
+            elif member.isreg():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _remove_existing(dest)
+                src = tar.extractfile(member)
+                assert src is not None
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+            elif member.issym():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _remove_existing(dest)
+                os.symlink(member.linkname, dest)
+            elif member.islnk():
+                target = tree / safe_member_name(member.linkname)
+                _refuse_links_in_parents(tree, safe_member_name(member.linkname))
+                _remove_existing(dest)
+                os.link(target, dest, follow_symlinks=False)
+                continue  # the inode's attributes come with the first name
+            elif member.ischr() or member.isblk() or member.isfifo():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _remove_existing(dest)
+                spec = "p" if member.isfifo() else f"{'c' if member.ischr() else 'b'} {member.devmajor} {member.devminor}"
+                yield f"mknod {q(path)} {spec}"
+            else:
+                continue
+            mode = e2fsprogs.KIND_BITS[kind] | (member.mode & 0o7777)
+            yield f"sif {q(path)} mode 0{mode:o}"
+            yield f"sif {q(path)} uid {member.uid}"
+            yield f"sif {q(path)} gid {member.gid}"
+            yield f"sif {q(path)} mtime @{int(member.mtime)}"
+            for key, value in member.pax_headers.items():
+                if key.startswith("SCHILY.xattr."):
+                    value_file = xattr_dir / str(n)
+                    value_file.write_bytes(value.encode("utf-8", errors="surrogateescape"))
+                    yield f"ea_set -f {q(str(value_file))} {q(path)} {key[len('SCHILY.xattr.'):]}"
+
+
+def _member_kind(member: tarfile.TarInfo) -> str:
+    if member.isdir():
+        return "dir"
+    if member.issym():
+        return "symlink"
+    if member.ischr():
+        return "chardev"
+    if member.isblk():
+        return "blockdev"
+    if member.isfifo():
+        return "fifo"
+    return "file"
+
+
+def _refuse_links_in_parents(tree: Path, name: str) -> None:
+    """Never write through a symlink the archive itself created (it could point at the host)."""
+    current = tree
+    for part in PurePosixPath(name).parts[:-1]:
+        current = current / part
+        if current.is_symlink():
+            raise ArtifactError(f"tar member {name!r} is written through the symlink {part!r}",
+                                hint="the archive is malformed or malicious; nothing outside the image was written",
+                                code=ExitCode.BAD_INPUT)
+
+
+def _remove_existing(dest: Path) -> None:
+    """A later member with the same name replaces the earlier one (inside our private temp tree)."""
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
