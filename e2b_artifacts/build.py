@@ -99,6 +99,7 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
                 rootfs.create_from_ext4(req.source, image, free_mb=req.free_mb)
             progress(f"inject: installing envd ({req.init} mode)")
             injected = inject(image, req.envd, init=req.init, grow=True)
+            rootfs.ensure_free(image, req.free_mb)
             metadata = _metadata(req, build_id, image)
             metadata.write(stage / METADATA_NAME)
             _write_manifest(stage, build_id)

@@ -113,8 +113,8 @@ def debugfs(image: Path, commands: Sequence[str], *, write: bool = False, undo_f
         args += ["-z", undo_file]
     args += ["-f", "-", image]
     script = "".join(c + "\n" for c in commands).encode()
-    proc = run(args, input=script, env=_DEBUGFS_ENV, timeout=timeout)
-    text = proc.stdout.decode(errors="surrogateescape") + proc.stderr.decode(errors="surrogateescape")
+    proc = run(args, input=script, env=_DEBUGFS_ENV, timeout=timeout, merge_stderr=True)
+    text = proc.stdout.decode(errors="surrogateescape")
     return DebugfsOutput(_split_sections(text, image))
 
 

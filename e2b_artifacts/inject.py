@@ -151,11 +151,13 @@ def _resolve_dir(view: Ext4Image, path: str) -> str:
 
 
 def _mkdirs(view: Ext4Image, directory: str, commands: list[str], actions: list[str]) -> None:
+    """Queue ``mkdir`` for each missing component of ``directory`` (not already queued)."""
     parts = PurePosixPath(directory).parts[1:]
-    missing = [p for p in ("/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))]
-    existing = view.stat_many(missing)
-    for d in missing:
-        if existing[d] is None:
+    chain = ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    queued = {c.split(" ", 1)[1] for c in commands if c.startswith("mkdir ")}
+    existing = view.stat_many([d for d in chain if quote(d) not in queued])
+    for d in chain:
+        if quote(d) not in queued and existing[d] is None:
             commands += [f"mkdir {quote(d)}", f"sif {quote(d)} mode 040755"]
             actions.append(f"mkdir {d}")
 

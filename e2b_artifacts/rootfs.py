@@ -15,7 +15,7 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -34,6 +34,8 @@ class Content:
 
     blocks_bytes: int
     entries: int
+    # path in the image -> xattr name -> value, from PAX ``SCHILY.xattr.*`` records
+    xattrs: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
     def generous_size(self, free_mb: int) -> int:
         inode_tables = self.entries * 256 * 2
@@ -89,13 +91,22 @@ def safe_member_name(name: str) -> str:
     return "/".join(parts)
 
 
+def member_xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
+    prefix = "SCHILY.xattr."
+    return {k[len(prefix):]: v.encode("utf-8", errors="surrogateescape")
+            for k, v in member.pax_headers.items() if k.startswith(prefix)}
+
+
 def scan_tar(path: Path) -> Content:
     total = entries = 0
+    xattrs: dict[str, dict[str, bytes]] = {}
     try:
         with open_tar(path) as tar:
             for member in tar:
-                safe_member_name(member.name)
+                name = safe_member_name(member.name)
                 entries += 1
+                if found := member_xattrs(member):
+                    xattrs["/" + name] = found
                 if member.isreg():
                     total += _round_block(member.size)
                 elif member.isdir():
@@ -103,7 +114,7 @@ def scan_tar(path: Path) -> Content:
     except tarfile.TarError as exc:
         raise ArtifactError(f"{path}: damaged tar archive: {exc}", hint="recreate the archive",
                             code=ExitCode.BAD_INPUT) from exc
-    return Content(total, entries)
+    return Content(total, entries, xattrs)
 
 
 def fit(image: Path, free_mb: int, entries: int) -> None:
@@ -128,19 +139,24 @@ def create_from_dir(source: Path, image: Path, *, free_mb: int = DEFAULT_FREE_MB
 
 
 def create_from_tar(tar_path: Path, image: Path, *, free_mb: int = DEFAULT_FREE_MB,
-                    content_bytes: int | None = None, inodes: int | None = None) -> None:
+                    content_bytes: int | None = None, inodes: int | None = None,
+                    xattrs: dict[str, dict[str, bytes]] | None = None) -> None:
     """Populate ``image`` from a tarball (tar, tar.gz, tar.zst).
 
-    With ``content_bytes`` and ``inodes`` given, the tar is read only once.
+    With ``content_bytes`` and ``inodes`` (and the members' ``xattrs``) given, the tar
+    is read only once, so it may come from a pipe.
     """
     if not tar_path.exists():
         raise ArtifactError(f"--rootfs-tar {tar_path}: file not found", hint="check the path",
                             code=ExitCode.BAD_INPUT)
-    content = Content(content_bytes, inodes) if content_bytes is not None and inodes is not None \
+    content = Content(content_bytes, inodes, xattrs or {}) if content_bytes is not None and inodes is not None \
         else scan_tar(tar_path)
     size = content.generous_size(free_mb)
     if e2fsprogs.tar_input_supported():
         e2fsprogs.mke2fs(image, size, source=tar_path)
+        # mke2fs 1.47.2 keeps security.capability from a tar but drops other xattrs (user.*, trusted.*,
+        # security.selinux): set them all again in one debugfs run.
+        set_xattrs(image, content.xattrs)
     else:
         _create_via_fixup(tar_path, image, size)
     fit(image, free_mb, content.entries)
@@ -158,9 +174,37 @@ def create_from_ext4(source: Path, image: Path, *, free_mb: int = DEFAULT_FREE_M
         raise ArtifactError(f"{source} has filesystem errors (e2fsck -fn exit {check.exit_code})",
                             hint=f"repair a copy first: cp {source} fixed.ext4 && e2fsck -fy fixed.ext4",
                             code=ExitCode.BAD_INPUT)
+    ensure_free(image, free_mb)
+
+
+def ensure_free(image: Path, free_mb: int) -> None:
+    """Grow ``image`` (never shrink) until it has at least ``free_mb`` MiB free."""
     geo = e2fsprogs.geometry(image)
     if geo.free_bytes < free_mb * MIB:
         e2fsprogs.resize(image, _round_block(geo.size_bytes + free_mb * MIB - geo.free_bytes))
+
+
+def set_xattrs(image: Path, xattrs: dict[str, dict[str, bytes]]) -> None:
+    if not xattrs:
+        return
+    with tempfile.TemporaryDirectory(prefix=".e2b-artifact-xattrs-", dir=image.parent) as tmp:
+        commands = []
+        for n, (path, values) in enumerate(xattrs.items()):
+            commands += _xattr_commands(path, values, Path(tmp), n)
+        problems = e2fsprogs.debugfs(image, commands, write=True).errors()
+    if problems:
+        raise ArtifactError(f"setting extended attributes failed: {problems[0]}",
+                            hint="check the xattr names in the tar (user., trusted., security. namespaces)",
+                            code=ExitCode.TOOL)
+
+
+def _xattr_commands(path: str, values: dict[str, bytes], value_dir: Path, n: int) -> list[str]:
+    commands = []
+    for i, (name, value) in enumerate(values.items()):
+        value_file = value_dir / f"{n}.{i}"
+        value_file.write_bytes(value)
+        commands.append(f"ea_set -f {e2fsprogs.quote(str(value_file))} {e2fsprogs.quote(path)} {name}")
+    return commands
 
 
 # --- e2fsprogs < 1.47.1: extract what we can, then one debugfs fix-up script -------------
@@ -219,7 +263,9 @@ def _extract_for_fixup(tar_path: Path, tree: Path, xattr_dir: Path) -> Iterator[
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 _remove_existing(dest)
                 spec = "p" if member.isfifo() else f"{'c' if member.ischr() else 'b'} {member.devmajor} {member.devminor}"
-                yield f"mknod {q(path)} {spec}"
+                # debugfs mknod links an absolute name wrongly: create it relative to its directory
+                parent = str(PurePosixPath(path).parent)
+                yield from (f"cd {q(parent)}", f"mknod {q(PurePosixPath(path).name)} {spec}", "cd /")
             else:
                 continue
             mode = e2fsprogs.KIND_BITS[kind] | (member.mode & 0o7777)
@@ -227,11 +273,7 @@ def _extract_for_fixup(tar_path: Path, tree: Path, xattr_dir: Path) -> Iterator[
             yield f"sif {q(path)} uid {member.uid}"
             yield f"sif {q(path)} gid {member.gid}"
             yield f"sif {q(path)} mtime @{int(member.mtime)}"
-            for key, value in member.pax_headers.items():
-                if key.startswith("SCHILY.xattr."):
-                    value_file = xattr_dir / str(n)
-                    value_file.write_bytes(value.encode("utf-8", errors="surrogateescape"))
-                    yield f"ea_set -f {q(str(value_file))} {q(path)} {key[len('SCHILY.xattr.'):]}"
+            yield from _xattr_commands(path, member_xattrs(member), xattr_dir, n)
 
 
 def _member_kind(member: tarfile.TarInfo) -> str:

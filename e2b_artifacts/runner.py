@@ -57,17 +57,21 @@ def run(
     cwd: Path | None = None,
     hint: str = "",
     timeout: float | None = None,
+    merge_stderr: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``cmd`` with captured output; raise :class:`ArtifactError` on failure.
 
     ``cmd[0]`` is resolved with :func:`which`, so a missing tool gives an
-    install hint instead of ``FileNotFoundError``.
+    install hint instead of ``FileNotFoundError``. ``merge_stderr`` sends stderr
+    into stdout, keeping the two in order.
     """
     argv = [which(str(cmd[0]))] + [str(a) for a in cmd[1:]]
     log.debug("run: %s", shlex.join(argv))
     try:
         proc = subprocess.run(
-            argv, input=input, capture_output=True, env=env, cwd=cwd, timeout=timeout, check=False
+            argv, input=input, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            env=env, cwd=cwd, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise ArtifactError(
