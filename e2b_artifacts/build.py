@@ -135,9 +135,11 @@ def _metadata(req: BuildRequest, build_id: str, image: Path) -> Metadata:
 
 
 def _write_manifest(stage: Path, build_id: str) -> None:
-    try:
-        from . import manifest
-    except ImportError:  # the integrity manifest arrives with `verify`
+    import importlib
+
+    try:  # the integrity manifest arrives with `verify` (issue 3)
+        manifest = importlib.import_module(f"{__package__}.manifest")
+    except ImportError:
         return
     manifest.write_manifest(stage, build_id)
 

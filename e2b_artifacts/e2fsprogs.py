@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ArtifactError, ExitCode
-from .runner import run
+from .runner import run, which
 
 BLOCK_SIZE = 4096
 # Upstream E2B's mkfs.ext4 feature set (e2b-template-format.md §7), minus the fixed 25 GB size.
-MKE2FS_FEATURES = "^dir_index,^64bit,^dir_nlink,ext_attr,sparse_super2,filetype,extent,flex_bg,large_file,huge_file,extra_isize"
+MKE2FS_FEATURES = ("^dir_index,^64bit,^dir_nlink,ext_attr,sparse_super2,filetype,extent,flex_bg,"
+                   "large_file,huge_file,extra_isize")
 INODE_RATIO = 4096
 _ECHO = "debugfs: "
 # Read-only debugfs: unbuffered so stderr lines stay next to the command that caused them.
@@ -106,7 +107,7 @@ def _is_error_line(command: str, line: str) -> bool:
 def debugfs(image: Path, commands: Sequence[str], *, write: bool = False, undo_file: Path | None = None,
             timeout: float | None = 600) -> DebugfsOutput:
     """Run ``commands`` in one debugfs session; output is split per command."""
-    args: list[str | Path] = ["stdbuf", "-o0", "-e0", "debugfs"]
+    args: list[str | Path] = ["stdbuf", "-o0", "-e0", which("debugfs")]
     if write:
         args.append("-w")
     if undo_file is not None:
@@ -382,7 +383,8 @@ class Ext4Image:
             node = self.stat(candidate)
             if node is None:
                 raise ArtifactError(f"{path} does not resolve inside the image: {candidate} does not exist",
-                                    hint="create it, e.g. e2b-artifact inject IMAGE --envd PATH", code=ExitCode.BAD_INPUT)
+                                    hint="create it, e.g. e2b-artifact inject IMAGE --envd PATH",
+                                    code=ExitCode.BAD_INPUT)
             if node.kind == "symlink":
                 hops += 1
                 if hops > max_links:

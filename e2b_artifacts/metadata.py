@@ -71,7 +71,7 @@ class Metadata:
             ext["envd_version"] = self.envd_version
         if ext:
             doc[EXT_KEY] = ext
-        ordered = {k: doc.pop(k) for k in ("version", "template", "context") if k in doc}
+        ordered: dict[str, Any] = {k: doc.pop(k) for k in ("version", "template", "context") if k in doc}
         ordered.update(doc)
         return ordered
 
@@ -133,7 +133,7 @@ def _string(obj: dict[str, Any], key: str, where: str, dotted: str, required: bo
     if not isinstance(value, str) or (required and not value):
         got = "missing" if value is None else f"got {json.dumps(value)}"
         raise ArtifactError(f"{where}: field {dotted}: expected a non-empty string, {got}",
-                            hint=f"set {dotted} (e.g. with e2b-artifact build --{dotted.split('.')[-1].replace('_', '-')})",
+                            hint=f"set {dotted} in {where}, or rebuild it with e2b-artifact build",
                             code=ExitCode.BAD_INPUT)
     return value
 
@@ -150,7 +150,8 @@ def _object(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
 
 def _from_v2(doc: dict[str, Any], where: str) -> Metadata:
     template = _object(doc, "template", where)
-    ext = doc.get(EXT_KEY) if isinstance(doc.get(EXT_KEY), dict) else {}
+    found = doc.get(EXT_KEY)
+    ext: dict[str, Any] = found if isinstance(found, dict) else {}
     extra = copy.deepcopy(doc)
     extra["template"] = {k: v for k, v in template.items()
                          if k not in ("build_id", "kernel_version", "firecracker_version")}

@@ -262,7 +262,8 @@ def _extract_for_fixup(tar_path: Path, tree: Path, xattr_dir: Path) -> Iterator[
             elif member.ischr() or member.isblk() or member.isfifo():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 _remove_existing(dest)
-                spec = "p" if member.isfifo() else f"{'c' if member.ischr() else 'b'} {member.devmajor} {member.devminor}"
+                dev = f"{member.devmajor} {member.devminor}"
+                spec = "p" if member.isfifo() else f"{'c' if member.ischr() else 'b'} {dev}"
                 # debugfs mknod links an absolute name wrongly: create it relative to its directory
                 parent = str(PurePosixPath(path).parent)
                 yield from (f"cd {q(parent)}", f"mknod {q(PurePosixPath(path).name)} {spec}", "cd /")

@@ -115,7 +115,8 @@ class Settings:
                 r = Resolved(setting.name, from_file[setting.name], f"env-file:{env_file}")
             elif setting.default is not None:
                 base = self._resolved.get("ORCHESTRATOR_BASE_PATH")
-                value = setting.default.replace("${ORCHESTRATOR_BASE_PATH}", base.value or "") if base else setting.default
+                base_value = base.value if base and base.value else ""
+                value = setting.default.replace("${ORCHESTRATOR_BASE_PATH}", base_value)
                 r = Resolved(setting.name, value, "default")
             else:
                 r = Resolved(setting.name, None, "unset")

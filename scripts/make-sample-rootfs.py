@@ -54,4 +54,5 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "fixtures/sample-rootfs.tar")
+    default = Path(__file__).resolve().parent.parent / "fixtures/sample-rootfs.tar"
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else default)

@@ -36,7 +36,7 @@ class LazyGroup(click.Group):
         if cmd_name not in self.list_commands(ctx):
             return None
         module = importlib.import_module(f"{__name__}.cmd_{cmd_name.replace('-', '_')}")
-        command = getattr(module, "command")
+        command = module.command
         assert isinstance(command, click.Command)
         return command
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", "nothing was replaced: outputs are written to temp names first",
                      ExitCode.USAGE, args)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+    except Exception as exc:
         if debug:
             traceback.print_exc()
         return _fail(f"internal error: {type(exc).__name__}: {exc}",

@@ -41,8 +41,9 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
     """
     from ..build import BuildRequest, SourceKind, build
 
-    sources: list[tuple[SourceKind, Path]] = [
-        (k, p) for k, p in (("dir", rootfs_dir), ("tar", rootfs_tar), ("ext4", rootfs_ext4)) if p is not None]
+    given: tuple[tuple[SourceKind, Path | None], ...] = (("dir", rootfs_dir), ("tar", rootfs_tar),
+                                                         ("ext4", rootfs_ext4))
+    sources = [(k, p) for k, p in given if p is not None]
     if len(sources) != 1:
         raise ArtifactError("give exactly one of --rootfs-dir, --rootfs-tar, --rootfs-ext4",
                             hint="e.g. e2b-artifact build --rootfs-tar rootfs.tar --envd ./envd", code=ExitCode.USAGE)

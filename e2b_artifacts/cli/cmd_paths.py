@@ -10,6 +10,9 @@ from ..errors import ArtifactError, ExitCode
 from ..settings import BY_NAME, inspect_path
 from .common import AppState, emit, json_option
 
+MARKS = {"exists": "ok", "missing": "missing", "unset": "-", "value": "",
+         "absent-mount": "ABSENT MOUNT", "not-mounted": "NOT MOUNTED", "wrong-type": "WRONG TYPE"}
+
 
 @click.command("paths")
 @click.option("--create", is_flag=True, help="Create the missing directories.")
@@ -21,7 +24,7 @@ def command(app: AppState, create: bool, as_json: bool) -> None:
     Exit 1 when a path sits under a mount point absent on this host.
     """
     settings = app.settings
-    rows = []
+    rows: list[dict[str, str | None]] = []
     created: list[str] = []
     for resolved in settings.all():
         setting = BY_NAME[resolved.name]
@@ -38,23 +41,21 @@ def command(app: AppState, create: bool, as_json: bool) -> None:
         rows.append({"name": resolved.name, "value": resolved.value, "source": resolved.source,
                      "state": status.state, "detail": status.detail})
     # Upstream's own defaults (e.g. the /mnt/snapshot-cache tmpfs) only warn; a configured path fails.
+    # Upstream's own defaults (e.g. the /mnt/snapshot-cache tmpfs) only warn; a configured path fails.
     bad = [r for r in rows if r["state"] in ("absent-mount", "not-mounted", "wrong-type") and r["source"] != "default"]
-    warned = [r for r in rows if r["state"] in ("absent-mount", "not-mounted")]
     lines = []
-    width = max(len(r["name"] or "") for r in rows)
+    width = max(len(str(r["name"])) for r in rows)
     for r in rows:
-        mark = {"exists": "ok", "missing": "missing", "unset": "-", "value": "",
-                "absent-mount": "ABSENT MOUNT", "not-mounted": "NOT MOUNTED", "wrong-type": "WRONG TYPE"}[r["state"]]
+        state = str(r["state"])
         value = r["value"] if r["value"] is not None else "(unset)"
-        line = f"{r['name']:<{width}}  {value}  [{r['source']}]  {mark}".rstrip()
-        if r["detail"] and r["state"] not in ("exists", "value"):
+        line = f"{r['name']:<{width}}  {value}  [{r['source']}]  {MARKS[state]}".rstrip()
+        if r["detail"] and state not in ("exists", "value"):
             line += f": {r['detail']}"
         lines.append(line)
     lines += [f"created {c}" for c in created]
-    for r in warned:
-        if r["state"] in ("absent-mount", "not-mounted"):
-            lines.append(f"warning: {r['name']}={r['value']} is under a mount point that is not here; "
-                         "set it for this host (environment or --env-file)")
+    lines += [f"warning: {r['name']}={r['value']} is under a mount point that is not here; "
+              "set it for this host (environment or --env-file)"
+              for r in rows if r["state"] in ("absent-mount", "not-mounted")]
     emit(as_json, {"ok": not bad, "paths": rows, "created": created}, lines)
     if bad:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))

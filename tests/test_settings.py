@@ -1,0 +1,64 @@
+"""E2B path variables: precedence, env files, absent mounts, `paths`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import assert_clean_error, cli
+
+from e2b_artifacts.settings import SETTINGS, Settings, parse_env_file
+
+
+def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env.local"
+    env_file.write_text("# E2B style\nexport HOST_KERNELS_DIR=/from/file\nFIRECRACKER_VERSIONS_DIR='/file fc'\n"
+                        "TEMPLATE_CACHE_DIR=/file/cache # trailing comment\nSTORAGE_PROVIDER=Local\n")
+    s = Settings(flags={"HOST_KERNELS_DIR": "/from/flag"},
+                 env={"HOST_KERNELS_DIR": "/from/env", "FIRECRACKER_VERSIONS_DIR": "/env/fc",
+                      "ORCHESTRATOR_BASE_PATH": "/orch"},
+                 env_file=env_file)
+    assert (s["HOST_KERNELS_DIR"].value, s["HOST_KERNELS_DIR"].source) == ("/from/flag", "flag")
+    assert (s["FIRECRACKER_VERSIONS_DIR"].value, s["FIRECRACKER_VERSIONS_DIR"].source) == ("/env/fc", "env")
+    assert (s["TEMPLATE_CACHE_DIR"].value, s["TEMPLATE_CACHE_DIR"].source) == ("/file/cache", f"env-file:{env_file}")
+    assert (s["SANDBOX_CACHE_DIR"].value, s["SANDBOX_CACHE_DIR"].source) == ("/orch/sandbox", "default")
+    assert s["SHARED_CHUNK_CACHE_PATH"].source == "unset"
+    assert s["STORAGE_PROVIDER"].value == "Local"
+    assert parse_env_file(env_file)["FIRECRACKER_VERSIONS_DIR"] == "/file fc"
+    assert {r.name for r in s.all()} == {x.name for x in SETTINGS}
+
+
+def test_paths_flags_absent_mount_and_creates(tmp_path: Path) -> None:
+    env = {"LOCAL_TEMPLATE_STORAGE_BASE_PATH": "/mnt/e2b-artifact-no-such-disk/templates",
+           "HOST_KERNELS_DIR": str(tmp_path / "kernels"), "FIRECRACKER_VERSIONS_DIR": str(tmp_path / "fc"),
+           "ORCHESTRATOR_BASE_PATH": str(tmp_path / "orch")}
+    proc = cli("paths", "--json", env=env)
+    assert proc.returncode == 1, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["paths"]}
+    storage = rows["LOCAL_TEMPLATE_STORAGE_BASE_PATH"]
+    assert storage["state"] == "absent-mount" and storage["source"] == "env"
+    assert "/mnt/e2b-artifact-no-such-disk does not exist on this host" in storage["detail"]
+    assert rows["HOST_KERNELS_DIR"]["state"] == "missing"
+    text = cli("paths", env=env).stdout
+    assert "ABSENT MOUNT" in text and "warning: LOCAL_TEMPLATE_STORAGE_BASE_PATH" in text
+    env["LOCAL_TEMPLATE_STORAGE_BASE_PATH"] = str(tmp_path / "templates")
+    created = cli("paths", "--create", "--json", env=env)
+    assert created.returncode == 0, created.stdout
+    assert (tmp_path / "kernels").is_dir() and (tmp_path / "orch" / "template").is_dir()
+    assert (tmp_path / "templates").is_dir()
+    rows = {r["name"]: r for r in json.loads(created.stdout)["paths"]}
+    assert rows["HOST_KERNELS_DIR"]["state"] == "exists"
+
+
+def test_set_flag_and_env_file_option(tmp_path: Path) -> None:
+    env_file = tmp_path / "e.env"
+    env_file.write_text(f"HOST_KERNELS_DIR={tmp_path}\n")
+    proc = cli("--env-file", env_file, "--set", f"SANDBOX_DIR={tmp_path}", "paths", "--json",
+               env={"HOST_KERNELS_DIR": ""})
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["paths"]}
+    assert rows["HOST_KERNELS_DIR"]["source"] == f"env-file:{env_file}"
+    assert rows["SANDBOX_DIR"]["source"] == "flag" and rows["SANDBOX_DIR"]["state"] == "exists"
+    assert_clean_error(cli("--set", "NOPE=1", "paths"), 2, "unknown setting NOPE")
+    bad = tmp_path / "bad.env"
+    bad.write_text("this line has no equals\n")
+    assert_clean_error(cli("--env-file", bad, "paths"), 3, "bad.env:1: expected KEY=VALUE")
