@@ -8,7 +8,6 @@ overwrite. Commands are batched into one ``debugfs -f -`` run per operation.
 
 from __future__ import annotations
 
-import ctypes.util
 import functools
 import os
 import re
@@ -48,6 +47,8 @@ def tar_input_supported() -> bool:
 
     ``E2B_ARTIFACT_NO_TAR_INPUT=1`` forces the older debugfs fix-up path (tests use it).
     """
+    import ctypes.util
+
     if os.environ.get("E2B_ARTIFACT_NO_TAR_INPUT") == "1":
         return False
     return version() >= (1, 47, 1) and ctypes.util.find_library("archive") is not None
@@ -296,17 +297,26 @@ class DirEntry:
 
 
 class Ext4Image:
-    """A read-only view of an ext4 image through debugfs (one process per call)."""
+    """A read-only view of an ext4 image through debugfs.
+
+    ``stat`` results are remembered: use a fresh view after writing to the image.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._stats: dict[str, Inode | None] = {}
 
     def stat(self, path: str) -> Inode | None:
         return self.stat_many([path])[path]
 
     def stat_many(self, paths: Sequence[str]) -> dict[str, Inode | None]:
-        if not paths:
-            return {}
+        """Stat several paths in one debugfs run (remembered for later calls)."""
+        wanted = [p for p in dict.fromkeys(paths) if p not in self._stats]
+        if wanted:
+            self._stats.update(self._stat_uncached(wanted))
+        return {p: self._stats[p] for p in paths}
+
+    def _stat_uncached(self, paths: Sequence[str]) -> dict[str, Inode | None]:
         out = debugfs(self.path, [f"stat {quote(p)}" for p in paths])
         result: dict[str, Inode | None] = {}
         for p, (_, text) in zip(paths, out.sections, strict=True):

@@ -107,7 +107,7 @@ def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = Tru
                 raise ArtifactError(f"writing into {image.name} failed: {problems[0]}",
                                     hint="the image was restored; run with --debug for the debugfs script",
                                     code=ExitCode.NO_SPACE if "space" in problems[0].lower() else ExitCode.TOOL)
-            _read_back(view, plan, envd_bytes, init)
+            _read_back(image, plan, envd_bytes, init)
             check = e2fsprogs.fsck(image)
             if not check.clean:
                 raise ArtifactError(f"e2fsck -fn reports errors after inject (exit {check.exit_code})",
@@ -162,7 +162,13 @@ def _mkdirs(view: Ext4Image, directory: str, commands: list[str], actions: list[
             actions.append(f"mkdir {d}")
 
 
+# Everything planning and read-back look at, fetched in one debugfs run.
+_PREFETCH = ("/usr", "/usr/bin", ENVD_PATH, "/sbin", INIT_PATH, "/etc", "/etc/systemd", "/etc/systemd/system",
+             UNIT_PATH, str(PurePosixPath(WANTS_LINK).parent), WANTS_LINK)
+
+
 def _plan(view: Ext4Image, envd: Path, envd_bytes: bytes, init: InitMode) -> _Plan:
+    view.stat_many(_PREFETCH)
     envd_dir = _resolve_dir(view, "/usr/bin")
     envd_at = f"{envd_dir}/envd"
     init_dir = _resolve_dir(view, "/sbin")
@@ -239,8 +245,10 @@ def _file_matches(view: Ext4Image, node: Inode | None, path: str, content: bytes
     return node.size == len(content) and view.read(path) == content
 
 
-def _read_back(view: Ext4Image, plan: _Plan, envd_bytes: bytes, init: InitMode) -> None:
+def _read_back(image: Path, plan: _Plan, envd_bytes: bytes, init: InitMode) -> None:
+    view = Ext4Image(image)  # a fresh view: nothing remembered from before the write
     envd_at = f"{plan.envd_dir}/envd"
+    view.stat_many([*_PREFETCH, envd_at, *([plan.init_link] if plan.init_link else [])])
     node = view.stat(envd_at)
     if not _file_matches(view, node, envd_at, envd_bytes, 0o755):
         raise ArtifactError(f"read-back of {ENVD_PATH} does not match what was written",
