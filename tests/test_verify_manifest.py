@@ -1,0 +1,82 @@
+"""The integrity manifest: what it lists, and how changes show up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import blake3
+import pytest
+
+from e2b_artifacts import manifest
+from e2b_artifacts.errors import ArtifactError
+
+
+def _build(tmp_path: Path) -> Path:
+    d = tmp_path / "b1"
+    d.mkdir()
+    (d / "rootfs.ext4").write_bytes(b"r" * 5000)
+    (d / "metadata.json").write_text('{"version": 2}')
+    (d / "memfile").write_bytes(bytes(range(256)) * 64)
+    (d / ".quarantine").mkdir()
+    (d / ".hidden").write_text("x")
+    (d / "snapfile.tmp").write_text("partial")
+    return d
+
+
+def test_hash_file_matches_blake3_of_content(tmp_path: Path) -> None:
+    p = tmp_path / "f"
+    data = bytes(range(256)) * 40000  # crosses several read chunks
+    p.write_bytes(data)
+    assert manifest.hash_file(p) == blake3.blake3(data).hexdigest()
+
+
+def test_write_lists_artifacts_only(tmp_path: Path) -> None:
+    d = _build(tmp_path)
+    m = manifest.write_manifest(d, "b1")
+    doc = json.loads((d / manifest.FILE_NAME).read_text())
+    assert doc["format"] == 1 and doc["hash"] == "blake3" and doc["build_id"] == "b1"
+    assert doc["tool"].startswith("e2b-artifact ")
+    assert sorted(doc["files"]) == ["memfile", "metadata.json", "rootfs.ext4"]
+    assert doc["files"]["rootfs.ext4"] == {"size": 5000, "blake3": blake3.blake3(b"r" * 5000).hexdigest()}
+    assert manifest.load_manifest(d) == m
+    assert manifest.check_manifest(d, quick=False) == []
+
+
+def test_changes_are_named(tmp_path: Path) -> None:
+    d = _build(tmp_path)
+    manifest.write_manifest(d, "b1")
+    with (d / "memfile").open("r+b") as fh:  # same size, one byte flipped
+        fh.seek(100)
+        fh.write(b"\xff")
+    (d / "rootfs.ext4").write_bytes(b"short")
+    (d / "metadata.json").unlink()
+    (d / "snapfile").write_bytes(b"new")
+    found = {(m.name, m.problem) for m in manifest.check_manifest(d, quick=False)}
+    assert found == {("memfile", "hash"), ("rootfs.ext4", "size"), ("metadata.json", "missing"),
+                     ("snapfile", "unlisted")}
+    quick = {(m.name, m.problem) for m in manifest.check_manifest(d, quick=True)}
+    assert ("memfile", "hash") not in quick and ("rootfs.ext4", "size") in quick
+
+
+def test_update_entry_and_missing_manifest(tmp_path: Path) -> None:
+    d = _build(tmp_path)
+    assert manifest.load_manifest(d) is None
+    assert manifest.check_manifest(d, quick=False) == []
+    assert manifest.update_manifest_entry(d, "metadata.json") is None
+    manifest.write_manifest(d, "b1")
+    (d / "metadata.json").write_text('{"version": 2, "template": {}}')
+    assert [m.name for m in manifest.check_manifest(d, quick=False)] == ["metadata.json"]
+    manifest.update_manifest_entry(d, "metadata.json")
+    assert manifest.check_manifest(d, quick=False) == []
+
+
+def test_size_only_entries_and_malformed(tmp_path: Path) -> None:
+    d = _build(tmp_path)
+    manifest.write_manifest(d, "b1", hash_data=False)
+    with (d / "memfile").open("r+b") as fh:
+        fh.write(b"\xff")
+    assert manifest.check_manifest(d, quick=False) == []  # nothing to compare but sizes
+    (d / manifest.FILE_NAME).write_text("{not json")
+    with pytest.raises(ArtifactError, match="malformed integrity manifest"):
+        manifest.load_manifest(d)
