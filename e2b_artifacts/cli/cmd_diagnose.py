@@ -1,0 +1,48 @@
+"""``e2b-artifact diagnose``: known failures in a log, with cause and fix."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import ExitCode
+from .common import emit, json_option
+
+
+@click.command("diagnose")
+@click.argument("logfile", default="-", metavar="[LOGFILE|-]")
+@click.option("--rules", "rules_path", type=click.Path(path_type=Path),
+              help="Use this knowledge base instead of the bundled one (same JSON shape).")
+@click.option("--list-rules", is_flag=True, help="List the known failures and exit.")
+@json_option
+def command(logfile: str, rules_path: Path | None, list_rules: bool, as_json: bool) -> None:
+    """Match a log (guest console, orchestrator, API, Nomad) against known failures.
+
+    Reads LOGFILE, or stdin with '-' (the default). Prints each matching line with
+    its cause, the fix and the command that helps. Exit 1 when something matched,
+    0 when nothing did.
+    """
+    from ..diagnose import diagnose_file, diagnose_lines, load_rules
+
+    rules = load_rules(rules_path)
+    if list_rules:
+        emit(as_json, {"ok": True, "rules": [{"id": r.id, "title": r.title, "patterns": [p.pattern for p in r.patterns],
+                                             "commands": list(r.commands)} for r in rules]},
+             [f"{r.id}: {r.title}" for r in rules])
+        return
+    if logfile == "-":
+        findings = diagnose_lines(sys.stdin, rules)
+        source = "stdin"
+    else:
+        findings = diagnose_file(Path(logfile), rules)
+        source = logfile
+    lines: list[str] = []
+    for finding in findings:
+        lines += finding.text_lines()
+    lines.append(f"{source}: {len(findings)} known problem(s) found" if findings
+                 else f"{source}: no known problem found")
+    emit(as_json, {"ok": not findings, "source": source, "findings": [f.to_json() for f in findings]}, lines)
+    if findings:
+        raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
