@@ -1,0 +1,163 @@
+"""``e2b-artifact sync push|pull|ls``: move builds between local storage, S3 and GCS."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import ArtifactError, ExitCode
+from .common import AppState, emit, json_option, progress
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _parse_rate(text: str | None) -> float | None:
+    if not text:
+        return None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    factor = units.get(text[-1].upper(), 1)
+    number = text[:-1] if text[-1].upper() in units else text
+    try:
+        return float(number) * factor
+    except ValueError as exc:
+        raise ArtifactError(f"--limit-rate: cannot read {text!r}", hint="e.g. --limit-rate 50M (bytes/s)",
+                            code=ExitCode.USAGE) from exc
+
+
+def store_options(func: F) -> F:
+    func = click.option("--endpoint-url", default=None, metavar="URL",
+                        help="S3-compatible endpoint (MinIO, Ceph RGW, ...); implies path-style addressing.")(func)
+    return json_option(func)
+
+
+def transfer_options(func: F) -> F:
+    for option in reversed([
+        click.option("--with-parents", is_flag=True, help="Also sync the parent builds the headers reference."),
+        click.option("--dry-run", is_flag=True, help="Show what would be sent; change nothing."),
+        click.option("--part-size", type=click.IntRange(1, 5120), default=64, show_default=True,
+                     metavar="MiB", help="Multipart part / range-read size."),
+        click.option("-j", "--jobs", type=click.IntRange(1, 64), default=8, show_default=True,
+                     help="Parallel parts per file."),
+        click.option("--limit-rate", default=None, metavar="BYTES/S", help="Cap the throughput, e.g. 50M."),
+    ]):
+        func = option(func)
+    return store_options(func)
+
+
+class ProgressLine:
+    """Bytes moved so far, redrawn on stderr at most twice a second (a line every 2 s when not a tty)."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+        self.shown = 0.0
+        self.tty = sys.stderr.isatty()
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            now = time.monotonic()
+            if now - self.shown >= (0.5 if self.tty else 2.0):
+                self.shown = now
+                self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        rate = self.done / max(now - self.started, 1e-6) / 1e6
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        text = f"{self.label}: {self.done / 2**20:.1f}/{self.total / 2**20:.1f} MiB {pct:3.0f}% {rate:.0f} MB/s"
+        click.echo(("\r" + text) if self.tty else text, err=True, nl=not self.tty)
+
+    def close(self) -> None:
+        if self.done:
+            self._draw(time.monotonic())
+            if self.tty:
+                click.echo("", err=True)
+
+
+def _run(direction: str, app: AppState, build_id: str, location: str, endpoint_url: str | None, with_parents: bool,
+         dry_run: bool, part_size: int, jobs: int, limit_rate: str | None, as_json: bool) -> None:
+    from .. import sync
+    from ..storage import TransferOptions, open_storage
+
+    store = open_storage(location, endpoint_url=endpoint_url, max_connections=jobs + 4)
+    bar = ProgressLine(f"{direction} {build_id}", 0)
+    opts = TransferOptions(part_size=part_size << 20, concurrency=jobs, max_rate=_parse_rate(limit_rate),
+                           on_bytes=bar.add)
+    run = sync.push if direction == "push" else sync.pull
+    # the bar's total is the plan's; a plan is cheap (no data read), so make it first
+    preview = run(app.settings.storage, build_id, store, with_parents=with_parents, dry_run=True)
+    bar.total = sum(b.bytes_to_send for b in preview.builds)
+    report = preview if dry_run else run(app.settings.storage, build_id, store, with_parents=with_parents,
+                                         opts=opts, log=progress)
+    bar.close()
+    lines = []
+    for plan in report.builds:
+        sent = sum(1 for f in plan.files if f.action == "send")
+        verb = "would send" if dry_run else "sent"
+        if plan.state == "up-to-date":
+            lines.append(f"{plan.build_id}: up to date ({plan.bytes_total} bytes, nothing sent)")
+        else:
+            moved = plan.bytes_to_send if dry_run else plan.bytes_sent
+            lines.append(f"{plan.build_id}: {verb} {sent} of {len(plan.files)} files, "
+                         f"{moved} of {plan.bytes_total} bytes")
+            if dry_run:
+                lines += [f"  {f.action:4}  {f.name}  ({f.reason})" for f in plan.files]
+    lines.append(f"{direction} {'planned' if dry_run else 'done'}: {report.location} "
+                 f"({report.bytes_sent} bytes in {report.seconds:.2f} s)")
+    emit(as_json, report.to_json(), lines)
+
+
+@click.group("sync")
+def command() -> None:
+    """Push and pull template builds between local storage, S3 and GCS.
+
+    Every byte is checked against the build's integrity manifest; metadata.json
+    is published last, so an interrupted push never looks like a complete build.
+    Locations: a directory (path or file:///path), s3://BUCKET/PREFIX
+    (boto3; --endpoint-url for S3-compatible stores) or gs://BUCKET/PREFIX
+    (google-cloud-storage; STORAGE_EMULATOR_HOST honored).
+    """
+
+
+@command.command("push")
+@click.argument("build_id")
+@click.argument("dest")
+@transfer_options
+@click.pass_obj
+def push_command(app: AppState, /, build_id: str, dest: str, **kwargs: Any) -> None:
+    """Send BUILD_ID from local storage to DEST: data files, then the manifest, then metadata.json."""
+    _run("push", app, build_id, dest, **kwargs)
+
+
+@command.command("pull")
+@click.argument("build_id")
+@click.argument("src")
+@transfer_options
+@click.pass_obj
+def pull_command(app: AppState, /, build_id: str, src: str, **kwargs: Any) -> None:
+    """Fetch BUILD_ID from SRC into local storage (staged, verified, then renamed into place)."""
+    _run("pull", app, build_id, src, **kwargs)
+
+
+@command.command("ls")
+@click.argument("location")
+@store_options
+def ls_command(location: str, endpoint_url: str | None, as_json: bool) -> None:
+    """List the builds at LOCATION and whether each is complete (metadata.json present)."""
+    from ..storage import open_storage
+    from ..sync import list_builds
+
+    builds = list_builds(open_storage(location, endpoint_url=endpoint_url))
+    lines = [f"{b.build_id}  {'complete' if b.complete else 'INCOMPLETE'}"
+             f"{'' if b.has_manifest else ' (no manifest)'}  {b.files} files  {b.bytes} bytes" for b in builds]
+    if not builds:
+        lines = [f"no builds at {location}"]
+    emit(as_json, {"ok": True, "location": location, "builds": [b.to_json() for b in builds]}, lines)

@@ -1,0 +1,166 @@
+"""``gs://bucket/prefix`` through google-cloud-storage.
+
+Credentials are Application Default Credentials; with ``STORAGE_EMULATOR_HOST``
+set (a local emulator) the client is anonymous. Large objects are uploaded as
+parallel temporary part objects (``<key>.e2b-part-<n>``) joined with a server-side
+compose; the parts are deleted afterwards, and a killed run's leftovers by the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import ArtifactError, ExitCode
+from .base import HASH_META_KEY, Multipart, ObjectInfo, Storage, join_key
+
+PART_MARK = ".e2b-part-"
+COMPOSE_MAX = 32  # GCS limit of source objects per compose
+
+
+@contextlib.contextmanager
+def _remote_errors(what: str) -> Iterator[None]:
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        yield
+    except GoogleAuthError as exc:
+        raise ArtifactError(f"{what}: no usable Google credentials: {exc}",
+                            hint="run gcloud auth application-default login, or set GOOGLE_APPLICATION_CREDENTIALS",
+                            code=ExitCode.REMOTE) from exc
+    except GoogleAPIError as exc:
+        raise ArtifactError(f"{what}: {exc}", hint="check the bucket name and the credentials",
+                            code=ExitCode.REMOTE) from exc
+
+
+class GCSStorage(Storage):
+    min_part_size = 1 << 20
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        from google.cloud import storage  # type: ignore[import-untyped]
+
+        self.prefix = prefix.strip("/")
+        self.url = f"gs://{bucket}/{self.prefix}".rstrip("/")
+        with _remote_errors(self.url):
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials
+
+                project = os.environ.get("GOOGLE_CLOUD_PROJECT", "e2b-artifact")
+                client = storage.Client(project=project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+            else:
+                client = storage.Client()
+            self.bucket: Any = client.bucket(bucket)
+        self.client: Any = client
+
+    def _key(self, key: str) -> str:
+        return join_key(self.prefix, key)
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    def _list_raw(self, prefix: str) -> list[Any]:
+        full = join_key(self.prefix, prefix)
+        if full and (prefix.endswith("/") or not prefix):
+            full += "/"
+        with _remote_errors(self.url):
+            return list(self.client.list_blobs(self.bucket, prefix=full))
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        return [ObjectInfo(self._rel(b.name), int(b.size or 0), (b.metadata or {}).get(HASH_META_KEY))
+                for b in self._list_raw(prefix) if PART_MARK not in b.name]
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        with _remote_errors(f"{self.url}/{key}"):
+            blob = self.bucket.get_blob(self._key(key))
+        if blob is None:
+            return None
+        return ObjectInfo(key, int(blob.size or 0), (blob.metadata or {}).get(HASH_META_KEY))
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if length == 0:
+            return b""
+        with _remote_errors(f"{self.url}/{key}"):
+            data: bytes = self.bucket.blob(self._key(key)).download_as_bytes(
+                start=start, end=start + length - 1, checksum=None)
+        return data
+
+    def put_bytes(self, key: str, data: bytes, blake3_hex: str) -> None:
+        self._upload(self._key(key), data, {HASH_META_KEY: blake3_hex})
+
+    def _upload(self, name: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        with _remote_errors(f"{self.url}/{self._rel(name)}"):
+            blob = self.bucket.blob(name)
+            if metadata:
+                blob.metadata = metadata
+            blob.upload_from_string(data, content_type="application/octet-stream", checksum="crc32c")
+
+    def start_multipart(self, key: str, blake3_hex: str, size: int) -> Multipart:
+        return _ComposedUpload(self, key, blake3_hex)
+
+    def delete(self, key: str) -> None:
+        self._delete_full(self._key(key))
+
+    def _delete_full(self, name: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        with _remote_errors(f"{self.url}/{self._rel(name)}"), contextlib.suppress(NotFound):
+            self.bucket.blob(name).delete()
+
+    def clean_temporaries(self, prefix: str) -> int:
+        stale = [b.name for b in self._list_raw(prefix) if PART_MARK in b.name]
+        for name in stale:
+            self._delete_full(name)
+        return len(stale)
+
+
+class _ComposedUpload(Multipart):
+    def __init__(self, storage: GCSStorage, key: str, blake3_hex: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.blake3_hex = blake3_hex
+        self.token = secrets.token_hex(4)
+        self.parts: dict[int, str] = {}
+        self.temps: list[str] = []
+        self.lock = threading.Lock()
+
+    def _temp_name(self, label: str) -> str:
+        name = self.storage._key(f"{self.key}{PART_MARK}{self.token}-{label}")
+        with self.lock:
+            self.temps.append(name)
+        return name
+
+    def upload_part(self, number: int, offset: int, data: bytes) -> None:
+        name = self._temp_name(f"{number:05d}")
+        self.storage._upload(name, data)
+        with self.lock:
+            self.parts[number] = name
+
+    def complete(self) -> None:
+        s = self.storage
+        sources = [self.parts[n] for n in sorted(self.parts)]
+        round_no = 0
+        with _remote_errors(f"{s.url}/{self.key}"):
+            while len(sources) > COMPOSE_MAX:  # compose in rounds of 32
+                round_no += 1
+                merged = []
+                for i in range(0, len(sources), COMPOSE_MAX):
+                    name = self._temp_name(f"r{round_no}-{i // COMPOSE_MAX:05d}")
+                    s.bucket.blob(name).compose([s.bucket.blob(n) for n in sources[i:i + COMPOSE_MAX]])
+                    merged.append(name)
+                sources = merged
+            target = s.bucket.blob(s._key(self.key))
+            target.metadata = {HASH_META_KEY: self.blake3_hex}
+            target.content_type = "application/octet-stream"
+            target.compose([s.bucket.blob(n) for n in sources])
+        self.abort()  # drop the part objects
+
+    def abort(self) -> None:
+        for name in self.temps:
+            with contextlib.suppress(ArtifactError):
+                self.storage._delete_full(name)
+        self.temps = []

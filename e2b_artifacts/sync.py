@@ -1,0 +1,499 @@
+"""Push and pull template builds between local storage and object stores, verified and resumable.
+
+Rules (issue 6):
+
+* Keys are upstream's: ``<prefix>/<build-id>/<file name>``.
+* A build counts as present where ``metadata.json`` exists (the file the
+  orchestrator looks up). Push sends data files first, then the integrity
+  manifest ``artifact-manifest.json``, then ``metadata.json``; pull fills a hidden
+  staging directory beside the target and renames it into place.
+* Every byte is hashed (BLAKE3) on its way and compared with the manifest; each
+  uploaded object records its hash in its metadata, so a re-run can tell what is
+  already there without reading data. Server ETags are never used as hashes.
+* Headers name the builds a layered build reads blocks from; without
+  ``with_parents`` a sync whose parents are missing at the other side refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import manifest as mf
+from .build import check_build_id
+from .errors import ArtifactError, ExitCode
+from .fsutil import atomic_write_bytes, exclusive_lock
+from .metadata import FILE_NAME as METADATA_NAME
+from .storage import IntegrityError, ObjectInfo, Storage, TransferOptions
+
+MANIFEST_NAME = mf.FILE_NAME
+HEADER_NAMES = ("memfile.header", "rootfs.ext4.header")
+STAGING_SUFFIX = ".sync-partial"
+
+Action = Literal["send", "skip"]
+State = Literal["up-to-date", "transfer"]
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class FileStep:
+    name: str
+    size: int
+    action: Action
+    reason: str
+
+
+@dataclass
+class BuildPlan:
+    build_id: str
+    state: State
+    parents: list[str]
+    files: list[FileStep] = field(default_factory=list)
+    bytes_sent: int = 0
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def bytes_to_send(self) -> int:
+        return sum(f.size for f in self.files if f.action == "send")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"build_id": self.build_id, "state": self.state, "parents": self.parents,
+                "bytes_total": self.bytes_total, "bytes_to_send": self.bytes_to_send, "bytes_sent": self.bytes_sent,
+                "files": [vars(f) for f in self.files]}
+
+
+@dataclass
+class SyncReport:
+    direction: Literal["push", "pull"]
+    location: str
+    dry_run: bool
+    builds: list[BuildPlan] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(b.bytes_total for b in self.builds)
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(b.bytes_sent for b in self.builds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "direction": self.direction, "location": self.location, "dry_run": self.dry_run,
+                "bytes_total": self.bytes_total, "bytes_sent": self.bytes_sent,
+                "bytes_to_send": sum(b.bytes_to_send for b in self.builds),
+                "seconds": round(self.seconds, 3), "builds": [b.to_json() for b in self.builds]}
+
+
+# ---- parents ---------------------------------------------------------------------------------
+
+def header_parents(build_dir: Path, build_id: str) -> list[str]:
+    """Build ids other than ``build_id`` whose data the headers in ``build_dir`` map blocks to."""
+    from .header import NIL_BUILD, read_header
+
+    ids: set[str] = set()
+    for name in HEADER_NAMES:
+        path = build_dir / name
+        if path.is_file():
+            ids.update(str(i) for i in read_header(path).referenced_build_ids())
+    return sorted(ids - {build_id, NIL_BUILD})
+
+
+def _missing_parents_error(build_id: str, missing: list[str], where: str) -> ArtifactError:
+    return ArtifactError(
+        f"build {build_id} references parent build(s) missing at {where}: {', '.join(missing)}",
+        hint="add --with-parents to sync the whole chain", code=ExitCode.CONFLICT)
+
+
+# ---- push ------------------------------------------------------------------------------------
+
+def push(storage_root: Path, build_id: str, dest: Storage, *, with_parents: bool = False, dry_run: bool = False,
+         opts: TransferOptions | None = None, log: Log = _quiet) -> SyncReport:
+    """Send ``<storage_root>/<build_id>`` (and with ``with_parents`` its parent chain) to ``dest``."""
+    opts = opts or TransferOptions()
+    started = time.monotonic()
+    report = SyncReport("push", dest.url, dry_run)
+    for bid in _push_order(storage_root, check_build_id(build_id), dest, with_parents):
+        plan = plan_push(storage_root / bid, bid, dest)
+        report.builds.append(plan)
+        if plan.state == "transfer" and not dry_run:
+            _execute_push(storage_root / bid, plan, dest, opts, log)
+        elif plan.state == "up-to-date":
+            log(f"{bid}: already complete at {dest.url}")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _push_order(root: Path, build_id: str, dest: Storage, with_parents: bool) -> list[str]:
+    order: list[str] = []
+
+    def visit(bid: str, chain: tuple[str, ...]) -> None:
+        if bid in order:
+            return
+        build_dir = root / bid
+        if not build_dir.is_dir():
+            what = f"parent build {bid} of {chain[-1]}" if chain else f"build {bid}"
+            raise ArtifactError(f"{what} not found in local storage ({build_dir})",
+                                hint="build or pull it first, or check LOCAL_TEMPLATE_STORAGE_BASE_PATH",
+                                code=ExitCode.BAD_INPUT)
+        parents = header_parents(build_dir, bid)
+        if with_parents:
+            for parent in parents:
+                if parent in chain:
+                    raise ArtifactError(f"headers form a cycle: {' -> '.join((*chain, bid, parent))}",
+                                        hint="the headers are corrupt; run e2b-artifact verify",
+                                        code=ExitCode.BAD_INPUT)
+                visit(parent, (*chain, bid))
+        else:
+            missing = [p for p in parents if dest.stat(f"{p}/{METADATA_NAME}") is None]
+            if missing:
+                raise _missing_parents_error(bid, missing, dest.url)
+        order.append(bid)
+
+    visit(build_id, ())
+    return order
+
+
+def _local_manifest(build_dir: Path, build_id: str) -> mf.Manifest:
+    manifest = mf.load_manifest(build_dir)
+    if manifest is None:
+        raise ArtifactError(f"{build_dir} has no {MANIFEST_NAME}; the receiver could not verify the build",
+                            hint="write it: e2b-artifact verify --fix (or rebuild)", code=ExitCode.INTEGRITY)
+    unhashed = [n for n, e in manifest.files.items() if e.blake3 is None]
+    if unhashed:
+        raise ArtifactError(f"{build_dir}/{MANIFEST_NAME} records no hash for {', '.join(sorted(unhashed))}",
+                            hint="rewrite the manifest with hashes: e2b-artifact verify --fix",
+                            code=ExitCode.INTEGRITY)
+    if METADATA_NAME not in manifest.files:
+        raise ArtifactError(f"{build_dir} has no {METADATA_NAME} (or the manifest does not list it)",
+                            hint="an incomplete build cannot be synced; rebuild it", code=ExitCode.BAD_INPUT)
+    mismatches = mf.check_manifest(build_dir, quick=True, manifest=manifest)
+    if mismatches:
+        raise ArtifactError(f"{build_dir} differs from its manifest: "
+                            + "; ".join(m.message for m in mismatches[:3]),
+                            hint="run e2b-artifact verify to see what changed", code=ExitCode.INTEGRITY)
+    return manifest
+
+
+def _send_order(manifest: mf.Manifest) -> list[str]:
+    """Data files (largest first, so parallel parts start early), then metadata.json."""
+    data = sorted((n for n in manifest.files if n != METADATA_NAME), key=lambda n: (-manifest.files[n].size, n))
+    return [*data, METADATA_NAME]
+
+
+def _remote_files(store: Storage, build_id: str) -> dict[str, ObjectInfo]:
+    found = {}
+    for info in store.list(f"{build_id}/"):
+        name = info.key[len(build_id) + 1:]
+        if "/" not in name:
+            found[name] = info
+    return found
+
+
+def plan_push(build_dir: Path, build_id: str, dest: Storage) -> BuildPlan:
+    """What a push of one build would send; reads no file data (sizes and recorded hashes only)."""
+    manifest = _local_manifest(build_dir, build_id)
+    local_manifest_bytes = (build_dir / MANIFEST_NAME).read_bytes()
+    remote = _remote_files(dest, build_id)
+    plan = BuildPlan(build_id, "transfer", header_parents(build_dir, build_id))
+    if METADATA_NAME in remote:
+        if MANIFEST_NAME in remote and dest.read_all(f"{build_id}/{MANIFEST_NAME}") == local_manifest_bytes:
+            plan.state = "up-to-date"
+            plan.files = [FileStep(n, manifest.files[n].size, "skip", "unchanged") for n in _send_order(manifest)]
+            plan.files.insert(-1, FileStep(MANIFEST_NAME, len(local_manifest_bytes), "skip", "unchanged"))
+            return plan
+        raise ArtifactError(
+            f"{dest.url}/{build_id} is a complete build with different content"
+            + ("" if MANIFEST_NAME in remote else f" (and no {MANIFEST_NAME})"),
+            hint="build ids are immutable: push under a new build id, or delete the remote build first",
+            code=ExitCode.CONFLICT)
+    for name in _send_order(manifest):
+        entry = manifest.files[name]
+        if name == METADATA_NAME:
+            plan.files.append(FileStep(MANIFEST_NAME, len(local_manifest_bytes), "send", "manifest goes last but one"))
+            plan.files.append(FileStep(name, entry.size, "send", "published last"))
+            continue
+        plan.files.append(_compare(dest, build_id, name, entry, remote.get(name)))
+    return plan
+
+
+def _compare(store: Storage, build_id: str, name: str, entry: mf.FileEntry, info: ObjectInfo | None) -> FileStep:
+    if info is None:
+        return FileStep(name, entry.size, "send", "missing")
+    if info.size != entry.size:
+        return FileStep(name, entry.size, "send", f"size differs ({info.size})")
+    recorded = info.blake3
+    if recorded is None:  # listings of some stores carry no metadata: ask for this one object
+        stat = store.stat(f"{build_id}/{name}")
+        recorded = stat.blake3 if stat else None
+    if recorded is None:
+        return FileStep(name, entry.size, "send", "no recorded hash")
+    if recorded != entry.blake3:
+        return FileStep(name, entry.size, "send", "hash differs")
+    return FileStep(name, entry.size, "skip", "already there")
+
+
+def _execute_push(build_dir: Path, plan: BuildPlan, dest: Storage, opts: TransferOptions, log: Log) -> None:
+    bid = plan.build_id
+    manifest = _local_manifest(build_dir, bid)
+    cleaned = dest.clean_temporaries(f"{bid}/")
+    if cleaned:
+        log(f"{bid}: dropped {cleaned} unfinished upload(s) of an earlier run")
+    counted = _counting(opts, plan)
+    for step in plan.files:
+        if step.action != "send" or step.name in (MANIFEST_NAME, METADATA_NAME):
+            continue
+        log(f"{bid}: sending {step.name} ({_human(step.size)})")
+        dest.upload_file(f"{bid}/{step.name}", build_dir / step.name, _hash(manifest, step.name), counted)
+    # Before publishing: every data object is there with our size and our hash.
+    remote = _remote_files(dest, bid)
+    for name in _send_order(manifest)[:-1]:
+        step = _compare(dest, bid, name, manifest.files[name], remote.get(name))
+        if step.action != "skip":
+            raise ArtifactError(f"{dest.url}/{bid}/{name}: not as uploaded ({step.reason})",
+                                hint="another writer may be using the same build id; re-run the push",
+                                code=ExitCode.REMOTE)
+    manifest_bytes = (build_dir / MANIFEST_NAME).read_bytes()
+    dest.put_bytes(f"{bid}/{MANIFEST_NAME}", manifest_bytes, _blake3_bytes(manifest_bytes))
+    counted.account(len(manifest_bytes))
+    log(f"{bid}: publishing {METADATA_NAME}")
+    dest.upload_file(f"{bid}/{METADATA_NAME}", build_dir / METADATA_NAME, _hash(manifest, METADATA_NAME), counted)
+
+
+# ---- pull ------------------------------------------------------------------------------------
+
+@dataclass
+class _Remote:
+    build_id: str
+    manifest: mf.Manifest
+    manifest_bytes: bytes
+    listing: dict[str, ObjectInfo]
+    parents: list[str]
+
+
+def pull(storage_root: Path, build_id: str, src: Storage, *, with_parents: bool = False, dry_run: bool = False,
+         opts: TransferOptions | None = None, log: Log = _quiet) -> SyncReport:
+    """Fetch ``build_id`` (and with ``with_parents`` its parent chain) from ``src`` into ``storage_root``."""
+    opts = opts or TransferOptions()
+    started = time.monotonic()
+    report = SyncReport("pull", src.url, dry_run)
+    for remote in _pull_order(storage_root, check_build_id(build_id), src, with_parents):
+        plan = plan_pull(storage_root, remote)
+        report.builds.append(plan)
+        if plan.state == "transfer" and not dry_run:
+            _execute_pull(storage_root, remote, plan, src, opts, log)
+        elif plan.state == "up-to-date":
+            log(f"{remote.build_id}: already complete in {storage_root}")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _read_remote(src: Storage, build_id: str) -> _Remote:
+    listing = _remote_files(src, build_id)
+    if METADATA_NAME not in listing:
+        found = ", ".join(sorted(listing)) or "nothing"
+        raise ArtifactError(f"{src.url}/{build_id} is not a complete build (no {METADATA_NAME}; found: {found})",
+                            hint="check the build id (e2b-artifact sync ls), or finish the push that made it",
+                            code=ExitCode.BAD_INPUT)
+    if MANIFEST_NAME not in listing:
+        raise ArtifactError(f"{src.url}/{build_id} has no {MANIFEST_NAME}; its content cannot be verified",
+                            hint="push it with e2b-artifact sync push, which sends the manifest",
+                            code=ExitCode.INTEGRITY)
+    manifest_bytes = src.read_all(f"{build_id}/{MANIFEST_NAME}")
+    with tempfile.TemporaryDirectory(prefix="e2b-sync-") as tmp:
+        scratch = Path(tmp)
+        (scratch / MANIFEST_NAME).write_bytes(manifest_bytes)
+        manifest = mf.load_manifest(scratch)
+        assert manifest is not None
+        for name, entry in manifest.files.items():
+            info = listing.get(name)
+            if entry.blake3 is None:
+                raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} records no hash for {name}",
+                                    hint="re-push the build with e2b-artifact sync push", code=ExitCode.INTEGRITY)
+            if info is None or info.size != entry.size:
+                state = "missing" if info is None else f"{info.size} bytes, manifest says {entry.size}"
+                raise ArtifactError(f"{src.url}/{build_id}/{name}: {state}",
+                                    hint="the remote build is damaged; re-push it from a good copy",
+                                    code=ExitCode.INTEGRITY)
+        if METADATA_NAME not in manifest.files:
+            raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} does not list {METADATA_NAME}",
+                                hint="re-push the build with e2b-artifact sync push", code=ExitCode.INTEGRITY)
+        for name in HEADER_NAMES:  # small: fetched (and verified) only to learn the parents
+            if name in manifest.files:
+                src.download_file(f"{build_id}/{name}", manifest.files[name].size, scratch / name,
+                                  _hash(manifest, name), TransferOptions())
+        parents = header_parents(scratch, build_id)
+    return _Remote(build_id, manifest, manifest_bytes, listing, parents)
+
+
+def _pull_order(root: Path, build_id: str, src: Storage, with_parents: bool) -> list[_Remote]:
+    order: list[_Remote] = []
+
+    def visit(bid: str, chain: tuple[str, ...]) -> None:
+        if any(r.build_id == bid for r in order):
+            return
+        remote = _read_remote(src, bid)
+        missing = [p for p in remote.parents if not (root / p / METADATA_NAME).is_file()]
+        if with_parents:
+            for parent in missing:
+                if parent in chain:
+                    raise ArtifactError(f"headers form a cycle: {' -> '.join((*chain, bid, parent))}",
+                                        hint="the remote headers are corrupt", code=ExitCode.BAD_INPUT)
+                visit(parent, (*chain, bid))
+        elif missing:
+            raise _missing_parents_error(bid, missing, str(root))
+        order.append(remote)
+
+    visit(build_id, ())
+    return order
+
+
+def _staging_dir(root: Path, build_id: str) -> Path:
+    return root / f".{build_id}{STAGING_SUFFIX}"
+
+
+def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
+    """What a pull of one build would fetch; reads no file data."""
+    bid = remote.build_id
+    target = root / bid
+    plan = BuildPlan(bid, "transfer", remote.parents)
+    order = [*_send_order(remote.manifest)]
+    if target.exists():
+        local = target / MANIFEST_NAME
+        if local.is_file() and local.read_bytes() == remote.manifest_bytes and (target / METADATA_NAME).is_file():
+            plan.state = "up-to-date"
+            plan.files = [FileStep(n, remote.manifest.files[n].size, "skip", "unchanged") for n in order]
+            return plan
+        raise ArtifactError(f"{target} exists and differs from {bid} at the source",
+                            hint=f"move it aside (mv {target} {target}.old) and pull again",
+                            code=ExitCode.CONFLICT)
+    staging = _staging_dir(root, bid)
+    resumable = (staging / MANIFEST_NAME).is_file() and (staging / MANIFEST_NAME).read_bytes() == remote.manifest_bytes
+    for name in order:
+        size = remote.manifest.files[name].size
+        done = resumable and (staging / name).is_file() and (staging / name).stat().st_size == size
+        plan.files.append(FileStep(name, size, "skip" if done else "send",
+                                   "verified by an earlier run" if done else "missing"))
+    return plan
+
+
+def _execute_pull(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,
+                  log: Log) -> None:
+    bid = remote.build_id
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(root / f".{bid}.lock", f"build {bid}"):
+        target = root / bid
+        if target.exists():
+            raise ArtifactError(f"{target} appeared while pulling", hint="another process wrote it; check it",
+                                code=ExitCode.CONFLICT)
+        staging = _staging_dir(root, bid)
+        saved = staging / MANIFEST_NAME
+        if staging.exists() and not (saved.is_file() and saved.read_bytes() == remote.manifest_bytes):
+            shutil.rmtree(staging)  # our own staging from a pull of different content
+            plan.files = [FileStep(f.name, f.size, "send", "missing") for f in plan.files]
+        staging.mkdir(mode=0o755, exist_ok=True)
+        atomic_write_bytes(saved, remote.manifest_bytes)  # names what the staged files were verified against
+        counted = _counting(opts, plan)
+        try:
+            for step in plan.files:
+                if step.action != "send":
+                    continue
+                log(f"{bid}: fetching {step.name} ({_human(step.size)})")
+                partial = staging / f".{step.name}.e2b-partial"
+                src.download_file(f"{bid}/{step.name}", step.size, partial, _hash(remote.manifest, step.name),
+                                  counted)
+                os.replace(partial, staging / step.name)
+        except IntegrityError:
+            shutil.rmtree(staging, ignore_errors=True)  # never publish, never keep unverified bytes
+            raise
+        mismatches = mf.check_manifest(staging, quick=True, manifest=remote.manifest)
+        if mismatches:
+            raise ArtifactError(f"staging {staging} is incomplete: {mismatches[0].message}",
+                                hint="re-run the pull", code=ExitCode.INTERNAL)
+        fd = os.open(staging, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(staging, target)
+        log(f"{bid}: complete in {target}")
+
+
+# ---- ls --------------------------------------------------------------------------------------
+
+@dataclass
+class RemoteBuild:
+    build_id: str
+    files: int
+    bytes: int
+    complete: bool  # metadata.json present
+    has_manifest: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self).copy()
+
+
+def list_builds(store: Storage) -> list[RemoteBuild]:
+    """Every ``<build-id>/`` under the root, with whether it is complete."""
+    grouped: dict[str, list[ObjectInfo]] = {}
+    for info in store.list(""):
+        build_id, sep, name = info.key.partition("/")
+        if sep and name and "/" not in name:
+            grouped.setdefault(build_id, []).append(info)
+    builds = []
+    for build_id, infos in sorted(grouped.items()):
+        names = {i.key.partition("/")[2] for i in infos}
+        builds.append(RemoteBuild(build_id, len(infos), sum(i.size for i in infos),
+                                  METADATA_NAME in names, MANIFEST_NAME in names))
+    return builds
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def _hash(manifest: mf.Manifest, name: str) -> str:
+    digest = manifest.files[name].blake3
+    assert digest is not None  # checked when the manifest was loaded
+    return digest
+
+
+def _blake3_bytes(data: bytes) -> str:
+    import blake3
+
+    return blake3.blake3(data).hexdigest()
+
+
+def _counting(opts: TransferOptions, plan: BuildPlan) -> TransferOptions:
+    """``opts`` whose byte callback also adds to ``plan.bytes_sent``."""
+    outer = opts.on_bytes
+    lock = threading.Lock()
+
+    def on_bytes(n: int) -> None:
+        with lock:  # parts finish on several threads
+            plan.bytes_sent += n
+        outer(n)
+
+    return TransferOptions(part_size=opts.part_size, concurrency=opts.concurrency, max_rate=opts.max_rate,
+                           on_bytes=on_bytes)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
