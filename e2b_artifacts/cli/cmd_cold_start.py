@@ -1,0 +1,32 @@
+"""``e2b-artifact cold-start``: quarantine a build's snapshot and cache entries (undo with restore)."""
+
+from __future__ import annotations
+
+import click
+
+from .common import AppState, emit, json_option
+
+
+@click.command("cold-start")
+@click.argument("build")
+@click.option("--dry-run", is_flag=True, help="Print what would move; move nothing.")
+@json_option
+@click.pass_obj
+def command(app: AppState, build: str, dry_run: bool, as_json: bool) -> None:
+    """Move BUILD's memfile, snapfile and headers into <build>/.quarantine/<UTC timestamp>/.
+
+    Its TEMPLATE_CACHE_DIR and SHARED_CHUNK_CACHE_PATH entries move into quarantine too.
+    Nothing is deleted; the printed restore command puts everything back.
+    """
+    from ..coldstart import RESTART_NOTE, cold_start
+
+    result = cold_start(app.settings.build_dir(build), app.settings, dry_run=dry_run)
+    verb = "would move" if dry_run else "moved"
+    lines = [f"{verb} {m.source} -> {m.dest}" for m in result.moves]
+    if result.manifest_updated:
+        lines.append("integrity manifest updated (the original is kept in the quarantine record)")
+    if not dry_run:
+        lines.append(f"undo: {result.restore_command}")
+        lines.append("sandboxes now cold-boot from rootfs (e2b-artifact verify warns: no snapshot)")
+    lines.append(f"note: {RESTART_NOTE}")
+    emit(as_json, result.to_dict(), lines)

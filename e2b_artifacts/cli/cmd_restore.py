@@ -1,0 +1,27 @@
+"""``e2b-artifact restore``: undo a cold start, byte for byte."""
+
+from __future__ import annotations
+
+import click
+
+from .common import AppState, emit, json_option
+
+
+@click.command("restore")
+@click.argument("build")
+@click.argument("timestamp")
+@json_option
+@click.pass_obj
+def command(app: AppState, build: str, timestamp: str, as_json: bool) -> None:
+    """Move everything cold-start put in BUILD's quarantine TIMESTAMP back in place.
+
+    Refuses (and moves nothing) when one of the original paths exists again.
+    """
+    from ..coldstart import RESTART_NOTE, restore
+
+    result = restore(app.settings.build_dir(build), timestamp)
+    lines = [f"restored {m.dest} <- {m.source}" for m in result.moves]
+    if result.manifest_restored:
+        lines.append("integrity manifest restored")
+    lines.append(f"note: {RESTART_NOTE}")
+    emit(as_json, result.to_dict(), lines)

@@ -1,0 +1,212 @@
+"""Cold start: move a build's snapshot and its orchestrator cache entries into quarantine; restore undoes it.
+
+Nothing is deleted. ``<build>/.quarantine/<UTC timestamp>/`` receives ``snapfile``,
+``memfile`` (and its compressed variants) and ``memfile.header``; the build's
+``TEMPLATE_CACHE_DIR/<id>`` and ``SHARED_CHUNK_CACHE_PATH/<id>`` go to
+``<quarantine>/cache/...`` when on the same filesystem, else beside themselves
+under ``<cache>/.e2b-artifact-quarantine/<timestamp>/``. ``quarantine.json``
+records every move (and the manifest as it was) so that ``restore`` puts each
+byte back. Only renames are used: no copy, no partial state on another disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import manifest
+from .errors import ArtifactError, ExitCode
+from .fsutil import atomic_write_bytes, exclusive_lock, unused_path
+from .settings import Settings
+
+QUARANTINE_DIR = ".quarantine"
+RECORD_NAME = "quarantine.json"
+CACHE_SIDE_DIR = ".e2b-artifact-quarantine"
+CACHE_SETTINGS = ("TEMPLATE_CACHE_DIR", "SHARED_CHUNK_CACHE_PATH")
+RESTART_NOTE = ("a running orchestrator keeps the template (snapfile, memfile mappings) in its in-memory cache "
+                "for up to 25 h: restart it (template-manager too, when separate) so the change takes effect")
+
+
+def snapshot_files(build_dir: Path) -> list[Path]:
+    """``snapfile``, ``memfile`` and everything named ``memfile.*``/``snapfile.*`` (headers, compressed forms)."""
+    found = []
+    for entry in sorted(os.scandir(build_dir), key=lambda e: e.name):
+        name = entry.name
+        if (name in ("snapfile", "memfile") or name.startswith(("memfile.", "snapfile."))) and \
+                not manifest.is_temp_name(name) and entry.is_file(follow_symlinks=False):
+            found.append(Path(entry.path))
+    return found
+
+
+@dataclass(frozen=True)
+class Move:
+    source: Path  # where it was
+    dest: Path  # where it is now (in quarantine)
+    what: str  # "snapshot" or the cache setting's name
+
+    def to_dict(self) -> dict[str, str]:
+        return {"from": str(self.source), "to": str(self.dest), "what": self.what}
+
+
+@dataclass
+class ColdStartResult:
+    build_id: str
+    timestamp: str
+    quarantine: Path
+    moves: list[Move] = field(default_factory=list)
+    dry_run: bool = False
+    manifest_updated: bool = False
+
+    @property
+    def restore_command(self) -> str:
+        return f"e2b-artifact restore {self.build_id} {self.timestamp}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, "build_id": self.build_id, "timestamp": self.timestamp, "dry_run": self.dry_run,
+                "quarantine": str(self.quarantine), "moves": [m.to_dict() for m in self.moves],
+                "manifest_updated": self.manifest_updated, "restore": self.restore_command, "note": RESTART_NOTE}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+def plan_cold_start(build_dir: Path, settings: Settings, timestamp: str | None = None) -> ColdStartResult:
+    build_id = build_dir.name
+    stamp = timestamp or _now()
+    quarantine = build_dir / QUARANTINE_DIR / stamp
+    if quarantine.exists():
+        quarantine = unused_path(quarantine)
+        stamp = quarantine.name
+    result = ColdStartResult(build_id, stamp, quarantine)
+    for path in snapshot_files(build_dir):
+        result.moves.append(Move(path, quarantine / path.name, "snapshot"))
+    for name in CACHE_SETTINGS:
+        resolved = settings[name]
+        if resolved.value is None:
+            continue
+        entry = Path(resolved.value) / build_id
+        if not entry.exists() and not entry.is_symlink():
+            continue
+        if _same_fs(entry.parent, build_dir):
+            dest = quarantine / "cache" / name / build_id
+        else:
+            dest = entry.parent / CACHE_SIDE_DIR / stamp / build_id
+        result.moves.append(Move(entry, dest, name))
+    return result
+
+
+def cold_start(build_dir: Path, settings: Settings, *, dry_run: bool = False) -> ColdStartResult:
+    """Quarantine the snapshot of ``build_dir`` and its cache entries (see the module docstring)."""
+    if not build_dir.is_dir():
+        raise ArtifactError(f"build directory {build_dir} not found", hint="check the build id and the storage path "
+                            "(e2b-artifact paths)", code=ExitCode.BAD_INPUT)
+    with exclusive_lock(build_dir.parent / f".{build_dir.name}.lock", f"build {build_dir.name}"):
+        result = plan_cold_start(build_dir, settings)
+        result.dry_run = dry_run
+        if not result.moves:
+            raise ArtifactError(f"{build_dir}: no snapshot files and no cache entries to move",
+                                hint="nothing to do: the build already cold-boots from rootfs",
+                                code=ExitCode.BAD_INPUT)
+        if dry_run:
+            return result
+        result.quarantine.mkdir(parents=True)
+        old_manifest = build_dir / manifest.FILE_NAME
+        record: dict[str, Any] = {"build_id": result.build_id, "timestamp": result.timestamp,
+                                  "build_dir": str(build_dir), "moves": [], "manifest": None}
+        if old_manifest.is_file():
+            record["manifest"] = old_manifest.read_text()
+        done: list[Move] = []
+        try:
+            for move in result.moves:
+                move.dest.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(move.source, move.dest)
+                done.append(move)
+                record["moves"] = [m.to_dict() for m in done]
+                atomic_write_bytes(result.quarantine / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode())
+        except OSError as exc:
+            for move in reversed(done):  # put back what already moved
+                os.rename(move.dest, move.source)
+            raise ArtifactError(f"cannot move {move.source} to {move.dest}: {exc.strerror}; nothing was moved",
+                                hint="check permissions and free space", code=ExitCode.BAD_INPUT) from exc
+        if record["manifest"] is not None:
+            for move in done:
+                if move.what == "snapshot":
+                    manifest.update_manifest_entry(build_dir, move.source.name)
+            result.manifest_updated = True
+        return result
+
+
+@dataclass
+class RestoreResult:
+    build_id: str
+    timestamp: str
+    moves: list[Move] = field(default_factory=list)
+    manifest_restored: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, "build_id": self.build_id, "timestamp": self.timestamp,
+                "moves": [m.to_dict() for m in self.moves], "manifest_restored": self.manifest_restored,
+                "note": RESTART_NOTE}
+
+
+def list_quarantines(build_dir: Path) -> list[str]:
+    root = build_dir / QUARANTINE_DIR
+    return sorted(p.name for p in root.iterdir() if (p / RECORD_NAME).is_file()) if root.is_dir() else []
+
+
+def restore(build_dir: Path, timestamp: str) -> RestoreResult:
+    """Move everything a cold start quarantined back to where it was; refuses to overwrite anything."""
+    quarantine = build_dir / QUARANTINE_DIR / timestamp
+    record_path = quarantine / RECORD_NAME
+    if "/" in timestamp or not record_path.is_file():
+        known = ", ".join(list_quarantines(build_dir)) if build_dir.is_dir() else ""
+        raise ArtifactError(f"no quarantine {timestamp!r} in {build_dir}",
+                            hint=f"known timestamps: {known}" if known else "cold-start prints the timestamp",
+                            code=ExitCode.BAD_INPUT)
+    record = json.loads(record_path.read_text())
+    moves = [Move(Path(m["from"]), Path(m["to"]), m["what"]) for m in record["moves"]]
+    with exclusive_lock(build_dir.parent / f".{build_dir.name}.lock", f"build {build_dir.name}"):
+        busy = [m.source for m in moves if m.source.exists() or m.source.is_symlink()]
+        if busy:
+            raise ArtifactError("cannot restore: these paths exist again: " + ", ".join(map(str, busy)),
+                                hint="move them aside first (e.g. a newer snapshot), then rerun restore",
+                                code=ExitCode.CONFLICT)
+        lost = [m.dest for m in moves if not (m.dest.exists() or m.dest.is_symlink())]
+        if lost:
+            raise ArtifactError("cannot restore: quarantined paths are gone: " + ", ".join(map(str, lost)),
+                                hint="nothing was moved; check the quarantine directory", code=ExitCode.BAD_INPUT)
+        result = RestoreResult(build_dir.name, timestamp)
+        for move in moves:
+            move.source.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(move.dest, move.source)
+            result.moves.append(Move(move.dest, move.source, move.what))
+        if record.get("manifest") is not None:
+            atomic_write_bytes(build_dir / manifest.FILE_NAME, record["manifest"].encode())
+            result.manifest_restored = True
+        record_path.unlink()  # our own bookkeeping; the user's files are all back
+        for move in moves:
+            _remove_empty_dirs(move.dest.parent, stop=move.dest.parent.parent.parent)
+        _remove_empty_dirs(quarantine, stop=build_dir)
+    return result
+
+
+def _remove_empty_dirs(directory: Path, stop: Path) -> None:
+    """rmdir ``directory`` and its parents while empty, never ``stop`` or above."""
+    current = directory
+    while current != stop and stop in current.parents:
+        try:
+            current.rmdir()
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                return  # not empty (or not ours to remove): stop here
+        current = current.parent

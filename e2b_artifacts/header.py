@@ -1,0 +1,284 @@
+"""E2B's ``memfile.header`` / ``rootfs.ext4.header``: parse and check (pure, no I/O but reading the file).
+
+Layout (e2b-dev/infra ``packages/shared/pkg/storage/header``, shared reference
+e2b-template-format.md §3), all little-endian:
+
+* 64-byte metadata: u64 version, u64 block size, u64 size, u64 generation,
+  16-byte build id, 16-byte base build id. ``version & 0xFFFF`` selects the layout.
+* versions 1-3: 40-byte mappings to the end of the file (u64 offset, u64 length,
+  16-byte build id, u64 storage offset).
+* versions 4 and 5: ``[metadata][u8 flags][u32 block length][LZ4 frame]``; the
+  block holds a builds table and the mappings (v4: counted 40-byte records; v5:
+  columnar varints in 4 KiB pages, nil-build gaps left out). Decoding needs the
+  ``lz4`` package; without it the metadata is still read and the mappings are
+  reported as not decoded.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ArtifactError, ExitCode
+
+METADATA_SIZE = 64
+MAPPING_SIZE = 40
+NIL_BUILD = str(uuid.UUID(int=0))
+PAGE_SIZE = 4096
+KNOWN_BLOCK_SIZES = (4096, 2 << 20)
+MAX_BLOCK_BYTES = 256 << 20  # upstream's cap on a v4/v5 uncompressed block
+_META = struct.Struct("<QQQQ16s16s")
+_MAP = struct.Struct("<QQ16sQ")
+_BUILD_INFO = struct.Struct("<16sq32s")
+_FRAME = struct.Struct("<qqii")
+DATA_FILE_OF = {"memfile.header": "memfile", "rootfs.ext4.header": "rootfs.ext4"}
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Device bytes [offset, offset+length) live in build ``build_id``'s data file at ``storage_offset``."""
+
+    offset: int
+    length: int
+    build_id: str
+    storage_offset: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclass(frozen=True)
+class BuildFile:
+    """A v4/v5 header's record of one build's data object."""
+
+    size: int
+    sha256: str
+
+
+@dataclass
+class Header:
+    version: int  # the layout number (raw ``Version & 0xFFFF``)
+    block_size: int
+    size: int
+    generation: int
+    build_id: str
+    base_build_id: str
+    mappings: list[Mapping] | None  # None: a v4/v5 block this tool could not decode (see ``note``)
+    raw_version: int = 0
+    builds: dict[str, BuildFile] = field(default_factory=dict)
+    incomplete: bool = False  # v4/v5 flag bit 0: upload still pending
+    note: str = ""
+
+    def referenced_build_ids(self) -> list[str]:
+        """Distinct non-nil build ids the mappings point at, in first-use order."""
+        seen: dict[str, None] = {}
+        for m in self.mappings or []:
+            if m.build_id != NIL_BUILD:
+                seen.setdefault(m.build_id)
+        for build_id in self.builds:  # v4/v5 list them even when the mappings were not decoded
+            if build_id != NIL_BUILD:
+                seen.setdefault(build_id)
+        return list(seen)
+
+    def required_lengths(self) -> dict[str, int]:
+        """Per referenced build: the data object must be at least this long."""
+        need: dict[str, int] = {}
+        for m in self.mappings or []:
+            if m.build_id != NIL_BUILD:
+                need[m.build_id] = max(need.get(m.build_id, 0), m.storage_offset + m.length)
+        return need
+
+    def problems(self) -> list[str]:
+        """Layout errors: block size, mappings that overlap, leave gaps or run past ``size``."""
+        found: list[str] = []
+        if self.block_size not in KNOWN_BLOCK_SIZES:
+            found.append(f"block size {self.block_size} is neither 4096 nor 2 MiB (upstream accepts only these)")
+        if self.mappings is None:
+            return found
+        position = 0
+        for i, m in enumerate(self.mappings):
+            where = f"mapping {i} [{m.offset:#x}, {m.end:#x})"
+            if m.length == 0:
+                found.append(f"{where}: zero length")
+            if m.offset < position:
+                found.append(f"{where} overlaps the previous mapping (which ends at {position:#x})")
+            elif m.offset > position:
+                found.append(f"gap [{position:#x}, {m.offset:#x}) before {where}: not covered by any mapping")
+            if m.offset % PAGE_SIZE or m.storage_offset % PAGE_SIZE:
+                found.append(f"{where}: offset or storage offset {m.storage_offset:#x} not 4 KiB aligned")
+            position = max(position, m.end)
+        if position < self.size:
+            found.append(f"mappings end at {position:#x}, short of the size {self.size:#x}")
+        elif position > -(-self.size // PAGE_SIZE) * PAGE_SIZE:  # HEAD rounds the last length up to 4 KiB
+            found.append(f"mappings run to {position:#x}, past the size {self.size:#x}")
+        return found
+
+
+def _uuid(raw: bytes) -> str:
+    return str(uuid.UUID(bytes=raw))
+
+
+def read_header(path: Path) -> Header:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc.strerror}", hint="check the file and its permissions",
+                            code=ExitCode.BAD_INPUT) from exc
+    return parse_header(data, str(path))
+
+
+def parse_header(data: bytes, where: str = "header") -> Header:
+    if len(data) < METADATA_SIZE:
+        raise _bad(where, f"{len(data)} bytes, shorter than the {METADATA_SIZE}-byte metadata")
+    raw_version, block_size, size, generation, build_id, base_build_id = _META.unpack_from(data)
+    layout = raw_version & 0xFFFF
+    header = Header(layout, block_size, size, generation, _uuid(build_id), _uuid(base_build_id), None,
+                    raw_version=raw_version)
+    body = data[METADATA_SIZE:]
+    if layout in (1, 2, 3):
+        if len(body) % MAPPING_SIZE:
+            raise _bad(where, f"{len(body)} bytes of mappings is not a multiple of {MAPPING_SIZE} (truncated?)")
+        header.mappings = [_mapping(body, off) for off in range(0, len(body), MAPPING_SIZE)]
+    elif layout in (4, 5):
+        _parse_compressed(header, body, where)
+    else:
+        raise _bad(where, f"unknown header version {layout} (known: 1 to 5)")
+    if header.mappings == []:  # upstream: no mappings = the whole device from this build
+        header.mappings = [Mapping(0, size, header.build_id, 0)]
+    return header
+
+
+def _mapping(buf: bytes, offset: int) -> Mapping:
+    dev_offset, length, build_id, storage_offset = _MAP.unpack_from(buf, offset)
+    return Mapping(dev_offset, length, _uuid(build_id), storage_offset)
+
+
+def _parse_compressed(header: Header, body: bytes, where: str) -> None:
+    """v4/v5: ``[u8 flags][u32 length][LZ4 frame]``; early v4 writers had no flags byte."""
+    try:
+        import lz4.frame  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        header.note = f"v{header.version} mappings not decoded: install the lz4 package (pip install lz4)"
+        return
+    errors: list[str] = []
+    for prefix in (5, 4):  # with the flags byte, then without
+        if len(body) < prefix:
+            continue
+        (length,) = struct.unpack_from("<I", body, prefix - 4)
+        if length > MAX_BLOCK_BYTES:
+            errors.append(f"block length {length} over the 256 MiB cap")
+            continue
+        try:
+            block = lz4.frame.decompress(body[prefix:])
+        except RuntimeError as exc:
+            errors.append(f"LZ4: {exc}")
+            continue
+        if len(block) != length:
+            errors.append(f"block is {len(block)} bytes, prefix says {length}")
+            continue
+        try:
+            _parse_block(header, block)
+        except (struct.error, ValueError) as exc:
+            errors.append(str(exc))
+            continue
+        header.incomplete = prefix == 5 and bool(body[0] & 1)
+        return
+    raise _bad(where, f"cannot decode the v{header.version} block: " + "; ".join(dict.fromkeys(errors)))
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, fmt: struct.Struct) -> tuple[object, ...]:
+        values = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return values
+
+    def u32(self) -> int:
+        (value,) = struct.unpack_from("<I", self.data, self.pos)
+        self.pos += 4
+        return int(value)
+
+    def raw(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("block ends early")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def uvarint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            if self.pos >= len(self.data) or shift > 63:
+                raise ValueError("bad varint")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    def varint(self) -> int:
+        u = self.uvarint()
+        return (u >> 1) ^ -(u & 1)
+
+
+def _parse_block(header: Header, block: bytes) -> None:
+    reader = _Reader(block)
+    for _ in range(reader.u32()):
+        build_id, size, digest = reader.take(_BUILD_INFO)
+        assert isinstance(build_id, bytes) and isinstance(size, int) and isinstance(digest, bytes)
+        header.builds[_uuid(build_id)] = BuildFile(size, digest.hex())
+        _codec, frames = reader.u32(), reader.u32()
+        reader.raw(frames * _FRAME.size)
+    if header.version == 4:
+        count = reader.u32()
+        header.mappings = [_mapping(reader.raw(MAPPING_SIZE), 0) for _ in range(count)]
+    else:
+        header.mappings = _v5_mappings(reader)
+        header.mappings = with_gaps_as_nil(header)
+    if reader.pos != len(block):
+        raise ValueError(f"{len(block) - reader.pos} unexpected bytes after the mappings")
+
+
+def _v5_mappings(reader: _Reader) -> list[Mapping]:
+    builds = [_uuid(reader.raw(16)) for _ in range(reader.u32())]
+    count = reader.u32()
+    offsets, position = [], 0
+    for _ in range(count):
+        position += reader.uvarint()
+        offsets.append(position)
+    lengths = [reader.uvarint() for _ in range(count)]
+    storage, position = [], 0
+    for _ in range(count):
+        position += reader.varint()
+        storage.append(position)
+    indexes = [reader.uvarint() for _ in range(count)]
+    if any(i >= len(builds) for i in indexes):
+        raise ValueError("build index out of range")
+    return [Mapping(o * PAGE_SIZE, n * PAGE_SIZE, builds[i], s * PAGE_SIZE)
+            for o, n, s, i in zip(offsets, lengths, storage, indexes, strict=True)]
+
+
+def with_gaps_as_nil(header: Header) -> list[Mapping]:
+    """v5 leaves nil-build gaps out; fill them back so coverage can be checked like v1-4."""
+    filled: list[Mapping] = []
+    position = 0
+    for m in header.mappings or []:
+        if m.offset > position:
+            filled.append(Mapping(position, m.offset - position, NIL_BUILD, 0))
+        filled.append(m)
+        position = max(position, m.end)
+    if position < header.size:
+        filled.append(Mapping(position, header.size - position, NIL_BUILD, 0))
+    return filled
+
+
+def _bad(where: str, detail: str) -> ArtifactError:
+    return ArtifactError(f"{where}: malformed header: {detail}",
+                         hint="the header is optional: move it aside and the orchestrator maps the data file "
+                              "1:1 (e2b-template-format.md §3), or re-export the build", code=ExitCode.BAD_INPUT)

@@ -1,0 +1,303 @@
+"""Firecracker snapfiles (vmstate): parse every format era and check them offline. Pure: bytes in, records out.
+
+Shared reference firecracker-snapshot-and-kernel.md §1-§8, §13:
+
+* magic u64 LE: x86_64 ``0x0710198486640000``, aarch64 ``0x07101984AAAA0000``;
+* versionize era (Firecracker v0.23-v1.6): magic low 16 bits = 1 (format version),
+  then a u16 data version, then the state (``mem_size_mib`` first, at offset 10);
+* bincode era (v1.7-v1.14): exact magic, u64 length L, ASCII semver, state
+  (``mem_size_mib`` at 16+L);
+* bitcode era (v1.15+): exact magic, then a bit-packed value: version best-effort;
+* all eras: CRC-64/Jones (reflected, init 0, xorout 0) of ``[0, len-8)`` in the
+  last 8 bytes, little-endian.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import crcmod  # type: ignore[import-untyped]
+
+X86_64_MAGIC = 0x0710_1984_8664_0000
+AARCH64_MAGIC = 0x0710_1984_AAAA_0000
+ARCH_OF_MAGIC = {X86_64_MAGIC: "x86_64", AARCH64_MAGIC: "aarch64"}
+MAGIC_OF_ARCH = {arch: magic for magic, arch in ARCH_OF_MAGIC.items()}
+MAX_SNAPFILE_BYTES = 10_000_000  # Firecracker refuses (v1.15+) or cannot decode (10 MiB limit) more
+CRC_BYTES = 8
+
+# CRC-64/Jones as Firecracker calls it: crc64(0, data). crcmod's predefined "crc-64-jones" differs.
+_crc64 = crcmod.mkCrcFun(0x1AD93D23594C935A9, initCrc=0, rev=True, xorOut=0)
+
+
+def crc64(data: bytes | memoryview) -> int:
+    """CRC-64/Jones, reflected, init 0, xorout 0: ``crc64(b"123456789") == 0xE9C6D914C4B8D9CA``."""
+    return int(_crc64(data))
+
+
+Era = Literal["versionize", "bincode", "bitcode", "unknown"]
+Severity = Literal["ok", "warn", "FAIL"]
+
+# Versionize era: data version -> the Firecracker minor line that writes it (v1.6.0 version_map.rs).
+# Each release loads every data version from 1 up to its own.
+VERSIONIZE_DATA_VERSION = {
+    (0, 23): 1, (0, 24): 2, (0, 25): 3, (1, 0): 4, (1, 1): 5, (1, 2): 6, (1, 3): 7, (1, 4): 8, (1, 5): 9, (1, 6): 10,
+}
+# Semver eras: Firecracker release -> SNAPSHOT_VERSION (src/vmm/src/persist.rs). Keys are (major, minor) or,
+# where a patch release changed it, (major, minor, patch) for that patch and later.
+SNAPSHOT_VERSION = {
+    (1, 7): "1.0.0", (1, 8): "2.0.0", (1, 9): "3.0.0", (1, 10): "3.0.0", (1, 10, 1): "4.0.0", (1, 11): "5.0.0",
+    (1, 12): "6.0.0", (1, 13): "8.0.0", (1, 14): "8.0.0", (1, 15): "9.0.0", (1, 16): "10.0.0",
+}
+FIRST_BINCODE = (1, 7)
+FIRST_BITCODE = (1, 15)
+LAST_KNOWN = (1, 16)
+_SEMVER = re.compile(rb"(\d{1,4})\.(\d{1,4})\.(\d{1,4})")
+_FC_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One result of checking a snapfile: ``code`` is stable (crc, size, magic, arch, version, memfile)."""
+
+    severity: Severity
+    code: str
+    message: str
+
+
+AddIssue = Callable[[Issue], None]
+
+
+@dataclass
+class Snapfile:
+    """What the bytes say; ``None`` fields could not be read in this era."""
+
+    size: int
+    stored_crc: int | None = None
+    computed_crc: int | None = None  # of [0, len-8), as Firecracker prints it
+    magic: int | None = None
+    arch: str | None = None
+    era: Era = "unknown"
+    format_version: int | None = None  # versionize: magic's low 16 bits
+    data_version: int | None = None  # versionize: u16 after the magic
+    snapshot_version: str | None = None  # bincode/bitcode: semver string
+    version_certain: bool = True  # False: bitcode version guessed from the bytes
+    mem_size_mib: int | None = None
+
+    @property
+    def crc_ok(self) -> bool:
+        return self.stored_crc is not None and self.stored_crc == self.computed_crc
+
+    @property
+    def version_label(self) -> str:
+        if self.data_version is not None:
+            return f"data version {self.data_version}"
+        if self.snapshot_version is not None:
+            return f"snapshot version {self.snapshot_version}" + ("" if self.version_certain else " (best-effort)")
+        return "version unknown"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"size": self.size, "era": self.era, "arch": self.arch, "magic": _hex(self.magic),
+                "format_version": self.format_version, "data_version": self.data_version,
+                "snapshot_version": self.snapshot_version, "version_certain": self.version_certain,
+                "mem_size_mib": self.mem_size_mib, "stored_crc": self.stored_crc,
+                "computed_crc": self.computed_crc, "crc_ok": self.crc_ok}
+
+
+@dataclass
+class SnapshotReport:
+    snapfile: Snapfile
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(i.severity == "FAIL" for i in self.issues)
+
+
+def _hex(value: int | None) -> str | None:
+    return None if value is None else f"{value:#018x}"
+
+
+def parse_snapfile(data: bytes) -> Snapfile:
+    """Read the header fields and CRC of a snapfile; never raises on malformed input."""
+    snap = Snapfile(size=len(data))
+    if len(data) < CRC_BYTES:
+        return snap
+    (snap.stored_crc,) = struct.unpack_from("<Q", data, len(data) - CRC_BYTES)
+    snap.computed_crc = crc64(memoryview(data)[:-CRC_BYTES])
+    if len(data) < 8 + CRC_BYTES:
+        return snap
+    (snap.magic,) = struct.unpack_from("<Q", data, 0)
+    base, low = snap.magic & ~0xFFFF, snap.magic & 0xFFFF
+    snap.arch = ARCH_OF_MAGIC.get(base)
+    if snap.arch is None:
+        return snap
+    body_end = len(data) - CRC_BYTES
+    if low == 1:
+        snap.era, snap.format_version = "versionize", 1
+        if body_end >= 10:
+            (snap.data_version,) = struct.unpack_from("<H", data, 8)
+        if body_end >= 18:
+            (snap.mem_size_mib,) = struct.unpack_from("<Q", data, 10)
+    elif low == 0:
+        _parse_semver_eras(snap, data, body_end)
+    else:
+        snap.format_version = low
+    return snap
+
+
+def _parse_semver_eras(snap: Snapfile, data: bytes, body_end: int) -> None:
+    if body_end >= 16:
+        (length,) = struct.unpack_from("<Q", data, 8)
+        if 5 <= length <= 64 and 16 + length <= body_end:
+            text = data[16:16 + length]
+            if _SEMVER.fullmatch(text):
+                snap.era, snap.snapshot_version = "bincode", text.decode()
+                if body_end >= 24 + length:
+                    (snap.mem_size_mib,) = struct.unpack_from("<Q", data, 16 + length)
+                return
+    snap.era = "bitcode"
+    # Bitcode packs the rest; an unpacked ASCII semver near the start is a guess worth reporting as such.
+    found = _SEMVER.search(data[8:min(body_end, 72)])
+    if found:
+        snap.snapshot_version, snap.version_certain = found.group().decode(), False
+    else:
+        snap.version_certain = False
+
+
+def parse_firecracker_version(text: str) -> tuple[int, int, int] | None:
+    """``v1.12.1_d990331`` -> (1, 12, 1); ``None`` when it does not look like a release."""
+    m = _FC_VERSION.match(text.strip())
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def snapshot_version_of(fc: tuple[int, int, int]) -> str | None:
+    """The SNAPSHOT_VERSION a Firecracker release writes and reads (v1.7+), or ``None``."""
+    if fc[:2] == (1, 10) and fc[2] >= 1:
+        return SNAPSHOT_VERSION[(1, 10, 1)]
+    return SNAPSHOT_VERSION.get(fc[:2])
+
+
+def writers_of(snapshot_version: str) -> str:
+    """Which Firecracker lines write ``snapshot_version`` (for messages)."""
+    lines = sorted({f"v{k[0]}.{k[1]}" + (f".{k[2]}+" if len(k) == 3 else "") for k, v in SNAPSHOT_VERSION.items()
+                    if v == snapshot_version})
+    return " / ".join(lines) if lines else "no known release"
+
+
+def _era_of(fc: tuple[int, int, int]) -> Era:
+    if fc[:2] < FIRST_BINCODE:
+        return "versionize"
+    return "bincode" if fc[:2] < FIRST_BITCODE else "bitcode"
+
+
+def _semver(text: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(x) for x in text.split("."))
+    return major, minor, patch
+
+
+def check_snapfile(data: bytes, *, firecracker_version: str | None = None, arch: str | None = "x86_64",
+                   memfile_size: int | None = None, guest_memory_bytes: int | None = None) -> SnapshotReport:
+    """Every offline check of a snapfile, in Firecracker's own order where it matters.
+
+    ``memfile_size`` is the full guest-memory size the memfile provides (the memfile
+    itself, or its header's size); ``guest_memory_bytes`` is the expected RAM when the
+    snapfile does not say (bitcode era), e.g. from the metadata.
+    """
+    snap = parse_snapfile(data)
+    report = SnapshotReport(snap)
+    add = report.issues.append
+    if snap.size < CRC_BYTES:
+        add(Issue("FAIL", "size", f"{snap.size} bytes: Snapshot file is smaller than CRC length (truncated)"))
+        return report
+    if snap.size > MAX_SNAPFILE_BYTES:
+        add(Issue("FAIL", "size", f"{snap.size} bytes exceeds Firecracker's limit of {MAX_SNAPFILE_BYTES} bytes"))
+    if snap.crc_ok:
+        add(Issue("ok", "crc", f"CRC64 {snap.stored_crc} matches"))
+    else:
+        add(Issue("FAIL", "crc", f"CRC64 validation failed: {snap.computed_crc} "
+                                 f"(stored {snap.stored_crc}; file corrupt or truncated)"))
+    if snap.magic is None:
+        add(Issue("FAIL", "magic", f"{snap.size} bytes: too short to hold a snapshot header"))
+        return report
+    if snap.arch is None:
+        add(Issue("FAIL", "magic", f"not a Firecracker snapshot: magic {snap.magic:#018x}"))
+        return report
+    if arch is not None and snap.arch != arch:
+        add(Issue("FAIL", "arch", f"Magic value does not match arch: {snap.magic} "
+                                  f"(snapshot is {snap.arch}, metadata/host says {arch})"))
+    if snap.format_version not in (None, 1):
+        add(Issue("FAIL", "version", f"Invalid format version: {snap.format_version}"))
+        return report
+    _check_version(snap, firecracker_version, add)
+    _check_memory(snap, memfile_size, guest_memory_bytes, add)
+    return report
+
+
+def _check_version(snap: Snapfile, firecracker_version: str | None, add: AddIssue) -> None:
+    era_text = f"{snap.era} era, {snap.version_label}"
+    fc = parse_firecracker_version(firecracker_version) if firecracker_version else None
+    if fc is None:
+        add(Issue("warn", "version", f"{era_text}; Firecracker version "
+                                     f"{firecracker_version or '(none)'} not understood, compatibility not checked"))
+        return
+    fc_name = f"Firecracker v{fc[0]}.{fc[1]}.{fc[2]}"
+    if fc[:2] < (0, 23):
+        add(Issue("FAIL", "version", f"{fc_name} predates snapshots (v0.23)"))
+        return
+    if fc[:2] > LAST_KNOWN:
+        add(Issue("warn", "version", f"{era_text}; {fc_name} is newer than this tool knows (v1.16): not checked"))
+        return
+    want = _era_of(fc)
+    if snap.era != want:
+        add(Issue("FAIL", "version", f"{era_text}, but {fc_name} reads only {want}-era snapshots "
+                                     "(cross-era loads always fail, firecracker#4676)"))
+        return
+    if snap.era == "versionize":
+        own = VERSIONIZE_DATA_VERSION[fc[:2]]
+        ok = snap.data_version is not None and 1 <= snap.data_version <= own
+        add(Issue("ok" if ok else "FAIL", "version",
+                  f"{era_text}; {fc_name} loads data versions 1-{own}" if ok else
+                  f"Invalid data version: {snap.data_version}; {fc_name} loads data versions 1-{own}"))
+        return
+    fc_snap = snapshot_version_of(fc)
+    if snap.snapshot_version is None or fc_snap is None:
+        add(Issue("warn", "version", f"{era_text}; cannot tell whether {fc_name} loads it"))
+        return
+    have, can = _semver(snap.snapshot_version), _semver(fc_snap)
+    loadable = have[0] == can[0] and have[1] <= can[1]
+    guess = "" if snap.version_certain else " (version read best-effort from bit-packed data)"
+    if loadable:
+        add(Issue("ok" if snap.version_certain else "warn", "version",
+                  f"{era_text}; {fc_name} reads {fc_snap}{guess}"))
+    else:
+        add(Issue("FAIL" if snap.version_certain else "warn", "version",
+                  f"Invalid data version: {snap.snapshot_version} (written by {writers_of(snap.snapshot_version)}); "
+                  f"{fc_name} reads {fc_snap} (same major, minor not newer){guess}"))
+
+
+def _check_memory(snap: Snapfile, memfile_size: int | None, guest_memory_bytes: int | None, add: AddIssue) -> None:
+    if memfile_size is None:
+        return
+    if snap.mem_size_mib is not None:
+        expected, source = snap.mem_size_mib << 20, f"the snapfile's mem_size_mib {snap.mem_size_mib}"
+    elif guest_memory_bytes is not None:
+        expected, source = guest_memory_bytes, f"the metadata's RAM size {guest_memory_bytes >> 20} MiB"
+    else:
+        add(Issue("warn", "memfile", f"memfile {memfile_size} bytes; guest memory size unknown "
+                                     f"({snap.era} era keeps it bit-packed): size not checked"))
+        return
+    if memfile_size == expected:
+        add(Issue("ok", "memfile", f"memfile {memfile_size} bytes = {source}"))
+    elif memfile_size < expected:
+        add(Issue("FAIL", "memfile", f"memfile {memfile_size} bytes is {expected - memfile_size} bytes shorter than "
+                                     f"{source} ({expected} bytes): guest memory past the end is missing"))
+    else:
+        add(Issue("FAIL", "memfile", f"memfile {memfile_size} bytes is {memfile_size - expected} bytes longer than "
+                                     f"{source} ({expected} bytes): Firecracker writes it exactly; "
+                                     "it probably belongs to another snapshot"))

@@ -1,0 +1,394 @@
+"""``verify``: every static check of a template build, as findings (ok / warn / FAIL + the fixing command).
+
+Areas: completeness (files, metadata, kernel, Firecracker), rootfs (verify_rootfs),
+snapshot (snapshot), headers (header), integrity manifest (manifest). The rootfs
+checks run e2fsprogs subprocesses in a worker thread while this thread hashes
+the data files for the manifest, so a full verify costs about one read of the build.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import header as header_mod
+from . import manifest, metadata, snapshot
+from .coldstart import QUARANTINE_DIR
+from .errors import ArtifactError, ExitCode
+from .findings import Finding, Status
+from .fsutil import unused_path
+from .settings import Settings
+from .verify_rootfs import check_rootfs
+
+ROOTFS = "rootfs.ext4"
+MEMFILE = "memfile"
+SNAPFILE = "snapfile"
+HEADERS = ("memfile.header", "rootfs.ext4.header")
+COMPRESSED_SUFFIXES = (".zstd", ".lz4")
+SNAPFILE_READ_LIMIT = 64 << 20  # beyond Firecracker's 10 MB bound: report the size, do not read it all
+NO_SNAPSHOT = "no snapshot: sandboxes cold-boot from rootfs"
+ARCH_DIRS = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+@dataclass
+class VerifyReport:
+    build_id: str
+    build_dir: Path
+    findings: list[Finding] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)
+
+    def add(self, check: str, status: Status, message: str, hint: str = "") -> None:
+        self.findings.append(Finding(check, status, message, hint))
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(f.status == s for f in self.findings) for s in ("ok", "warn", "FAIL")}
+
+    def failed(self, strict: bool = False) -> bool:
+        return any(f.status == "FAIL" or (strict and f.status == "warn") for f in self.findings)
+
+    def to_dict(self, strict: bool = False) -> dict[str, Any]:
+        return {"ok": not self.failed(strict), "build_id": self.build_id, "build_dir": str(self.build_dir),
+                "strict": strict, "counts": self.counts(), "fixed": self.fixed,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def verify(build_dir: Path, settings: Settings, *, quick: bool = False, fix: bool = False) -> VerifyReport:
+    """Run every check on ``build_dir``; with ``fix``, repair what can be repaired safely, then check again."""
+    if not build_dir.is_dir():
+        raise ArtifactError(f"build directory {build_dir} not found",
+                            hint="pass a build id under LOCAL_TEMPLATE_STORAGE_BASE_PATH or a directory path "
+                                 "(see e2b-artifact paths)", code=ExitCode.BAD_INPUT)
+    report = _run_checks(build_dir, settings, quick=quick)
+    if not fix:
+        return report
+    fixed = _fix(build_dir, settings, report)
+    if not fixed:
+        report.fixed = []
+        return report
+    again = _run_checks(build_dir, settings, quick=quick)
+    again.fixed = fixed
+    return again
+
+
+def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyReport:
+    report = VerifyReport(build_dir.name, build_dir)
+    _check_files(report)
+    md = _check_metadata(report)
+    arch = _arch(md)
+    _check_host_binaries(report, settings, md, arch)
+    rootfs = build_dir / ROOTFS
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        rootfs_job = None
+        if rootfs.is_file():
+            init_mode = md.ext.get("init") if md is not None else None
+            rootfs_job = pool.submit(check_rootfs, rootfs, init_mode=init_mode if isinstance(init_mode, str) else None,
+                                     arch=arch)
+        _check_snapshot(report, md, arch)
+        _check_headers(report, settings)
+        _check_manifest(report, quick)
+        if rootfs_job is not None:
+            try:
+                report.findings.extend(rootfs_job.result())
+            except ArtifactError as exc:
+                report.add("rootfs", "FAIL", exc.message, exc.hint)
+    return report
+
+
+def _names(build_dir: Path) -> set[str]:
+    return {e.name for e in os.scandir(build_dir)}
+
+
+def _check_files(report: VerifyReport) -> None:
+    d, names = report.build_dir, _names(report.build_dir)
+    bid = report.build_id
+    if ROOTFS in names:
+        report.add("files", "ok", f"{ROOTFS} present ({(d / ROOTFS).stat().st_size} bytes)")
+    elif any(ROOTFS + s in names for s in COMPRESSED_SUFFIXES):
+        report.add("files", "warn", f"{ROOTFS} stored compressed only: rootfs checks skipped")
+    else:
+        report.add("files", "FAIL", f"{ROOTFS} missing", "build it: e2b-artifact build ...")
+    if metadata.FILE_NAME not in names:
+        report.add("files", "FAIL", f"{metadata.FILE_NAME} missing (upstream then assumes the legacy v1 layout)",
+                   f"write it: e2b-artifact build ..., or restore it from a backup of {bid}")
+    has_mem = MEMFILE in names or any(MEMFILE + s in names for s in COMPRESSED_SUFFIXES)
+    has_snap = SNAPFILE in names
+    if has_mem and has_snap:
+        report.add("files", "ok", "memfile and snapfile present")
+    elif not has_mem and not has_snap:
+        report.add("snapshot", "warn", NO_SNAPSHOT,
+                   "fine for filesystem-only builds; a 2025 orchestrator needs a snapshot to start sandboxes")
+    else:
+        lone, other = (SNAPFILE, MEMFILE) if has_snap else (MEMFILE, SNAPFILE)
+        report.add("files", "FAIL", f"{lone} without {other}: they come as a pair",
+                   f"e2b-artifact cold-start {bid} (moves the lone file aside; restore undoes it)")
+    leftovers = sorted(n for n in names if manifest.is_temp_name(n) or (
+        n.startswith(".") and n != QUARANTINE_DIR and n not in (".", "..")))
+    if leftovers:
+        report.add("files", "warn", "leftover temp files: " + ", ".join(leftovers),
+                   "an interrupted write or upload left them; move them out once nothing runs on this build")
+
+
+def _check_metadata(report: VerifyReport) -> metadata.Metadata | None:
+    path = report.build_dir / metadata.FILE_NAME
+    if not path.is_file():
+        return None
+    try:
+        md = metadata.read(path)
+    except ArtifactError as exc:
+        report.add("metadata", "FAIL", exc.message, exc.hint)
+        return None
+    if md.form == "camel":
+        report.add("metadata", "FAIL", "hand-written camelCase keys (buildID, kernelVersion, ...): upstream's "
+                                       "orchestrator does not read them and treats the build as legacy v1",
+                   f"e2b-artifact verify --fix {report.build_id} (rewrites it as version 2, keeps the original)")
+    elif md.form == "v1":
+        report.add("metadata", "warn", 'version "v1": upstream reads it as legacy v1 (old rootfs path, '
+                                       "not usable as a FROM base)",
+                   f"e2b-artifact verify --fix {report.build_id} (rewrites it as version 2, keeps the original)")
+    else:
+        report.add("metadata", "ok", f"version 2; kernel {md.kernel_version}, Firecracker {md.firecracker_version}")
+    if md.build_id != report.build_id:
+        report.add("metadata", "FAIL", f"template.build_id {md.build_id!r} differs from the directory name "
+                                       f"{report.build_id!r} (the orchestrator looks builds up by directory)",
+                   f"e2b-artifact clone {report.build_id} --build-id NEW gives a consistent copy; or fix build_id")
+    return md
+
+
+def _arch(md: metadata.Metadata | None) -> str:
+    value = md.ext.get("arch") if md is not None else None
+    return value if isinstance(value, str) and value in ARCH_DIRS else "x86_64"
+
+
+def _check_host_binaries(report: VerifyReport, settings: Settings, md: metadata.Metadata | None,
+                         arch: str) -> None:
+    if md is None:
+        return
+    kernel = _locate(report, settings, "HOST_KERNELS_DIR", md.kernel_version, "vmlinux.bin", arch,
+                     f"e2b-artifact kernel check PATH, then copy it to $HOST_KERNELS_DIR/{md.kernel_version}/"
+                     "vmlinux.bin")
+    _locate(report, settings, "FIRECRACKER_VERSIONS_DIR", md.firecracker_version, "firecracker", arch,
+            f"install Firecracker {md.firecracker_version} at $FIRECRACKER_VERSIONS_DIR/"
+            f"{md.firecracker_version}/firecracker")
+    if kernel is not None:
+        _check_kernel(report, kernel, md.firecracker_version, arch)
+
+
+def _locate(report: VerifyReport, settings: Settings, var: str, version: str, file_name: str, arch: str,
+            hint: str) -> Path | None:
+    check = "kernel" if var == "HOST_KERNELS_DIR" else "firecracker"
+    resolved = settings[var]
+    if resolved.value is None:
+        report.add(check, "warn", f"{var} not set: {file_name} not checked", f"set {var} (e2b-artifact paths)")
+        return None
+    root = Path(resolved.value)
+    flat, per_arch = root / version / file_name, root / version / ARCH_DIRS[arch] / file_name
+    for candidate in (per_arch, flat):
+        if candidate.is_file():
+            report.add(check, "ok", f"{candidate} present")
+            return candidate
+    if resolved.source == "default" and not root.is_dir():
+        report.add(check, "warn", f"{var} not configured (default {root} does not exist): {flat} not checked",
+                   f"set {var} in the environment or --env-file, as the orchestrator has it")
+        return None
+    report.add(check, "FAIL", f"{flat} missing ({var} from {resolved.source}); the orchestrator stats it before "
+                              "every sandbox start", hint)
+    return None
+
+
+def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, arch: str) -> None:
+    import importlib
+
+    try:
+        kernel_mod = importlib.import_module(f"{__package__}.kernel")
+        check = kernel_mod.check_kernel
+    except (ImportError, AttributeError):
+        report.add("kernel", "warn", "kernel contents not checked (kernel module not installed in this version)")
+        return
+    try:
+        result = check(kernel, firecracker_version=firecracker_version, arch=arch)
+    except ArtifactError as exc:
+        report.add("kernel", "FAIL", exc.message, exc.hint or f"e2b-artifact kernel check {kernel}")
+        return
+    for f in result.findings:
+        status: Status = f.status if f.status in ("ok", "warn", "FAIL") else "warn"
+        hint = getattr(f, "hint", "") or (f"e2b-artifact kernel check {kernel}" if status != "ok" else "")
+        report.add("kernel", status, f.message, hint)
+
+
+def _memory_size(report: VerifyReport) -> int | None:
+    """Guest memory bytes the memfile provides: its header's size, else the file's size."""
+    d = report.build_dir
+    if (d / "memfile.header").is_file():
+        try:
+            return header_mod.read_header(d / "memfile.header").size
+        except ArtifactError:
+            return None  # reported by the header check
+    if (d / MEMFILE).is_file():
+        return (d / MEMFILE).stat().st_size
+    return None
+
+
+def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: str) -> None:
+    path = report.build_dir / SNAPFILE
+    if not path.is_file():
+        return
+    bid = report.build_id
+    size = path.stat().st_size
+    if size > SNAPFILE_READ_LIMIT:
+        report.add("snapshot.size", "FAIL", f"snapfile is {size} bytes; Firecracker refuses more than "
+                                            f"{snapshot.MAX_SNAPFILE_BYTES}", f"e2b-artifact cold-start {bid}")
+        return
+    ram_mb = md.ext.get("ram_mb") if md is not None else None
+    result = snapshot.check_snapfile(
+        path.read_bytes(), firecracker_version=md.firecracker_version if md else None, arch=arch,
+        memfile_size=_memory_size(report),
+        guest_memory_bytes=ram_mb << 20 if isinstance(ram_mb, int) else None)
+    snap = result.snapfile
+    report.add("snapshot", "ok", f"snapfile: {snap.era} era, {snap.arch or 'unknown arch'}, {snap.version_label}, "
+                                 f"{snap.size} bytes")
+    cold = f"e2b-artifact cold-start {bid} (quarantines memfile+snapfile; restore undoes it)"
+    hints = {"crc": cold, "size": cold, "magic": cold, "memfile": cold,
+             "arch": f"the snapshot is for {snap.arch}: use a matching host, or {cold}",
+             "version": f"run the Firecracker that took the snapshot (template.firecracker_version), or {cold}"}
+    for issue in result.issues:
+        report.add(f"snapshot.{issue.code}", issue.severity, issue.message,
+                   hints.get(issue.code, cold) if issue.severity != "ok" else "")
+
+
+def _check_headers(report: VerifyReport, settings: Settings) -> None:
+    for name in HEADERS:
+        path = report.build_dir / name
+        if not path.is_file():
+            continue
+        check = f"header.{name.removesuffix('.header')}"
+        try:
+            hdr = header_mod.read_header(path)
+        except ArtifactError as exc:
+            report.add(check, "FAIL", exc.message, exc.hint)
+            continue
+        _check_one_header(report, settings, name, hdr, check)
+
+
+def _check_one_header(report: VerifyReport, settings: Settings, name: str, hdr: header_mod.Header,
+                      check: str) -> None:
+    data_name = header_mod.DATA_FILE_OF[name]
+    summary = (f"v{hdr.version}, block {hdr.block_size}, size {hdr.size}, generation {hdr.generation}, "
+               f"{len(hdr.mappings) if hdr.mappings is not None else '?'} mappings")
+    problems = hdr.problems()
+    hint = "re-export the build; the header is optional: moving it aside makes the orchestrator map the data 1:1"
+    report.add(check, "FAIL" if problems else "ok", summary + ("" if not problems else ": " + "; ".join(problems[:5])),
+               hint if problems else "")
+    if hdr.mappings is None:
+        report.add(check, "warn", hdr.note or "mappings not decoded", "pip install lz4")
+    if hdr.build_id != report.build_id:
+        report.add(check, "warn", f"header build id {hdr.build_id} differs from the directory name "
+                                  f"{report.build_id}", "check that the header belongs to this build")
+    try:
+        storage = settings.storage
+    except ArtifactError:
+        storage = report.build_dir.parent
+    chain, failures = [], []
+    for build_id, needed in _needed_lengths(hdr).items():
+        own = build_id == report.build_id
+        data = (report.build_dir if own else storage / build_id) / data_name
+        label = "this build" if own else f"parent {build_id}"
+        parent_hdr = None if own else _peek_generation(storage / build_id / name)
+        gen = f" (generation {parent_hdr})" if parent_hdr is not None else ""
+        if data.is_file():
+            length = data.stat().st_size
+            if needed is not None and length < needed:
+                failures.append(f"{label}: {data} is {length} bytes, mappings need {needed}")
+                chain.append(f"{build_id}{gen}: short")
+            else:
+                chain.append(f"{build_id}{gen}: ok")
+        elif any((data.parent / (data.name + s)).is_file() for s in COMPRESSED_SUFFIXES):
+            chain.append(f"{build_id}{gen}: compressed, length not checked")
+        else:
+            failures.append(f"{label}: {data} missing")
+            chain.append(f"{build_id}{gen}: MISSING")
+    chain_text = f"chain of {data_name}: generation {hdr.generation} {report.build_id} <- " + (
+        ", ".join(chain) if chain else "(no data from any build: all zero)")
+    if failures:
+        report.add(check, "FAIL", chain_text + "; " + "; ".join(failures),
+                   "copy the missing parent builds into storage (e2b-artifact sync ...), or rebuild this template")
+    else:
+        report.add(check, "ok", chain_text)
+
+
+def _needed_lengths(hdr: header_mod.Header) -> dict[str, int | None]:
+    needed: dict[str, int | None] = dict.fromkeys(hdr.referenced_build_ids())
+    needed.update(hdr.required_lengths())
+    return needed
+
+
+def _peek_generation(path: Path) -> int | None:
+    try:
+        return header_mod.read_header(path).generation if path.is_file() else None
+    except ArtifactError:
+        return None
+
+
+def _check_manifest(report: VerifyReport, quick: bool) -> None:
+    try:
+        found = manifest.load_manifest(report.build_dir)
+    except ArtifactError as exc:
+        report.add("manifest", "FAIL", exc.message, exc.hint)
+        return
+    if found is None:
+        report.add("manifest", "warn", f"no {manifest.FILE_NAME}: file integrity not checked",
+                   f"e2b-artifact verify --fix {report.build_id} records the current files")
+        return
+    mismatches = manifest.check_manifest(report.build_dir, quick=quick, manifest=found)
+    bad = [m for m in mismatches if m.problem != "unlisted"]
+    for m in bad:
+        report.add("manifest", "FAIL", m.message,
+                   "the file changed after it was built: restore it from a good copy or rebuild; "
+                   "for snapshot files, e2b-artifact cold-start " + report.build_id)
+    unlisted = [m.name for m in mismatches if m.problem == "unlisted"]
+    if unlisted:
+        report.add("manifest", "warn", f"not listed in {manifest.FILE_NAME} (added after the build?): "
+                                       + ", ".join(unlisted),
+                   f"if they are intended, e2b-artifact verify --fix {report.build_id} adds them")
+    if not bad:
+        what = "sizes" if quick else "sizes and BLAKE3"
+        report.add("manifest", "ok", f"{len(found.files)} files match ({what}); upstream ignores this extra file")
+
+
+def _fix(build_dir: Path, settings: Settings, report: VerifyReport) -> list[str]:
+    """Safe repairs: metadata in the current form, manifest for new files, cold start on a bad snapshot."""
+    fixed: list[str] = []
+    failed = {f.check for f in report.findings if f.status == "FAIL"}
+    warned = {f.check for f in report.findings if f.status == "warn"}
+    md_path = build_dir / metadata.FILE_NAME
+    if any(f.check == "metadata" and ("camelCase" in f.message or '"v1"' in f.message) for f in report.findings):
+        md = metadata.read(md_path)
+        original = unused_path(build_dir / (metadata.FILE_NAME + ".orig"))
+        shutil.copy2(md_path, original)
+        md.write(md_path)
+        manifest.update_manifest_entry(build_dir, metadata.FILE_NAME)
+        fixed.append(f"rewrote {md_path} in the current form (version 2); original kept as {original}")
+    snapshot_names = {"memfile", "snapfile", "memfile.header"}
+    bad_snapshot = any(c.startswith("snapshot.") for c in failed) or any(
+        f.status == "FAIL" and ((f.check == "files" and "come as a pair" in f.message)
+                                or (f.check == "manifest" and f.message.split(":", 1)[0] in snapshot_names))
+        for f in report.findings)
+    if bad_snapshot:
+        from .coldstart import cold_start
+
+        result = cold_start(build_dir, settings)
+        fixed.append(f"snapshot quarantined in {result.quarantine}; undo: {result.restore_command}")
+        fixed.extend(f"moved {m.source} -> {m.dest}" for m in result.moves)
+    if "manifest" in warned and not any(c == "manifest" for c in failed):
+        if manifest.load_manifest(build_dir) is None:
+            manifest.write_manifest(build_dir, report.build_id)
+            fixed.append(f"wrote {build_dir / manifest.FILE_NAME} from the current files")
+        elif any("not listed" in f.message for f in report.findings if f.check == "manifest"):
+            for m in manifest.check_manifest(build_dir, quick=True):
+                if m.problem == "unlisted":
+                    manifest.update_manifest_entry(build_dir, m.name)
+                    fixed.append(f"added {m.name} to {manifest.FILE_NAME}")
+    return fixed

@@ -1,0 +1,201 @@
+"""Static checks of a template's ``rootfs.ext4``, read through debugfs (no mount, no root).
+
+e2fsck -fn clean; ``/sbin/init`` resolves inside the image to an executable file;
+``/proc``, ``/sys``, ``/dev`` exist; envd is executable and can run on the guest
+(ELF of the kernel's arch, static or with its interpreter in the image; a script's
+``#!`` interpreter present); in systemd mode ``envd.service`` exists and is enabled.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import e2fsprogs
+from .e2fsprogs import Ext4Image, Inode
+from .errors import ArtifactError
+from .findings import Finding, Status
+
+ENVD_PATH = "/usr/bin/envd"
+INIT_PATH = "/sbin/init"
+UNIT_PATH = "/etc/systemd/system/envd.service"
+WANTS_DIRS = ("/etc/systemd/system/multi-user.target.wants", "/etc/systemd/system/default.target.wants",
+              "/etc/systemd/system/sysinit.target.wants", "/lib/systemd/system/multi-user.target.wants",
+              "/usr/lib/systemd/system/multi-user.target.wants")
+MOUNT_POINTS = ("/proc", "/sys", "/dev")
+ELF_MACHINES = {62: "x86_64", 183: "aarch64", 3: "i386", 40: "arm"}
+PT_INTERP = 3
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    machine: str
+    interpreter: str | None  # PT_INTERP, None for a static executable
+
+
+def elf_info(data: bytes) -> ElfInfo | None:
+    """Machine and interpreter of an ELF executable; ``None`` when ``data`` is not ELF."""
+    if len(data) < 64 or data[:4] != b"\x7fELF":
+        return None
+    is64, endian = data[4] == 2, "<" if data[5] == 1 else ">"
+    (machine,) = struct.unpack_from(endian + "H", data, 18)
+    if is64:
+        phoff, phentsize, phnum = (struct.unpack_from(endian + "Q", data, 32)[0],
+                                   *struct.unpack_from(endian + "HH", data, 54))
+    else:
+        phoff, phentsize, phnum = (struct.unpack_from(endian + "I", data, 28)[0],
+                                   *struct.unpack_from(endian + "HH", data, 42))
+    interpreter = None
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if at + phentsize > len(data):
+            break
+        (p_type,) = struct.unpack_from(endian + "I", data, at)
+        if p_type != PT_INTERP:
+            continue
+        if is64:
+            offset, size = struct.unpack_from(endian + "Q", data, at + 8)[0], struct.unpack_from(
+                endian + "Q", data, at + 32)[0]
+        else:
+            offset, size = struct.unpack_from(endian + "I", data, at + 4)[0], struct.unpack_from(
+                endian + "I", data, at + 16)[0]
+        interpreter = data[offset:offset + size].split(b"\0", 1)[0].decode(errors="replace")
+    return ElfInfo(ELF_MACHINES.get(machine, f"machine {machine}"), interpreter)
+
+
+def check_rootfs(image: Path, *, init_mode: str | None, arch: str, image_label: str = "rootfs.ext4") -> list[Finding]:
+    """Every rootfs check; ``init_mode`` None = infer from where ``/sbin/init`` points."""
+    findings: list[Finding] = []
+    inject_hint = f"e2b-artifact inject {image} --envd PATH" + (" --init systemd" if init_mode == "systemd" else "")
+    try:
+        fsck = e2fsprogs.fsck(image)
+    except ArtifactError as exc:
+        return [Finding("rootfs.fsck", "FAIL", f"{image_label}: {exc.message}",
+                        "rebuild it: e2b-artifact build ...")]
+    if fsck.clean:
+        findings.append(Finding("rootfs.fsck", "ok", "e2fsck -fn: clean"))
+    else:
+        lines = [ln.strip() for ln in fsck.output.splitlines()
+                 if ln.strip() and not ln.startswith(("e2fsck ", "Pass "))]
+        findings.append(Finding("rootfs.fsck", "FAIL", f"e2fsck -fn found problems: {'; '.join(lines[:3])}",
+                                "repair a copy with e2fsck -fy, or rebuild: e2b-artifact build ..."))
+    view = Ext4Image(image)
+    stats = view.stat_many([INIT_PATH, ENVD_PATH, UNIT_PATH, *MOUNT_POINTS,
+                            *(f"{d}/envd.service" for d in WANTS_DIRS)])
+    init_target = _check_init(view, findings, inject_hint)
+    mode = init_mode or ("envd" if init_target == ENVD_PATH else "systemd")
+    _check_mount_points(stats, findings, inject_hint)
+    _check_envd(view, stats.get(ENVD_PATH), arch, mode, findings, inject_hint)
+    if mode == "systemd":
+        _check_unit(view, stats, findings, inject_hint)
+    elif init_target is not None and init_target != ENVD_PATH:
+        findings.append(Finding("rootfs.init", "warn", f"init mode envd, but /sbin/init resolves to {init_target}, "
+                                                       f"not {ENVD_PATH}", inject_hint))
+    return findings
+
+
+def _check_init(view: Ext4Image, findings: list[Finding], hint: str) -> str | None:
+    try:
+        target = view.resolve(INIT_PATH)
+    except ArtifactError as exc:
+        findings.append(Finding("rootfs.init", "FAIL", f"/sbin/init: {exc.message}", hint))
+        return None
+    node = view.stat(target)
+    if node is None or node.kind != "file":
+        findings.append(Finding("rootfs.init", "FAIL", f"/sbin/init resolves to {target}, which is a "
+                                                       f"{node.kind if node else 'missing file'}, not a file", hint))
+        return target
+    if not node.executable:
+        findings.append(Finding("rootfs.init", "FAIL", f"/sbin/init resolves to {target}, mode {node.mode:04o}: "
+                                                       "not executable", hint))
+        return target
+    via = "" if target == INIT_PATH else f" (-> {target})"
+    findings.append(Finding("rootfs.init", "ok", f"/sbin/init{via} is an executable file, mode {node.mode:04o}"))
+    return target
+
+
+def _check_mount_points(stats: dict[str, Inode | None], findings: list[Finding], hint: str) -> None:
+    missing = [p for p in MOUNT_POINTS if (n := stats.get(p)) is None or n.kind != "dir"]
+    if missing:
+        findings.append(Finding("rootfs.mountpoints", "FAIL",
+                                f"{', '.join(missing)} missing or not a directory (the guest mounts proc, sysfs, "
+                                "devtmpfs there)", hint.replace(" --envd PATH", " --envd PATH (creates them)")))
+    else:
+        findings.append(Finding("rootfs.mountpoints", "ok", "/proc, /sys, /dev exist"))
+
+
+def _check_envd(view: Ext4Image, node: Inode | None, arch: str, mode: str, findings: list[Finding],
+                hint: str) -> None:
+    if node is None:
+        findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} missing", hint))
+        return
+    if node.kind != "file" or not node.executable:
+        findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} is a {node.kind}, mode {node.mode:04o}: "
+                                                       "not an executable file", hint))
+        return
+    data = view.read(ENVD_PATH)
+    elf = elf_info(data)
+    if elf is not None:
+        if elf.machine != arch:
+            findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} is an {elf.machine} ELF; the kernel is "
+                                                           f"{arch}", f"build envd for {arch}, then {hint}"))
+        elif elf.interpreter is None:
+            findings.append(Finding("rootfs.envd", "ok", f"{ENVD_PATH}: static {elf.machine} ELF ({mode} mode)"))
+        else:
+            _check_interpreter(view, elf.interpreter, "ELF interpreter", findings, hint, ok_status="ok")
+        return
+    if data.startswith(b"#!"):
+        line = data[2:].split(b"\n", 1)[0].decode(errors="replace").strip()
+        interpreter = line.split()[0] if line else ""
+        _check_interpreter(view, interpreter, "script interpreter", findings, hint, ok_status="warn",
+                           note="; upstream envd is a static ELF")
+        return
+    findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} is neither an ELF executable nor a #! script",
+                            hint))
+
+
+def _check_interpreter(view: Ext4Image, interpreter: str, what: str, findings: list[Finding], hint: str, *,
+                       ok_status: Status, note: str = "") -> None:
+    if not interpreter.startswith("/"):
+        findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH}: {what} {interpreter!r} is not an absolute path",
+                                hint))
+        return
+    try:
+        target = view.resolve(interpreter)
+        node = view.stat(target)
+    except ArtifactError as exc:
+        findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH}: {what} {interpreter}: {exc.message}",
+                                f"install it in the image, or use a static envd; then {hint}"))
+        return
+    if node is None or node.kind != "file":
+        findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH}: {what} {interpreter} is not a file in the image",
+                                f"install it in the image, or use a static envd; then {hint}"))
+        return
+    status = ok_status
+    findings.append(Finding("rootfs.envd", status, f"{ENVD_PATH}: {what} {interpreter} present in the image{note}",
+                            "" if status == "ok" else "use upstream's static envd build"))
+
+
+def _check_unit(view: Ext4Image, stats: dict[str, Inode | None], findings: list[Finding], hint: str) -> None:
+    unit = stats.get(UNIT_PATH)
+    if unit is None:
+        findings.append(Finding("rootfs.systemd", "FAIL", f"systemd mode: {UNIT_PATH} missing", hint))
+        return
+    enabled = []
+    for directory in WANTS_DIRS:
+        link = f"{directory}/envd.service"
+        if stats.get(link) is None:
+            continue
+        try:
+            target = view.resolve(link)
+        except ArtifactError:
+            continue  # dangling: not enabled
+        node = view.stat(target)
+        if node is not None and node.kind == "file":
+            enabled.append(directory.rsplit("/", 1)[1])
+    if enabled:
+        findings.append(Finding("rootfs.systemd", "ok", f"envd.service present, enabled ({', '.join(enabled)})"))
+    else:
+        findings.append(Finding("rootfs.systemd", "FAIL", "envd.service present but not enabled "
+                                                          "(no valid link in a *.target.wants directory)", hint))
