@@ -1,0 +1,122 @@
+"""``e2b-artifact boot``: boot a build under Firecracker or QEMU and say whether init came up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ArtifactError, ExitCode
+from .common import AppState, emit, json_option, progress
+
+
+@click.command("boot")
+@click.argument("build", required=False, metavar="[BUILD-ID|BUILD-DIR]")
+@click.option("--rootfs", "rootfs_path", type=click.Path(path_type=Path),
+              help="Boot this ext4 image instead of a build's rootfs.ext4 (needs --kernel or a BUILD).")
+@click.option("--kernel", "kernel_path", type=click.Path(path_type=Path),
+              help="Kernel to boot [default: $HOST_KERNELS_DIR/<kernel_version>/vmlinux.bin].")
+@click.option("--firecracker-version", help="Firecracker version to use or emulate [default: from metadata.json].")
+@click.option("--kernel-acpi", "acpi_mode", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True, help="Does the kernel have ACPI? auto asks the kernel checker.")
+@click.option("--vmm", type=click.Choice(["auto", "firecracker", "qemu"]), default="auto", show_default=True,
+              help="auto: Firecracker when its binary exists and KVM works, else QEMU.")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
+              help="QEMU accelerator; auto probes whether KVM really runs guests.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds per attempt (a hang is retried once).")
+@click.option("--settle", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="Without --expect: pass when init is still alive this long after it started.")
+@click.option("--expect", metavar="REGEX", help="Pass when a console line matches REGEX (e.g. envd's start line).")
+@click.option("--hang-after", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Seconds without console output before init that count as a hang.")
+@click.option("--console-log", type=click.Path(path_type=Path),
+              help="Where to write the console [default: ~/.cache/e2b-artifact/boots/<build>-<time>.console.log].")
+@click.option("--append", "extra_args", default="", metavar="ARGS", help="Extra kernel arguments.")
+@click.option("--mem-mib", type=click.IntRange(min=64), default=256, show_default=True, help="Guest RAM.")
+@json_option
+@click.pass_obj
+def command(app: AppState, build: str | None, rootfs_path: Path | None, kernel_path: Path | None,
+            firecracker_version: str | None, acpi_mode: str, vmm: str, accel: str, timeout: float, settle: float,
+            expect: str | None, hang_after: float, console_log: Path | None, extra_args: str, mem_mib: int,
+            as_json: bool) -> None:
+    """Boot a build's kernel with a throwaway view of its rootfs.ext4 (the build is never modified).
+
+    Pass: the marker (--expect) appears, or init is still alive --settle seconds
+    after the kernel started it. On failure the console log is diagnosed.
+    Exit 0 on pass, 1 on fail or hang.
+    """
+    from ..boot import BootSpec, boot, default_console_log, kernel_has_acpi
+
+    settings = app.settings
+    kernel_version: str | None = None
+    if build is not None:
+        build_dir = settings.build_dir(build)
+        meta_file = build_dir / "metadata.json"
+        if meta_file.exists():
+            from ..metadata import read
+            meta = read(meta_file)
+            kernel_version = meta.kernel_version
+            firecracker_version = firecracker_version or meta.firecracker_version
+        elif kernel_path is None:
+            raise ArtifactError(f"no metadata.json in {build_dir}", hint="check the build id, or pass --kernel PATH",
+                                code=ExitCode.BAD_INPUT)
+        rootfs = rootfs_path or build_dir / "rootfs.ext4"
+        label = build_dir.name
+    elif rootfs_path is not None:
+        rootfs, label = rootfs_path, rootfs_path.stem
+    else:
+        raise ArtifactError("give a BUILD-ID (or build directory), or --rootfs IMAGE with --kernel PATH",
+                            hint="e.g. e2b-artifact boot 3f2a... --expect 'envd'", code=ExitCode.USAGE)
+    if kernel_path is None:
+        if kernel_version is None:
+            raise ArtifactError("no kernel given", hint="pass --kernel PATH", code=ExitCode.USAGE)
+        kernel_path = _host_file(settings["HOST_KERNELS_DIR"].path, kernel_version, "vmlinux.bin")
+    firecracker_bin = None
+    if firecracker_version:
+        firecracker_bin = _host_file(settings["FIRECRACKER_VERSIONS_DIR"].path, firecracker_version, "firecracker",
+                                     must_exist=False)
+    if acpi_mode == "auto":
+        acpi, acpi_note = kernel_has_acpi(kernel_path)
+    else:
+        acpi, acpi_note = acpi_mode == "on", f"kernel ACPI support set to {acpi_mode} by --kernel-acpi"
+    spec = BootSpec(kernel=kernel_path, rootfs=rootfs, console_log=console_log or default_console_log(label),
+                    firecracker_version=firecracker_version, firecracker_bin=firecracker_bin, kernel_has_acpi=acpi,
+                    vmm=vmm, accel=accel,  # type: ignore[arg-type]  # click.Choice checked the values
+                    timeout=timeout, settle=settle, expect=expect, hang_after=hang_after, mem_mib=mem_mib,
+                    extra_args=extra_args)
+    if not as_json:
+        progress(f"booting {kernel_path} with {rootfs} (console: {spec.console_log})")
+    result = boot(spec)
+    if acpi_note:
+        result.notes.append(acpi_note)
+    lines = [f"boot: {result.verdict.upper()}: {result.reason}",
+             f"vmm: {result.vmm} ({result.accel}, acpi={'on' if result.acpi else 'off'})"]
+    if result.time_to_init is not None:
+        lines.append(f"init: {result.init} started {result.time_to_init:.2f} s after the VMM")
+    if result.time_to_marker is not None:
+        lines.append(f"marker: seen {result.time_to_marker:.2f} s after the VMM")
+    if len(result.attempts) > 1:
+        lines.append(f"attempts: {len(result.attempts)} (" + "; ".join(
+            f"{a.number}: {a.outcome}" for a in result.attempts) + ")")
+    lines.append(f"console log: {result.console_log}")
+    lines += [f"note: {n}" for n in result.notes]
+    for finding in result.findings:
+        lines += finding.text_lines()
+    if not result.ok and not result.findings:
+        lines.append(f"no known failure in the console log; read it: {result.console_log}")
+    emit(as_json, result.to_json(), lines)
+    if not result.ok:
+        raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
+
+
+def _host_file(base: Path, version: str, name: str, must_exist: bool = True) -> Path:
+    """``<base>/<version>/amd64/<name>`` (upstream HEAD) or ``<base>/<version>/<name>`` (2025)."""
+    for candidate in (base / version / "amd64" / name, base / version / name):
+        if candidate.is_file():
+            return candidate
+    flat = base / version / name
+    if must_exist:
+        raise ArtifactError(f"{flat} does not exist", hint=f"put the kernel there, fix HOST_KERNELS_DIR "
+                            f"(now {base}), or pass --kernel PATH", code=ExitCode.BAD_INPUT)
+    return flat
