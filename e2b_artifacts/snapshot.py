@@ -273,8 +273,7 @@ def _check_version(snap: Snapfile, firecracker_version: str | None, add: AddIssu
     loadable = have[0] == can[0] and have[1] <= can[1]
     guess = "" if snap.version_certain else " (version read best-effort from bit-packed data)"
     if loadable:
-        add(Issue("ok" if snap.version_certain else "warn", "version",
-                  f"{era_text}; {fc_name} reads {fc_snap}{guess}"))
+        add(Issue("ok", "version", f"{era_text}; {fc_name} reads {fc_snap}{guess}"))
     else:
         add(Issue("FAIL" if snap.version_certain else "warn", "version",
                   f"Invalid data version: {snap.snapshot_version} (written by {writers_of(snap.snapshot_version)}); "

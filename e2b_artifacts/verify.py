@@ -190,9 +190,10 @@ def _locate(report: VerifyReport, settings: Settings, var: str, version: str, fi
         if candidate.is_file():
             report.add(check, "ok", f"{candidate} present")
             return candidate
-    if resolved.source == "default" and not root.is_dir():
-        report.add(check, "warn", f"{var} not configured (default {root} does not exist): {flat} not checked",
-                   f"set {var} in the environment or --env-file, as the orchestrator has it")
+    if not root.is_dir():
+        where = "not configured (default" if resolved.source == "default" else f"from {resolved.source} ("
+        report.add(check, "warn", f"{var} {where} {root} does not exist on this host): {flat} not checked",
+                   f"run verify on the orchestrator host, or set {var} as the orchestrator has it")
         return None
     report.add(check, "FAIL", f"{flat} missing ({var} from {resolved.source}); the orchestrator stats it before "
                               "every sandbox start", hint)

@@ -1,0 +1,154 @@
+"""Snapfile parsing and checks in every format era (bytes crafted from the documented layouts)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from verify.craft import ARM, X86, crc64_reference, snapfile, with_crc
+
+from e2b_artifacts import snapshot
+
+# (era, version written, Firecracker that loads it, Firecracker too old for it)
+ERAS = [
+    ("versionize", 10, "v1.6.0", "v1.5.0"),
+    ("bincode", "6.0.0", "v1.12.1_d990331", "v1.11.0"),
+    ("bitcode", "10.0.0", "v1.16.1", "v1.15.0"),
+]
+MIB = 1 << 20
+
+
+def codes(report: snapshot.SnapshotReport, severity: str) -> set[str]:
+    return {i.code for i in report.issues if i.severity == severity}
+
+
+def message(report: snapshot.SnapshotReport, code: str) -> str:
+    return next(i.message for i in report.issues if i.code == code)
+
+
+def test_crc_vectors_from_the_reference() -> None:
+    assert snapshot.crc64(b"123456789") == 0xE9C6D914C4B8D9CA
+    assert snapshot.crc64(bytes([123] * 16)) == 0x29D5357216326566
+    assert snapshot.crc64(bytes([1, 2, 3, 4, 5])) == 0xFB0460DE06383654
+    data = bytes(range(256)) * 3
+    assert snapshot.crc64(data) == crc64_reference(data)
+    assert snapshot.crc64(data + struct.pack("<Q", snapshot.crc64(data))) == 0  # whole-file check
+
+
+@pytest.mark.parametrize(("era", "version", "fc", "_old"), ERAS)
+def test_correct_snapfile(era: str, version: int | str, fc: str, _old: str) -> None:
+    data = snapfile(era, version=version, mem_mib=64)
+    report = snapshot.check_snapfile(data, firecracker_version=fc, arch="x86_64", memfile_size=64 * MIB,
+                                     guest_memory_bytes=64 * MIB)
+    snap = report.snapfile
+    assert snap.era == era and snap.arch == "x86_64" and snap.crc_ok
+    assert not report.failed, report.issues
+    assert "crc" in codes(report, "ok")
+    if era == "versionize":
+        assert (snap.format_version, snap.data_version, snap.mem_size_mib) == (1, 10, 64)
+        assert codes(report, "ok") >= {"version", "memfile"}
+    elif era == "bincode":
+        assert (snap.snapshot_version, snap.mem_size_mib, snap.version_certain) == ("6.0.0", 64, True)
+        assert codes(report, "ok") >= {"version", "memfile"}
+    else:  # bit-packed: version guessed and said so; memory size from the metadata
+        assert snap.mem_size_mib is None and not snap.version_certain
+        assert "best-effort" in message(report, "version")
+        assert "metadata's RAM size" in message(report, "memfile")
+
+
+@pytest.mark.parametrize(("era", "version", "fc", "_old"), ERAS)
+def test_flipped_byte_reports_firecrackers_number(era: str, version: int | str, fc: str, _old: str) -> None:
+    data = bytearray(snapfile(era, version=version))
+    data[len(data) // 2] ^= 0x01
+    report = snapshot.check_snapfile(bytes(data), firecracker_version=fc)
+    expected = crc64_reference(bytes(data[:-8]))
+    stored = struct.unpack("<Q", data[-8:])[0]
+    assert "crc" in codes(report, "FAIL")
+    assert f"CRC64 validation failed: {expected} (stored {stored}" in message(report, "crc")
+
+
+@pytest.mark.parametrize(("era", "version", "fc", "_old"), ERAS)
+def test_wrong_stored_crc(era: str, version: int | str, fc: str, _old: str) -> None:
+    data = bytearray(snapfile(era, version=version))
+    data[-8:] = struct.pack("<Q", 14172926256603030733)
+    report = snapshot.check_snapfile(bytes(data), firecracker_version=fc)
+    assert "crc" in codes(report, "FAIL")
+    assert "stored 14172926256603030733" in message(report, "crc")
+
+
+@pytest.mark.parametrize(("era", "version", "fc", "_old"), ERAS)
+def test_aarch64_snapshot_against_x86_64_metadata(era: str, version: int | str, fc: str, _old: str) -> None:
+    report = snapshot.check_snapfile(snapfile(era, arch="aarch64", version=version), firecracker_version=fc,
+                                     arch="x86_64")
+    assert report.snapfile.arch == "aarch64" and report.snapfile.crc_ok
+    assert codes(report, "FAIL") == {"arch"}
+    magic = (ARM | 1) if era == "versionize" else ARM
+    assert f"Magic value does not match arch: {magic}" in message(report, "arch")
+
+
+@pytest.mark.parametrize(("era", "version", "fc", "_old"), ERAS)
+def test_truncated(era: str, version: int | str, fc: str, _old: str) -> None:
+    data = snapfile(era, version=version)
+    assert "crc" in codes(snapshot.check_snapfile(data[:-100], firecracker_version=fc), "FAIL")
+    tiny = snapshot.check_snapfile(data[:5], firecracker_version=fc)
+    assert codes(tiny, "FAIL") == {"size"} and "smaller than CRC length" in message(tiny, "size")
+    header_only = snapshot.check_snapfile(data[:12], firecracker_version=fc)
+    assert header_only.failed
+
+
+@pytest.mark.parametrize(("era", "version", "fc", "_old"), ERAS)
+def test_oversize(era: str, version: int | str, fc: str, _old: str) -> None:
+    data = snapfile(era, version=version, state_len=snapshot.MAX_SNAPFILE_BYTES)
+    report = snapshot.check_snapfile(data, firecracker_version=fc)
+    assert report.snapfile.crc_ok
+    assert "size" in codes(report, "FAIL") and "exceeds Firecracker's limit of 10000000" in message(report, "size")
+
+
+@pytest.mark.parametrize(("era", "version", "fc", "old"), ERAS)
+def test_version_newer_than_the_metadatas_firecracker(era: str, version: int | str, fc: str, old: str) -> None:
+    report = snapshot.check_snapfile(snapfile(era, version=version), firecracker_version=old)
+    if era == "bitcode":  # the version is a best-effort reading: a warning, never a hard failure
+        assert "version" in codes(report, "warn") and not report.failed
+        assert "best-effort" in message(report, "version")
+    else:
+        assert codes(report, "FAIL") == {"version"}
+        assert "Invalid data version" in message(report, "version")
+
+
+def test_cross_era_and_unknown_versions() -> None:
+    bincode = snapfile("bincode", version="6.0.0")
+    report = snapshot.check_snapfile(bincode, firecracker_version="v1.6.0")
+    assert "cross-era" in message(report, "version") and report.failed
+    assert "version" in codes(snapshot.check_snapfile(bincode, firecracker_version="nightly"), "warn")
+    older = snapshot.check_snapfile(snapfile("versionize", version=4), firecracker_version="v1.6.0")
+    assert "version" in codes(older, "ok")  # versionize reads every lower data version
+    bitcode_unknown = snapshot.check_snapfile(snapfile("bitcode", version=None), firecracker_version="v1.15.0")
+    assert bitcode_unknown.snapfile.snapshot_version is None and "version unknown" in message(bitcode_unknown,
+                                                                                              "version")
+
+
+def test_snapshot_version_table() -> None:
+    assert snapshot.snapshot_version_of((1, 10, 0)) == "3.0.0"
+    assert snapshot.snapshot_version_of((1, 10, 1)) == "4.0.0"
+    assert snapshot.snapshot_version_of((1, 14, 1)) == "8.0.0"
+    assert snapshot.parse_firecracker_version("v1.12.1_d990331") == (1, 12, 1)
+    # 8.0.0 from v1.13 loads on v1.14 (same format), 6.0.0 does not
+    assert not snapshot.check_snapfile(snapfile("bincode", version="8.0.0"), firecracker_version="v1.14.1").failed
+    assert snapshot.check_snapfile(snapfile("bincode", version="6.0.0"), firecracker_version="v1.14.1").failed
+
+
+@pytest.mark.parametrize("era", ["versionize", "bincode"])
+def test_memfile_too_short_and_too_long(era: str) -> None:
+    data = snapfile(era, version=10 if era == "versionize" else "6.0.0", mem_mib=64)
+    fc = "v1.6.0" if era == "versionize" else "v1.12.1"
+    short = snapshot.check_snapfile(data, firecracker_version=fc, memfile_size=64 * MIB - 4096)
+    long = snapshot.check_snapfile(data, firecracker_version=fc, memfile_size=65 * MIB)
+    assert codes(short, "FAIL") == {"memfile"} and "4096 bytes shorter" in message(short, "memfile")
+    assert codes(long, "FAIL") == {"memfile"} and "longer" in message(long, "memfile")
+
+
+def test_not_a_snapshot() -> None:
+    report = snapshot.check_snapfile(with_crc(b"\x7fELF" + bytes(100)))
+    assert codes(report, "FAIL") == {"magic"}
+    weird_format = snapshot.check_snapfile(with_crc(struct.pack("<QH", X86 | 2, 1) + bytes(40)))
+    assert "Invalid format version: 2" in message(weird_format, "version")

@@ -1,0 +1,192 @@
+"""verify on real builds (made by `build`), the corrupt-snapshot round trip, and --fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, cli
+from verify.craft import add_snapshot
+
+from e2b_artifacts import build, manifest
+
+BUILD_ID = "3f1c9a52-7d0e-4b6a-9c44-0e5d2b8f1a77"
+
+
+@dataclass
+class Env:
+    storage: Path
+    template_cache: Path
+    chunk_cache: Path
+    kernels: Path
+    firecrackers: Path
+
+    def vars(self) -> dict[str, str]:
+        return {"LOCAL_TEMPLATE_STORAGE_BASE_PATH": str(self.storage), "TEMPLATE_CACHE_DIR": str(self.template_cache),
+                "SHARED_CHUNK_CACHE_PATH": str(self.chunk_cache), "HOST_KERNELS_DIR": str(self.kernels),
+                "FIRECRACKER_VERSIONS_DIR": str(self.firecrackers)}
+
+    def run(self, *args: str | Path) -> tuple[int, str, dict[str, object] | None]:
+        proc = cli(*args, env=self.vars())
+        assert "Traceback" not in proc.stderr, proc.stderr
+        doc = json.loads(proc.stdout) if "--json" in args and proc.stdout.strip() else None
+        return proc.returncode, proc.stdout + proc.stderr, doc
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real build (rootfs + envd + metadata + manifest), copied per test."""
+    storage = tmp_path_factory.mktemp("built")
+    build.build(build.BuildRequest(source_kind="tar", source=FIXTURES / "sample-rootfs.tar",
+                                   envd=FIXTURES / "envd-standin" / "envd", storage=storage, build_id=BUILD_ID,
+                                   free_mb=4, ram_mb=64))
+    return storage / BUILD_ID
+
+
+@pytest.fixture
+def env(tmp_path: Path, built: Path) -> Iterator[Env]:
+    e = Env(tmp_path / "templates", tmp_path / "orchestrator" / "template", tmp_path / "chunks",
+            tmp_path / "no-kernels-here", tmp_path / "no-fc-here")
+    e.storage.mkdir()
+    subprocess.run(["cp", "-a", "--sparse=always", str(built), str(e.storage)], check=True)
+    yield e
+
+
+def tree_digest(*roots: Path) -> dict[str, str]:
+    out = {}
+    for root in roots:
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and ".quarantine" not in p.parts:
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def statuses(doc: dict[str, object] | None) -> list[tuple[str, str, str]]:
+    assert doc is not None
+    findings = doc["findings"]
+    assert isinstance(findings, list)
+    return [(f["check"], f["status"], f["message"]) for f in findings]
+
+
+def test_fresh_build_passes_with_warnings_only(env: Env) -> None:
+    rc, out, doc = env.run("verify", BUILD_ID, "--json")
+    assert rc == 0, out
+    found = statuses(doc)
+    assert not [f for f in found if f[1] == "FAIL"]
+    checks = {c for c, s, _ in found if s == "ok"}
+    assert {"rootfs.fsck", "rootfs.init", "rootfs.envd", "rootfs.mountpoints", "metadata", "manifest"} <= checks
+    assert ("snapshot", "warn", "no snapshot: sandboxes cold-boot from rootfs") in found
+    rc, out, _ = env.run("verify", BUILD_ID, "--strict")
+    assert rc == 1 and "(strict) -> FAILED" in out
+
+
+def test_corrupt_snapshot_round_trip(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    add_snapshot(bdir, mem_mib=64)
+    manifest.write_manifest(bdir, BUILD_ID)
+    cache_entry = env.template_cache / BUILD_ID / "cache" / "0c9e" / "snapfile"
+    chunk_entry = env.chunk_cache / BUILD_ID / "memfile" / "content.bin"
+    for p in (cache_entry, chunk_entry):
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"cached " + p.name.encode())
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 0, out
+    assert "ok   snapshot.memfile" in out and "ok   snapshot.crc" in out
+
+    data = bytearray((bdir / "snapfile").read_bytes())
+    data[100] ^= 0xFF
+    (bdir / "snapfile").write_bytes(bytes(data))
+    before = tree_digest(bdir, env.template_cache, env.chunk_cache)
+
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1
+    assert "FAIL snapshot.crc: CRC64 validation failed: " in out
+    assert f"e2b-artifact cold-start {BUILD_ID}" in out
+    assert "FAIL manifest: snapfile: hash differs" in out
+
+    rc, out, doc = env.run("cold-start", BUILD_ID, "--dry-run", "--json")
+    assert rc == 0 and doc is not None and doc["dry_run"] is True
+    assert (bdir / "snapfile").exists() and cache_entry.exists()
+
+    rc, out, _ = env.run("cold-start", BUILD_ID)
+    assert rc == 0, out
+    for moved in ("snapfile", "memfile"):
+        assert f"{bdir / moved} -> " in out
+    assert str(env.template_cache / BUILD_ID) in out and str(env.chunk_cache / BUILD_ID) in out
+    assert "restart" in out
+    restore_line = next(ln for ln in out.splitlines() if ln.startswith("undo: "))
+    restore_cmd = restore_line.removeprefix("undo: ").split()
+    assert restore_cmd[:3] == ["e2b-artifact", "restore", BUILD_ID]
+    assert not (bdir / "snapfile").exists() and not (env.template_cache / BUILD_ID).exists()
+    assert not (env.chunk_cache / BUILD_ID).exists()
+
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 0, out
+    assert "warn snapshot: no snapshot: sandboxes cold-boot from rootfs" in out
+
+    rc, out, _ = env.run(*restore_cmd[1:])
+    assert rc == 0, out
+    assert tree_digest(bdir, env.template_cache, env.chunk_cache) == before
+    assert not (bdir / ".quarantine").exists()
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1 and "CRC64 validation failed" in out  # the same corrupt file is back, as it was
+
+
+def test_verify_fix_cold_starts_a_bad_snapshot(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    add_snapshot(bdir, era="bincode", version="8.0.0", mem_mib=64)  # v1.13 format, metadata says v1.12
+    manifest.write_manifest(bdir, BUILD_ID)
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1 and "FAIL snapshot.version: Invalid data version: 8.0.0" in out
+    rc, out, _ = env.run("verify", BUILD_ID, "--fix")
+    assert rc == 0, out
+    assert "fixed: snapshot quarantined in" in out and "e2b-artifact restore" in out
+    assert not (bdir / "snapfile").exists() and not (bdir / "memfile").exists()
+
+
+def test_camel_case_metadata_fix_keeps_the_original(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    camel = {"buildID": BUILD_ID, "templateID": "tpl1", "kernelVersion": "vmlinux-6.1.102",
+             "firecrackerVersion": "v1.12.1_d990331", "envdVersion": "0.2.0"}
+    (bdir / "metadata.json").write_text(json.dumps(camel))
+    manifest.update_manifest_entry(bdir, "metadata.json")
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1 and "FAIL metadata: hand-written camelCase" in out and "verify --fix" in out
+    rc, out, _ = env.run("verify", BUILD_ID, "--fix")
+    assert rc == 0, out
+    assert json.loads((bdir / "metadata.json.orig").read_text()) == camel
+    doc = json.loads((bdir / "metadata.json").read_text())
+    assert doc["version"] == 2 and doc["template"]["build_id"] == BUILD_ID
+    assert doc["e2b_artifact"]["template_id"] == "tpl1"
+    assert "ok   manifest" in out
+
+
+def test_completeness_problems(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    (bdir / "memfile").write_bytes(b"\0" * 4096)  # without snapfile
+    (bdir / ".metadata.json.x1y2.tmp").write_text("{")
+    meta = json.loads((bdir / "metadata.json").read_text())
+    meta["template"]["build_id"] = "other-id"
+    (bdir / "metadata.json").write_text(json.dumps(meta))
+    env.kernels.joinpath(meta["template"]["kernel_version"]).mkdir(parents=True)  # dir exists, vmlinux.bin not
+    rc, _, doc = env.run("verify", BUILD_ID, "--json")
+    assert rc == 1
+    found = statuses(doc)
+    fails = {(c, m.split(":")[0]) for c, s, m in found if s == "FAIL"}
+    assert ("files", "memfile without snapfile") in fails
+    assert any(c == "metadata" and "differs from the directory name" in m for c, s, m in found if s == "FAIL")
+    assert any(c == "kernel" and "vmlinux.bin missing" in m for c, s, m in found if s == "FAIL")
+    assert any(c == "files" and "leftover temp files: .metadata.json.x1y2.tmp" in m for c, _, m in found)
+    assert any(c == "manifest" and m.startswith("metadata.json: ") and "differs" in m
+               for c, s, m in found if s == "FAIL")
+    assert any(c == "firecracker" and s == "warn" for c, s, _ in found)
+
+
+def test_missing_directory_is_a_clean_error(env: Env) -> None:
+    rc, out, _ = env.run("verify", "no-such-build")
+    assert rc == 3 and "error: build directory" in out and "hint:" in out
