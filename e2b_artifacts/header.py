@@ -282,3 +282,14 @@ def _bad(where: str, detail: str) -> ArtifactError:
     return ArtifactError(f"{where}: malformed header: {detail}",
                          hint="the header is optional: move it aside and the orchestrator maps the data file "
                               "1:1 (e2b-template-format.md §3), or re-export the build", code=ExitCode.BAD_INPUT)
+
+
+def serialize(header: Header) -> bytes:
+    """Bytes of a v1-3 header (the layout this tool can write); v4/v5 raise."""
+    if header.version not in (1, 2, 3) or header.mappings is None:
+        raise ArtifactError(f"cannot write a version {header.version} header (only 1 to 3)",
+                            hint="re-export the build with uncompressed (v3) headers", code=ExitCode.BAD_INPUT)
+    out = _META.pack(header.raw_version or header.version, header.block_size, header.size, header.generation,
+                     uuid.UUID(header.build_id).bytes, uuid.UUID(header.base_build_id).bytes)
+    return out + b"".join(_MAP.pack(m.offset, m.length, uuid.UUID(m.build_id).bytes, m.storage_offset)
+                          for m in header.mappings)

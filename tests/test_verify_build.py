@@ -1,19 +1,21 @@
-"""verify on real builds (made by `build`), the corrupt-snapshot round trip, and --fix."""
+"""verify on real builds (made by `build`): round trip, --fix, header chains, clone."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, cli
-from verify.craft import add_snapshot
+from verify.craft import add_snapshot, header_v1_3
 
-from e2b_artifacts import build, manifest
+from e2b_artifacts import build, header, manifest
 
 BUILD_ID = "3f1c9a52-7d0e-4b6a-9c44-0e5d2b8f1a77"
 
@@ -190,3 +192,67 @@ def test_completeness_problems(env: Env) -> None:
 def test_missing_directory_is_a_clean_error(env: Env) -> None:
     rc, out, _ = env.run("verify", "no-such-build")
     assert rc == 3 and "error: build directory" in out and "hint:" in out
+
+
+PARENT = str(uuid.UUID(int=0xFEED))
+MIB = 1 << 20
+
+
+def test_chain_with_missing_then_short_parent(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    add_snapshot(bdir, mem_mib=64)
+    (bdir / "memfile.header").write_bytes(header_v1_3(
+        size=64 * MIB, generation=1, build_id=BUILD_ID, base_build_id=PARENT,
+        mappings=[(0, 32 * MIB, PARENT, 0), (32 * MIB, 32 * MIB, BUILD_ID, 0)]))
+    manifest.write_manifest(bdir, BUILD_ID)
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1
+    assert f"FAIL header.memfile: chain of memfile: generation 1 {BUILD_ID} <- {PARENT}: MISSING" in out
+    assert f"parent {PARENT}: {env.storage / PARENT / 'memfile'} missing" in out
+
+    parent = env.storage / PARENT
+    parent.mkdir()
+    (parent / "memfile").write_bytes(b"\1" * (16 * MIB))  # mappings need 32 MiB
+    (parent / "memfile.header").write_bytes(header_v1_3(size=64 * MIB, build_id=PARENT))
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1 and f"{PARENT} (generation 0): short" in out and "mappings need 33554432" in out
+
+    os.truncate(parent / "memfile", 32 * MIB)
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 0, out
+    assert f"ok   header.memfile: chain of memfile: generation 1 {BUILD_ID} <- {PARENT} (generation 0): ok, " \
+           f"{BUILD_ID}: ok" in out
+    assert "ok   snapshot.memfile: memfile 67108864 bytes" in out  # header size used for guest memory
+
+
+def test_overlapping_mappings_in_a_build(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    (bdir / "rootfs.ext4.header").write_bytes(header_v1_3(
+        size=8 * 4096, build_id=BUILD_ID, mappings=[(0, 6 * 4096, BUILD_ID, 0), (4 * 4096, 4 * 4096, BUILD_ID, 0)]))
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1 and "FAIL header.rootfs.ext4: v3" in out and "overlaps the previous mapping" in out
+
+
+def test_clone_rewrites_ids_and_verifies(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    add_snapshot(bdir, mem_mib=64)
+    (bdir / "memfile.header").write_bytes(header_v1_3(size=64 * MIB, build_id=BUILD_ID,
+                                                      mappings=[(0, 64 * MIB, BUILD_ID, 0)]))
+    manifest.write_manifest(bdir, BUILD_ID)
+    new_id = str(uuid.UUID(int=0xC10E))
+    rc, out, doc = env.run("clone", BUILD_ID, "--build-id", new_id, "--template-id", "tpl-copy", "--json")
+    assert rc == 0, out
+    assert doc is not None and doc["verify"]["ok"] is True  # type: ignore[index]
+    copy = env.storage / new_id
+    meta = json.loads((copy / "metadata.json").read_text())
+    assert meta["template"]["build_id"] == new_id and meta["e2b_artifact"]["template_id"] == "tpl-copy"
+    hdr = header.read_header(copy / "memfile.header")
+    assert hdr.build_id == new_id and hdr.base_build_id == new_id and hdr.referenced_build_ids() == [new_id]
+    for name in ("rootfs.ext4", "memfile", "snapfile"):
+        assert (copy / name).read_bytes() == (bdir / name).read_bytes()
+    src, dst = (bdir / "rootfs.ext4").stat(), (copy / "rootfs.ext4").stat()
+    assert src.st_blocks * 512 < src.st_size // 4  # the source is sparse ...
+    assert dst.st_blocks * 512 <= src.st_blocks * 512 + (64 << 10)  # ... and its holes stayed holes
+    assert manifest.load_manifest(copy) is not None and manifest.check_manifest(copy, quick=False) == []
+    rc, out, _ = env.run("clone", BUILD_ID, "--build-id", new_id)
+    assert rc == 6 and "already exists" in out

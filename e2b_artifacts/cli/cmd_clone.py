@@ -1,0 +1,35 @@
+"""``e2b-artifact clone``: copy a build under a new id and verify the copy."""
+
+from __future__ import annotations
+
+import click
+
+from .common import AppState, emit, json_option
+
+
+@click.command("clone")
+@click.argument("source")
+@click.option("--build-id", default=None, help="Id of the copy [default: a new UUID].")
+@click.option("--template-id", default=None, help="Template id recorded in the copy's metadata.")
+@click.option("--quick", is_flag=True, help="Verify the copy without re-hashing its data.")
+@json_option
+@click.pass_obj
+def command(app: AppState, source: str, build_id: str | None, template_id: str | None, quick: bool,
+            as_json: bool) -> int:
+    """Copy build SOURCE (sparse files stay sparse), rewrite its ids, verify the copy.
+
+    Exit 0 when the copy verifies, 1 when a check of the copy failed (the copy is kept).
+    """
+    from ..clone import clone
+    from ..verify import verify
+
+    settings = app.settings
+    result = clone(settings.build_dir(source), settings.storage, build_id=build_id, template_id=template_id)
+    report = verify(result.target, settings, quick=quick)
+    lines = [f"cloned {result.source} -> {result.target} ({len(result.files)} files; ids rewritten in "
+             f"{', '.join(result.rewritten)})"]
+    lines += [f.line() for f in report.findings if f.status != "ok"]
+    failed = report.failed()
+    lines.append(f"verify {result.build_id}: {'FAILED' if failed else 'passed'}")
+    emit(as_json, {**result.to_dict(), "verify": report.to_dict()}, lines)
+    return 1 if failed else 0

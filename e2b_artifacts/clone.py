@@ -1,0 +1,126 @@
+"""Clone a build under a new build id: sparse-aware copy, ids rewritten, manifest rewritten, copy verified."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import header as header_mod
+from . import manifest, metadata
+from .build import check_build_id
+from .errors import ArtifactError, ExitCode
+from .fsutil import exclusive_lock
+
+COPY_CHUNK = 8 << 20
+
+
+@dataclass
+class CloneResult:
+    source: Path
+    target: Path
+    build_id: str
+    files: list[str]
+    rewritten: list[str]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"ok": True, "source": str(self.source), "target": str(self.target), "build_id": self.build_id,
+                "files": self.files, "rewritten": self.rewritten}
+
+
+def copy_sparse(src: Path, dst: Path) -> None:
+    """Copy data extents only (SEEK_DATA/SEEK_HOLE), so holes stay holes; same size, same bytes."""
+    size = src.stat().st_size
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        in_fd, out_fd = fin.fileno(), fout.fileno()
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(in_fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole remains
+                break
+            end = os.lseek(in_fd, start, os.SEEK_HOLE)
+            _copy_range(in_fd, out_fd, start, end)
+            offset = end
+        os.ftruncate(out_fd, size)
+        os.fsync(out_fd)
+    shutil.copymode(src, dst)
+
+
+def _copy_range(in_fd: int, out_fd: int, start: int, end: int) -> None:
+    position = start
+    while position < end:
+        n = min(COPY_CHUNK, end - position)
+        try:
+            copied = os.copy_file_range(in_fd, out_fd, n, position, position)
+        except OSError:
+            copied = os.pwrite(out_fd, os.pread(in_fd, n, position), position)
+        if copied == 0:
+            raise ArtifactError("short copy: the source shrank while copying", hint="retry when nothing writes to it",
+                                code=ExitCode.BAD_INPUT)
+        position += copied
+
+
+def clone(source: Path, storage: Path, *, build_id: str | None = None, template_id: str | None = None) -> CloneResult:
+    """Copy build ``source`` to ``<storage>/<build_id>`` with ids rewritten in metadata and headers."""
+    if not source.is_dir():
+        raise ArtifactError(f"build directory {source} not found", hint="check the build id (e2b-artifact paths)",
+                            code=ExitCode.BAD_INPUT)
+    new_id = check_build_id(build_id or str(uuid.uuid4()))
+    old_id = source.name
+    md = metadata.read(source / metadata.FILE_NAME)
+    target = storage / new_id
+    with exclusive_lock(storage / f".{new_id}.lock", f"build {new_id}"):
+        if target.exists():
+            raise ArtifactError(f"build {new_id} already exists at {target}", hint="choose another --build-id",
+                                code=ExitCode.CONFLICT)
+        stage = Path(tempfile.mkdtemp(prefix=f".{new_id}.staging-", dir=storage))
+        try:
+            result = CloneResult(source, target, new_id, [], [])
+            for path in manifest.artifact_files(source):
+                if path.name == metadata.FILE_NAME:
+                    continue
+                if path.name in header_mod.DATA_FILE_OF:
+                    (stage / path.name).write_bytes(_rewrite_header(path, old_id, new_id))
+                    result.rewritten.append(path.name)
+                else:
+                    copy_sparse(path, stage / path.name)
+                result.files.append(path.name)
+            md.build_id = new_id
+            if template_id is not None:
+                md.template_id = template_id
+            md.ext["cloned_from"] = old_id
+            md.write(stage / metadata.FILE_NAME)
+            result.files.append(metadata.FILE_NAME)
+            result.rewritten.append(metadata.FILE_NAME)
+            manifest.write_manifest(stage, new_id)
+            os.chmod(stage, 0o755)
+            os.rename(stage, target)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)  # our own staging copy, never the source
+            raise
+    return result
+
+
+def _rewrite_header(path: Path, old_id: str, new_id: str) -> bytes:
+    """The header with ``old_id`` replaced by ``new_id`` (build id, base id when equal, own mappings)."""
+    hdr = header_mod.read_header(path)
+    try:
+        old_uuid, new_uuid = str(uuid.UUID(old_id)), str(uuid.UUID(new_id))
+    except ValueError as exc:
+        raise ArtifactError(f"{path.name}: headers name builds by UUID; {old_id!r} or {new_id!r} is not one",
+                            hint="clone with a UUID --build-id (the default)", code=ExitCode.USAGE) from exc
+    if hdr.version not in (1, 2, 3):
+        raise ArtifactError(f"{path}: version {hdr.version} headers cannot be rewritten by this tool",
+                            hint="re-export the source build with v3 headers", code=ExitCode.BAD_INPUT)
+
+    def swap(value: str) -> str:
+        return new_uuid if value == old_uuid else value
+
+    mappings = [dataclasses.replace(m, build_id=swap(m.build_id)) for m in hdr.mappings or []]
+    return header_mod.serialize(dataclasses.replace(hdr, build_id=swap(hdr.build_id),
+                                                    base_build_id=swap(hdr.base_build_id), mappings=mappings))
