@@ -487,13 +487,15 @@ def _append_log(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the VMM group is killed and the scratch dir removed."""
+    """SIGTERM unwinds like Ctrl-C (an error, not a kill), so the VMM group is killed and scratch removed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        raise ArtifactError("boot interrupted by SIGTERM",
+                            hint="the VM was stopped and its scratch files removed; the build was not changed",
+                            code=ExitCode.USAGE)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:

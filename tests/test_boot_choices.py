@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,41 @@ def _alive(binary: Path) -> bool:
         except OSError:
             continue
     return False
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_no_vmm_outlives_the_command(tmp_path: Path, how: signal.Signals) -> None:
+    """SIGTERM unwinds and kills the VMM group; SIGKILL of the CLI kills the VMM through PDEATHSIG."""
+    binary = _standin_binary(tmp_path)
+    kernel = tmp_path / "vmlinux"
+    kernel.write_bytes(b"\x7fELF")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    rootfs = make_ext4(tmp_path / "r.ext4", tree, "8M")
+    env = {**os.environ, "FC_STANDIN_RECORD": str(tmp_path / "requests.jsonl"), "FC_STANDIN_SILENT": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "e2b_artifacts", "--set",
+                             f"FIRECRACKER_VERSIONS_DIR={tmp_path / 'fc-versions'}", "boot", "--kernel", kernel,
+                             "--rootfs", rootfs, "--firecracker-version", "v1.12.1_test", "--vmm", "firecracker",
+                             "--accel", "kvm", "--console-log", tmp_path / "console.log"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "InstanceStart" not in _text(tmp_path / "requests.jsonl"):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        assert _alive(binary)
+        proc.send_signal(how)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    if how == signal.SIGTERM:
+        assert proc.returncode == 2 and "error: boot interrupted by SIGTERM" in stderr, stderr
+    deadline = time.monotonic() + 10
+    while _alive(binary) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(binary)
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""

@@ -4,7 +4,8 @@ It serves ``PUT`` requests on ``--api-sock`` the way Firecracker's API does (204
 success, 400 with ``fault_message`` on a bad body), records every request to
 ``$FC_STANDIN_RECORD`` (JSON lines), and on ``InstanceStart`` prints console lines
 like a booting guest, then stays alive. ``$FC_STANDIN_FAULT=/path`` makes that
-path answer 400 with a Firecracker-style fault. It lets the tests drive
+path answer 400 with a Firecracker-style fault; ``$FC_STANDIN_SILENT=1`` prints nothing
+(a guest that hangs). It lets the tests drive
 e2b-artifact's Firecracker driver on a host where Firecracker cannot run.
 """
 
@@ -39,7 +40,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._fault("No such file or directory")
         self.send_response(204)
         self.end_headers()
-        if body.get("action_type") == "InstanceStart":
+        if body.get("action_type") == "InstanceStart" and not os.environ.get("FC_STANDIN_SILENT"):
             sys.stdout.write(f"[    0.000000] Command line: {self.server.boot_args}\n")  # type: ignore[attr-defined]
             sys.stdout.write("[    0.500000] Run /sbin/init as init process\ne2b-envd-standin: started\n")
             sys.stdout.flush()
