@@ -186,12 +186,22 @@ def kvm_usable(kernel: Path, cache_dir: Path | None = None) -> tuple[bool, str]:
         watch = _watch_vm(argv, log, timeout=PROBE_TIMEOUT_S, hang_after=PROBE_TIMEOUT_S, settle=None,
                           expect=re.compile(r"Kernel panic - not syncing|Run \S+ as init process"), fail=None)
         works = watch.outcome == "marker"
-        detail = ("a probe guest booted under KVM" if works
-                  else f"a probe guest did not boot under KVM ({watch.outcome}: {watch.detail})")
+        said = log.read_text(errors="replace")
+    if not works and watch.outcome == "exited" and "kvm" not in said.lower():
+        # QEMU refused the kernel itself (e.g. an ELF without the PVH note): says nothing about KVM.
+        return False, f"KVM probe inconclusive ({qemu_last_line(said)}): using TCG"
+    detail = ("a probe guest booted under KVM" if works
+              else f"a probe guest did not boot under KVM ({watch.outcome}: {qemu_last_line(said) or watch.detail})")
     with contextlib.suppress(OSError):
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_text(json.dumps({"key": key, "works": works, "detail": detail}))
     return works, detail
+
+
+def qemu_last_line(output: str) -> str:
+    """QEMU's own last complaint (``qemu-system-x86_64: ...``) in a console log, if any."""
+    said = [ln.strip() for ln in output.splitlines() if ln.startswith(("qemu-system", "qemu:", "KVM"))]
+    return said[-1] if said else ""
 
 
 def kernel_has_acpi(kernel: Path) -> tuple[bool | None, str | None]:
@@ -311,7 +321,8 @@ def _choose(spec: BootSpec, notes: list[str]) -> tuple[str, str]:
                                 hint="use --vmm qemu (falls back to TCG emulation)", code=ExitCode.TOOL)
         return "firecracker", "kvm"
     if spec.vmm == "auto":
-        notes.append(f"no Firecracker binary at {spec.firecracker_bin}: booting under QEMU" if not fc_ready
+        notes.append(("no Firecracker version known" if spec.firecracker_bin is None
+                      else f"no Firecracker binary at {spec.firecracker_bin}") + ": booting under QEMU" if not fc_ready
                      else "KVM does not work: booting under QEMU with TCG instead of Firecracker")
     runner.which(QEMU)
     return "qemu", "kvm" if kvm else "tcg"
@@ -350,6 +361,10 @@ def _conclude(result: BootResult, watch: _Watch, spec: BootSpec, expect: re.Patt
             result.reason = f"init ran but /{spec.expect}/ did not appear within {spec.timeout:g} s"
         else:
             result.reason = watch.detail
+        if watch.outcome == "exited":
+            complaint = qemu_last_line(spec.console_log.read_text(errors="replace"))
+            if complaint:
+                result.reason += f": {complaint}"
 
 
 # ---------------------------------------------------------------------------------------------- the VMM process
