@@ -244,24 +244,18 @@ def boot(spec: BootSpec) -> BootResult:
     spec.console_log.write_bytes(b"")
     with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="e2b-boot-") as tmp:
         scratch = Path(tmp)
+        acpi = qemu_acpi(spec.firecracker_version, spec.kernel_has_acpi)  # what Firecracker would offer, too
         if vmm == "firecracker":
             assert spec.firecracker_bin is not None
-            acpi = bool(spec.kernel_has_acpi) and (parse_firecracker_version(spec.firecracker_version) or (0, 0)) \
-                >= FIRST_ACPI_FIRECRACKER
             kernel_args = f"{BASE_KERNEL_ARGS} {FIRECRACKER_EXTRA_ARGS} {spec.extra_args}".strip()
             disk = scratch / "rootfs.ext4"
-            runner.run(["cp", "--reflink=auto", "--sparse=always", spec.rootfs, disk],
-                       hint="the throwaway copy of rootfs.ext4 needs as much free space in TMPDIR as the image uses")
             sock = scratch / "fc.sock"
             argv = [str(spec.firecracker_bin), "--api-sock", str(sock)]
-            configure = _firecracker_configure(sock, spec.kernel, disk, kernel_args, spec)
+            configure: Callable[[], None] | None = _firecracker_configure(sock, spec.kernel, disk, kernel_args, spec)
         else:
-            acpi = qemu_acpi(spec.firecracker_version, spec.kernel_has_acpi)
             kernel_args = f"{BASE_KERNEL_ARGS} {QEMU_EXTRA_ARGS} {spec.extra_args}".strip()
-            overlay = scratch / "rootfs.qcow2"
-            runner.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", spec.rootfs.resolve(), overlay],
-                       hint="qemu-img comes with qemu-utils")
-            argv = _qemu_argv(spec, accel, acpi, kernel_args, overlay)
+            disk = scratch / "rootfs.qcow2"
+            argv = _qemu_argv(spec, accel, acpi, kernel_args, disk)
             configure = None
         result = BootResult(verdict="hang", reason="", vmm=vmm, accel=accel, acpi=acpi, kernel=spec.kernel,
                             rootfs=spec.rootfs, console_log=spec.console_log, kernel_args=kernel_args,
@@ -270,8 +264,9 @@ def boot(spec: BootSpec) -> BootResult:
             if number == 2:
                 _append_log(spec.console_log, f"\n=== e2b-artifact boot: attempt 2 after a hang "
                                               f"({result.attempts[0].detail}) ===\n")
-                if vmm == "firecracker":
-                    sock.unlink(missing_ok=True)
+                for leftover in scratch.iterdir():
+                    leftover.unlink()
+            _throwaway_disk(spec.rootfs, disk, vmm)  # fresh for each attempt: the guest writes to it
             watch = _watch_vm(argv, spec.console_log, timeout=spec.timeout, hang_after=spec.hang_after,
                               settle=None if expect else spec.settle, expect=expect, fail=PANIC_RE,
                               configure=configure)
@@ -282,6 +277,16 @@ def boot(spec: BootSpec) -> BootResult:
     if not result.ok:
         result.findings = diagnose_file(spec.console_log)
     return result
+
+
+def _throwaway_disk(rootfs: Path, disk: Path, vmm: str) -> None:
+    """What the VM writes to: a qcow2 overlay (QEMU) or a sparse copy (Firecracker needs a raw file)."""
+    if vmm == "firecracker":
+        runner.run(["cp", "--reflink=auto", "--sparse=always", rootfs, disk],
+                   hint="the throwaway copy of rootfs.ext4 needs as much free space in TMPDIR as the image uses")
+    else:
+        runner.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", rootfs.resolve(), disk],
+                   hint="qemu-img comes with qemu-utils")
 
 
 def _compile_expect(expect: str | None) -> re.Pattern[str] | None:
