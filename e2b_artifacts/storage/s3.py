@@ -49,7 +49,10 @@ class S3Storage(Storage):
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
         style = "path" if (path_style if path_style is not None else endpoint_url is not None) else "auto"
-        config = Config(s3={"addressing_style": style}, max_pool_connections=max_connections,
+        # Parts carry a CRC32 the server checks; SHA-256 payload signing on top (botocore does it on
+        # plain-http endpoints) would only add a second full pass over the data on this host.
+        config = Config(s3={"addressing_style": style, "payload_signing_enabled": False},
+                        max_pool_connections=max_connections,
                         retries={"max_attempts": 5, "mode": "standard"})
         with _remote_errors(self.url):
             self.client: Any = boto3.session.Session().client(

@@ -1,0 +1,233 @@
+"""``e2b-artifact sync``: round trips through a directory, a real S3 server and a GCS emulator.
+
+The servers (moto_server, gcp-storage-emulator) run as subprocesses on loopback for the
+session; every test gets its own bucket. The CLI runs as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import assert_clean_error, cli
+from storage.builds import make_build, storage_snapshot, tree_digest
+from storage.servers import S3_ENV, Server, gcs_client, s3_client, start_gcs_emulator, start_moto
+
+CONFLICT, INTEGRITY = 6, 8
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_gcs_emulator(tmp_path_factory.mktemp("gcs"))
+    yield server
+    server.stop()
+
+
+@dataclass
+class Remote:
+    """A fresh location of one backend, plus how to reach its objects directly."""
+
+    url: str
+    args: list[str]  # extra CLI args (--endpoint-url)
+    env: dict[str, str]
+    kind: str
+    client: Any = None
+    bucket: str = ""
+    prefix: str = ""
+
+    def object_keys(self) -> list[str]:
+        if self.kind == "s3":
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix)
+            return [o["Key"] for o in resp.get("Contents", [])]
+        if self.kind == "gs":
+            return [b.name for b in self.client.list_blobs(self.bucket, prefix=self.prefix)]
+        root = Path(self.url)
+        return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def _remote(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Remote:
+    bucket = f"bkt-{uuid.uuid4().hex[:12]}"
+    if kind == "s3":
+        server: Server = request.getfixturevalue("s3_server")
+        client: Any = s3_client(server.endpoint)
+        client.create_bucket(Bucket=bucket)
+        return Remote(f"s3://{bucket}/templates", ["--endpoint-url", server.endpoint], dict(S3_ENV), "s3",
+                      client, bucket, "templates/")
+    if kind == "gs":
+        server = request.getfixturevalue("gcs_server")
+        client = gcs_client(server.endpoint)
+        client.create_bucket(bucket)
+        return Remote(f"gs://{bucket}/env/templates", [], {"STORAGE_EMULATOR_HOST": server.endpoint}, "gs",
+                      client, bucket, "env/templates/")
+    return Remote(str(tmp_path / "remote-dir"), [], {}, "local")
+
+
+@pytest.fixture(params=["local", "s3", "gs"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
+    return _remote(request.param, tmp_path, request)
+
+
+@pytest.fixture
+def s3_remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
+    return _remote("s3", tmp_path, request)
+
+
+def sync(storage: Path, remote: Remote, *args: str) -> subprocess.CompletedProcess[str]:
+    verb, *rest = args
+    return cli("--storage", storage, "sync", verb, *rest,
+               *([remote.url] if verb == "ls" else []), *remote.args, env=remote.env)
+
+
+def sync_json(storage: Path, remote: Remote, *args: str) -> dict[str, Any]:
+    proc = sync(storage, remote, *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def test_round_trip_with_parent_chain(remote: Remote, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    base = make_build(src, extra={"memfile": 6 << 20})  # 6 MiB at 5 MiB parts: a multipart upload
+    child = make_build(src, parents=[base])
+    leaf = make_build(src, parents=[base, child], extra={"memfile": 1 << 20})
+
+    refused = sync(src, remote, "push", leaf, remote.url)
+    assert_clean_error(refused, CONFLICT, base, child, "--with-parents")
+    assert remote.object_keys() == []
+
+    planned = sync_json(src, remote, "push", "--with-parents", "--dry-run", leaf, remote.url)
+    assert [b["build_id"] for b in planned["builds"]] == [base, child, leaf]
+    assert planned["bytes_sent"] == 0 and remote.object_keys() == []
+
+    pushed = sync_json(src, remote, "push", "--with-parents", "--part-size", "5", leaf, remote.url)
+    assert pushed["bytes_sent"] == pushed["bytes_total"] > 6 << 20
+    keys = remote.object_keys()
+    for build_id in (base, child, leaf):  # upstream's key layout: PREFIX/<build-id>/<file>
+        assert f"{remote.prefix}{build_id}/metadata.json" in keys
+        assert f"{remote.prefix}{build_id}/artifact-manifest.json" in keys
+    assert not [k for k in keys if "e2b-part" in k or "partial" in k]
+
+    listed = sync_json(src, remote, "ls")
+    assert {b["build_id"]: b["complete"] for b in listed["builds"]} == {base: True, child: True, leaf: True}
+
+    again = sync_json(src, remote, "push", "--with-parents", leaf, remote.url)
+    assert again["bytes_sent"] == 0
+    assert {b["state"] for b in again["builds"]} == {"up-to-date"}
+
+    refused = sync(dst, remote, "pull", leaf, remote.url)
+    assert_clean_error(refused, CONFLICT, base, child)
+    assert not dst.exists() or not any(dst.iterdir())
+
+    pulled = sync_json(dst, remote, "pull", "--with-parents", "--part-size", "5", leaf, remote.url)
+    assert [b["build_id"] for b in pulled["builds"]] == [base, child, leaf]
+    for build_id in (base, child, leaf):
+        assert tree_digest(dst / build_id) == tree_digest(src / build_id)
+    assert sorted(p.name for p in dst.iterdir() if not p.name.endswith(".lock")) == sorted([base, child, leaf])
+
+    noop = sync_json(dst, remote, "pull", "--with-parents", leaf, remote.url)
+    assert noop["bytes_sent"] == 0 and {b["state"] for b in noop["builds"]} == {"up-to-date"}
+
+
+def _s3_keys_for(remote: Remote, build_id: str) -> list[str]:
+    keys: list[str] = remote.object_keys()
+    return [k for k in keys if k.startswith(f"{remote.prefix}{build_id}/")]
+
+
+def test_killed_push_leaves_no_complete_build_and_resumes(s3_remote: Remote, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build_id = make_build(src, extra={"memfile": 12 << 20, "memfile.extra": 10 << 20, "snapfile.big": 8 << 20})
+    # --limit-rate keeps the upload slow enough to stop it mid-way; the kill itself is a real SIGKILL.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e2b_artifacts", "--storage", str(src), "sync", "push", build_id, s3_remote.url,
+         *s3_remote.args, "--part-size", "5", "--limit-rate", "6M"],
+        env={**os.environ, **s3_remote.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _s3_keys_for(s3_remote, build_id):  # the first object has landed on the server
+        assert proc.poll() is None, "push finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    landed = _s3_keys_for(s3_remote, build_id)
+    print(f"\nkilled push after {len(landed)} object(s) landed: {landed}")
+    assert not [k for k in landed if k.endswith(("/metadata.json", "/artifact-manifest.json"))]
+
+    listed = sync_json(src, s3_remote, "ls")
+    assert [(b["build_id"], b["complete"]) for b in listed["builds"]] == [(build_id, False)]
+    refused = sync(dst, s3_remote, "pull", build_id, s3_remote.url)
+    assert_clean_error(refused, 3, "not a complete build")
+
+    resumed = sync_json(src, s3_remote, "push", build_id, s3_remote.url, "--part-size", "5")
+    print(f"re-run sent {resumed['bytes_sent']} of {resumed['bytes_total']} bytes")
+    assert 0 < resumed["bytes_sent"] < resumed["bytes_total"]
+    assert any(f["action"] == "skip" and f["reason"] == "already there" for f in resumed["builds"][0]["files"])
+    uploads = s3_remote.client.list_multipart_uploads(Bucket=s3_remote.bucket).get("Uploads", [])
+    assert uploads == []  # the killed run's unfinished multipart upload was aborted
+
+    sync_json(dst, s3_remote, "pull", build_id, s3_remote.url)
+    assert tree_digest(dst / build_id) == tree_digest(src / build_id)
+
+
+def test_corrupt_object_fails_pull_and_leaves_storage_alone(s3_remote: Remote, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    keep = make_build(dst)  # something already in the local storage that must stay as it is
+    build_id = make_build(src, extra={"memfile": 7 << 20})
+    sync_json(src, s3_remote, "push", build_id, s3_remote.url, "--part-size", "5")
+
+    key = f"{s3_remote.prefix}{build_id}/memfile"
+    client = s3_remote.client
+    head = client.head_object(Bucket=s3_remote.bucket, Key=key)
+    data = bytearray(client.get_object(Bucket=s3_remote.bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01  # one flipped bit, same size, same recorded metadata
+    client.put_object(Bucket=s3_remote.bucket, Key=key, Body=bytes(data), Metadata=head["Metadata"])
+
+    before = storage_snapshot(dst)
+    failed = sync(dst, s3_remote, "pull", build_id, s3_remote.url, "--part-size", "5")
+    assert_clean_error(failed, INTEGRITY, "memfile", "integrity manifest")
+    after = storage_snapshot(dst)
+    lock = f".{build_id}.lock"  # the per-build lock file (shared with `build`) is the only trace, and empty
+    assert {k: v for k, v in after.items() if k != lock} == before
+    assert not (dst / lock).exists() or (dst / lock).read_bytes() == b""
+    assert not [k for k in after if build_id in k and k != lock]  # no staging dir, no partial build
+    assert sorted(tree_digest(dst / keep)) == sorted(p.name for p in (dst / keep).iterdir())
+
+
+def test_push_refuses_a_build_that_differs_from_its_manifest(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    remote = Remote(str(tmp_path / "remote"), [], {}, "local")
+    build_id = make_build(src)
+    rootfs = src / build_id / "rootfs.ext4"
+    data = bytearray(rootfs.read_bytes())
+    data[100] ^= 0xFF
+    rootfs.write_bytes(bytes(data))  # same size: only the hash on the way out can notice
+    failed = sync(src, remote, "push", build_id, remote.url)
+    assert_clean_error(failed, INTEGRITY, "rootfs.ext4")
+    assert not [k for k in remote.object_keys() if k.endswith("metadata.json")]
+
+
+def test_pull_of_a_missing_build_and_bad_locations(tmp_path: Path) -> None:
+    remote = Remote(str(tmp_path / "remote"), [], {}, "local")
+    (tmp_path / "remote").mkdir()
+    missing = sync(tmp_path / "dst", remote, "pull", str(uuid.uuid4()), remote.url)
+    assert_clean_error(missing, 3, "not a complete build")
+    bad = cli("sync", "ls", "ftp://host/x")
+    assert_clean_error(bad, 2, "unsupported location scheme")
+    wrong_flag = cli("sync", "ls", "gs://bucket/x", "--endpoint-url", "http://127.0.0.1:1")
+    assert_clean_error(wrong_flag, 2, "--endpoint-url")
