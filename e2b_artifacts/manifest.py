@@ -58,6 +58,8 @@ def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
     view = memoryview(buf)
     try:
         with path.open("rb", buffering=0) as fh:
+            # Larger kernel read-ahead; per-chunk WILLNEED hints measured slower from a cold cache.
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             while n := fh.readinto(buf):
                 hasher.update(view[:n])
                 if progress is not None:

@@ -88,7 +88,7 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyRe
             rootfs_job = pool.submit(check_rootfs, rootfs, init_mode=init_mode if isinstance(init_mode, str) else None,
                                      arch=arch)
         _check_snapshot(report, md, arch)
-        _check_headers(report, settings)
+        _check_headers(report)
         _check_manifest(report, quick)
         if rootfs_job is not None:
             try:
@@ -260,7 +260,7 @@ def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: st
                    hints.get(issue.code, cold) if issue.severity != "ok" else "")
 
 
-def _check_headers(report: VerifyReport, settings: Settings) -> None:
+def _check_headers(report: VerifyReport) -> None:
     for name in HEADERS:
         path = report.build_dir / name
         if not path.is_file():
@@ -271,11 +271,10 @@ def _check_headers(report: VerifyReport, settings: Settings) -> None:
         except ArtifactError as exc:
             report.add(check, "FAIL", exc.message, exc.hint)
             continue
-        _check_one_header(report, settings, name, hdr, check)
+        _check_one_header(report, name, hdr, check)
 
 
-def _check_one_header(report: VerifyReport, settings: Settings, name: str, hdr: header_mod.Header,
-                      check: str) -> None:
+def _check_one_header(report: VerifyReport, name: str, hdr: header_mod.Header, check: str) -> None:
     data_name = header_mod.DATA_FILE_OF[name]
     summary = (f"v{hdr.version}, block {hdr.block_size}, size {hdr.size}, generation {hdr.generation}, "
                f"{len(hdr.mappings) if hdr.mappings is not None else '?'} mappings")
@@ -288,10 +287,7 @@ def _check_one_header(report: VerifyReport, settings: Settings, name: str, hdr: 
     if hdr.build_id != report.build_id:
         report.add(check, "warn", f"header build id {hdr.build_id} differs from the directory name "
                                   f"{report.build_id}", "check that the header belongs to this build")
-    try:
-        storage = settings.storage
-    except ArtifactError:
-        storage = report.build_dir.parent
+    storage = report.build_dir.parent  # parents live beside the build, in the same storage
     chain, failures = [], []
     for build_id, needed in _needed_lengths(hdr).items():
         own = build_id == report.build_id
