@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ExitCode
-from .common import emit, json_option, progress
+from .common import emit, json_option
 
 DB_ENVVAR = "POSTGRES_CONNECTION_STRING"  # the variable E2B's API and migrator read
 
@@ -39,8 +39,6 @@ def check_cmd(url: str, apply_fixes: bool, as_json: bool) -> int:
         if apply_fixes and report.missing:
             done = schema.apply(conn, report)
             applied = [m.file_name for m in done]
-            for name in applied:
-                progress(f"applied: {name}")
             report = schema.check(url, conn)
     result = report.to_dict()
     result["applied"] = applied

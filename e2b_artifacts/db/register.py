@@ -225,7 +225,8 @@ def _upsert_build(w: _Writer, schema: Schema, info: BuildInfo, team_id: str) -> 
         values["team_id"] = team_id
     if "cluster_node_id" in schema.not_null_without_default.get("env_builds", set()):
         values["cluster_node_id"] = "unknown"  # NOT NULL 2025-08-24 .. 2025-11-21; upstream backfilled 'unknown'
-    _unknown_required(schema, "env_builds", set(values) | {"updated_at", "finished_at"})
+    # status_group: set by trigger trg_compute_status_group (20260210120002)
+    _unknown_required(schema, "env_builds", set(values) | {"updated_at", "finished_at", "status_group"})
     compared = [c for c in values if c not in ("id", "start_cmd", "ready_cmd")]
     changed = " OR ".join(f"env_builds.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in compared)
     cols = list(values)

@@ -87,7 +87,9 @@ def inspect(conn: psycopg.Connection[Any], known: Known | None = None) -> Schema
     known = known or known_mod.load()
     with conn.cursor() as cur:
         cur.execute("SELECT current_database()")
-        database = str(cur.fetchone()[0])  # type: ignore[index]
+        row = cur.fetchone()
+        assert row is not None
+        database = str(row[0])
         cur.execute("SELECT table_name, column_name, is_nullable, column_default, is_generated, is_identity "
                     "FROM information_schema.columns WHERE table_schema = 'public'")
         columns: dict[str, set[str]] = {}

@@ -1,0 +1,266 @@
+"""`db check` and `register` against a real PostgreSQL with schemas made from upstream's goose migrations.
+
+Two schema versions: "2025" = the pinned migrations up to tag 2025.45 (2025-11-06), "current" = all
+pinned migrations (2026: env_build_assignments, status_group trigger, envs.source, active_envs).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import assert_clean_error, cli
+from db import goose, pgserver
+
+from e2b_artifacts import metadata
+from e2b_artifacts.db import known
+
+TAG_2025_45 = 20251106172810  # newest pinned migration in tag 2025.45 (2025-11-06)
+M_N_BUILDS = 20251218160000  # env_build_assignments, kept in sync by a trigger until 20260204172712
+ERAS = {"2025": TAG_2025_45, "2025-12": M_N_BUILDS, "current": None}
+ENV_SECURE = 20250409113306
+TEMPLATE = "a1b2c3d4e5f6g7h8i9j0"
+KERNEL, FIRECRACKER, ENVD = "vmlinux-6.1.102", "v1.12.1_d990331", "0.2.4"
+CHECK_FAILED, CONFLICT = 1, 6
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[pgserver.PgServer]:
+    server = pgserver.start_server()
+    try:
+        yield server
+    finally:
+        pgserver.remove(server)
+
+
+@dataclass
+class Db:
+    url: str
+    name: str
+    team_id: str
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql, params or None).fetchall()  # type: ignore[arg-type]
+
+
+_counter = iter(range(1_000_000))
+
+
+def make_db(pg: pgserver.PgServer, up_to: int | None = None, skip: tuple[int, ...] = ()) -> Db:
+    """A fresh database with the pinned migrations applied, plus one tier and one team (as E2B's seed does)."""
+    name = f"e2b_{next(_counter)}"
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    url = pg.url(name)
+    goose.apply(url, goose.files(up_to=up_to, skip=skip))
+    team = str(uuid.uuid4())
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO tiers (id, name, concurrent_instances) VALUES ('base_v1', 'Base', 20)")
+        cols = conn.execute("SELECT column_name FROM information_schema.columns "
+                            "WHERE table_name = 'teams' AND column_name = 'is_default'").fetchall()
+        if cols:  # dropped by a 2025 migration that is not pinned (teams is not read here)
+            conn.execute("INSERT INTO teams (id, name, tier, is_default) VALUES (%s, 'local', 'base_v1', true)",
+                         (team,))
+        else:
+            conn.execute("INSERT INTO teams (id, name, tier) VALUES (%s, 'local', 'base_v1')", (team,))
+    return Db(url=url, name=name, team_id=team)
+
+
+def make_build(storage: Path, template_id: str | None = TEMPLATE, envd: str | None = ENVD,
+               **ext: Any) -> str:
+    build_id = str(uuid.uuid4())
+    build_dir = storage / build_id
+    build_dir.mkdir(parents=True)
+    (build_dir / "rootfs.ext4").write_bytes(b"\0" * (3 << 20))
+    md = metadata.Metadata(build_id=build_id, kernel_version=KERNEL, firecracker_version=FIRECRACKER,
+                           template_id=template_id, envd_version=envd,
+                           extra={"context": {}, "start": {"start_command": "python3 -m http.server"}})
+    md.ext.update(ext)
+    md.write(build_dir / "metadata.json")
+    return build_id
+
+
+def run(storage: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli("--storage", storage, *args)
+
+
+def counts(db: Db) -> dict[str, int]:
+    tables = ["envs", "env_builds", "env_aliases"]
+    if db.rows("SELECT to_regclass('public.env_build_assignments') IS NOT NULL")[0][0]:
+        tables.append("env_build_assignments")
+    return {t: db.rows(f"SELECT count(*) FROM public.{t}")[0][0] for t in tables}
+
+
+def api_lookup(db: Db, name: str) -> dict[str, Any]:
+    """The query upstream's API of this schema version runs for a template's latest build."""
+    from e2b_artifacts.db.register import api_lookup as lookup
+    from e2b_artifacts.db.schema import inspect
+
+    with psycopg.connect(db.url) as conn:
+        return lookup(conn, inspect(conn), name)
+
+
+@pytest.mark.parametrize("era", list(ERAS))
+def test_fresh_schema_check_clean_then_register_is_what_the_api_finds(pg: pgserver.PgServer, tmp_path: Path,
+                                                                      era: str) -> None:
+    db = make_db(pg, up_to=ERAS[era])
+    check = run(tmp_path, "db", "check", "--db", db.url, "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    report = json.loads(check.stdout)
+    assert report["ok"] and report["missing"] == []
+    assert not [f for f in report["findings"] if f["status"] != "ok"], report["findings"]
+    assert report["goose_table"] == "_migrations"
+
+    build_id = make_build(tmp_path, vcpu=4, ram_mb=1024, free_disk_mb=700, total_disk_mb=1200)
+    reg = run(tmp_path, "register", build_id, "--db", db.url, "--alias", "my-tmpl", "--json")
+    assert reg.returncode == 0, reg.stdout + reg.stderr
+    assert json.loads(reg.stdout)["api_lookup"]["row"]["build_id"] == build_id
+
+    found = api_lookup(db, TEMPLATE)
+    assert found == {"build_id": build_id, "kernel_version": KERNEL, "firecracker_version": FIRECRACKER,
+                     "envd_version": ENVD, "status": "uploaded"}
+    if era == "2025":
+        assert api_lookup(db, "my-tmpl")["build_id"] == build_id  # the 2025 query also resolves aliases
+    ((vcpu, ram, free, total, finished, node),) = db.rows(
+        "SELECT vcpu, ram_mb, free_disk_size_mb, total_disk_size_mb, finished_at IS NOT NULL, cluster_node_id "
+        "FROM env_builds WHERE id = %s", build_id)
+    assert (vcpu, ram, free, total, finished) == (4, 1024, 700, 1200, True)
+    # NOT NULL from 20250824185633 (in 2025.45), nullable again from 20251121101953
+    assert node == ("unknown" if era == "2025" else None)
+    assert db.rows("SELECT cluster_id, team_id::text FROM envs WHERE id = %s", TEMPLATE) == [(None, db.team_id)]
+    assert db.rows("SELECT env_id FROM env_aliases WHERE alias = 'my-tmpl'") == [(TEMPLATE,)]
+    if era != "2025":
+        assert db.rows("SELECT tag FROM env_build_assignments WHERE build_id = %s", build_id) == [("default",)]
+    if era == "current":
+        assert db.rows("SELECT status_group FROM env_builds WHERE id = %s", build_id) == [("ready",)]
+        assert db.rows("SELECT source FROM envs WHERE id = %s", TEMPLATE) == [("template",)]
+
+
+def test_missing_env_secure_is_named_blocks_register_and_apply_fixes_it(pg: pgserver.PgServer,
+                                                                         tmp_path: Path) -> None:
+    db = make_db(pg, skip=(ENV_SECURE,))
+    check = run(tmp_path, "db", "check", "--db", db.url)
+    assert check.returncode == CHECK_FAILED, check.stdout + check.stderr
+    assert "snapshots.env_secure" in check.stdout
+    assert "20250409113306_add_envd_secured_to_snapshot" in check.stdout
+    assert "ADD COLUMN IF NOT EXISTS env_secure" in check.stdout  # the exact fix
+
+    build_id = make_build(tmp_path)
+    refused = run(tmp_path, "register", build_id, "--db", db.url)
+    assert_clean_error(refused, CHECK_FAILED, "snapshots.env_secure", "20250409113306")
+    assert counts(db)["env_builds"] == 0
+
+    fixed = run(tmp_path, "db", "check", "--db", db.url, "--apply", "--json")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert json.loads(fixed.stdout)["applied"] == ["20250409113306_add_envd_secured_to_snapshot.sql"]
+    assert db.rows("SELECT count(*) FROM _migrations WHERE version_id = %s AND is_applied", ENV_SECURE) == [(1,)]
+    assert db.rows("SELECT data_type, is_nullable, column_default FROM information_schema.columns "
+                   "WHERE table_name = 'snapshots' AND column_name = 'env_secure'") == [("boolean", "NO", "false")]
+
+    ok = run(tmp_path, "register", build_id, "--db", db.url)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert api_lookup(db, TEMPLATE)["build_id"] == build_id
+
+
+def test_check_without_apply_changes_nothing(pg: pgserver.PgServer, tmp_path: Path) -> None:
+    db = make_db(pg, skip=(ENV_SECURE,))
+    before = db.rows("SELECT count(*) FROM _migrations")
+    assert run(tmp_path, "db", "check", "--db", db.url).returncode == CHECK_FAILED
+    assert db.rows("SELECT count(*) FROM _migrations") == before
+    assert db.rows("SELECT count(*) FROM information_schema.columns WHERE column_name = 'env_secure'") == [(0,)]
+
+
+@pytest.mark.parametrize("era", list(ERAS))
+def test_register_twice_leaves_the_same_rows(pg: pgserver.PgServer, tmp_path: Path, era: str) -> None:
+    db = make_db(pg, up_to=ERAS[era])
+    build_id = make_build(tmp_path)
+    args = ("register", build_id, "--db", db.url, "--alias", "twice")
+    assert run(tmp_path, *args).returncode == 0
+    first = counts(db)
+    stamps = db.rows("SELECT updated_at, finished_at FROM env_builds WHERE id = %s", build_id)
+    second = run(tmp_path, *args)
+    assert second.returncode == 0, second.stderr
+    assert counts(db) == first
+    assert set(first.values()) == {1}
+    assert db.rows("SELECT updated_at, finished_at FROM env_builds WHERE id = %s", build_id) == stamps
+    assert db.rows("SELECT build_count FROM envs WHERE id = %s", TEMPLATE) == [(1,)]
+
+
+@pytest.mark.parametrize("era", list(ERAS))
+def test_a_newer_build_takes_over_and_registering_the_older_one_again_brings_it_back(
+        pg: pgserver.PgServer, tmp_path: Path, era: str) -> None:
+    db = make_db(pg, up_to=ERAS[era])
+    old, new = make_build(tmp_path), make_build(tmp_path)
+    for build in (old, new):
+        assert run(tmp_path, "register", build, "--db", db.url).returncode == 0
+    assert api_lookup(db, TEMPLATE)["build_id"] == new
+    assert db.rows("SELECT build_count FROM envs WHERE id = %s", TEMPLATE) == [(2,)]
+    assert run(tmp_path, "register", old, "--db", db.url).returncode == 0
+    assert api_lookup(db, TEMPLATE)["build_id"] == old
+    assert counts(db)["env_builds"] == 2
+    if era != "2025":
+        assert counts(db)["env_build_assignments"] == 2
+
+
+def test_dry_run_prints_the_sql_and_writes_nothing(pg: pgserver.PgServer, tmp_path: Path) -> None:
+    db = make_db(pg)
+    build_id = make_build(tmp_path)
+    proc = run(tmp_path, "register", build_id, "--db", db.url, "--alias", "dry", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "INSERT INTO public.env_builds" in proc.stdout and f"'{build_id}'" in proc.stdout
+    assert "INSERT INTO public.env_build_assignments" in proc.stdout
+    assert "rolled back" in proc.stdout
+    assert counts(db) == {"envs": 0, "env_builds": 0, "env_aliases": 0, "env_build_assignments": 0}
+
+
+def test_check_on_the_default_database_points_at_the_e2b_one(pg: pgserver.PgServer, tmp_path: Path) -> None:
+    db = make_db(pg, up_to=TAG_2025_45)
+    proc = run(tmp_path, "db", "check", "--db", pg.url("postgres"))
+    assert proc.returncode == CHECK_FAILED
+    assert "'postgres' has no E2B tables" in proc.stdout and repr(db.name) in proc.stdout
+    refused = run(tmp_path, "register", make_build(tmp_path), "--db", pg.url("postgres"))
+    assert_clean_error(refused, CHECK_FAILED, "no E2B tables")
+
+    goose.apply(pg.url("postgres"), goose.files(up_to=TAG_2025_45))  # someone migrated 'postgres' too
+    try:
+        warned = run(tmp_path, "db", "check", "--db", pg.url("postgres"), "--json")
+        findings = json.loads(warned.stdout)["findings"]
+        assert any(f["status"] == "warn" and f["check"] == "db.database" and db.name in f["message"]
+                   for f in findings), findings
+    finally:
+        with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public; DROP SCHEMA auth CASCADE")
+
+
+def test_register_refuses_what_it_cannot_write_cleanly(pg: pgserver.PgServer, tmp_path: Path) -> None:
+    db = make_db(pg)
+    first = make_build(tmp_path)
+    assert run(tmp_path, "register", first, "--db", db.url, "--alias", "taken").returncode == 0
+    other = make_build(tmp_path, template_id="zzzzzzzzzzzzzzzzzzzz")
+    assert_clean_error(run(tmp_path, "register", other, "--db", db.url, "--alias", "taken"), CONFLICT,
+                       "alias 'taken' already names template " + TEMPLATE)
+    assert_clean_error(run(tmp_path, "register", first, "--db", db.url, "--template-id", "zzzzzzzzzzzzzzzzzzzz"),
+                       CONFLICT, "already belongs to template " + TEMPLATE)
+    no_envd = make_build(tmp_path, envd=None)
+    assert_clean_error(run(tmp_path, "register", no_envd, "--db", db.url), 2, "no envd version")
+    assert run(tmp_path, "register", no_envd, "--db", db.url, "--envd-version", "0.1.1").returncode == 0
+    assert db.rows("SELECT envd_version FROM env_builds WHERE id = %s", no_envd) == [("0.1.1",)]
+
+
+def test_every_known_migration_is_pinned_and_its_columns_appear() -> None:
+    pinned = {goose.version_of(p): p for p in goose.files()}
+    for migration in known.load().migrations:
+        assert migration.version in pinned, migration.file_name
+        assert pinned[migration.version].name == migration.file_name
+        up = "\n".join(goose.up_statements(pinned[migration.version].read_text()))
+        for table, columns in migration.adds.items():
+            for column in columns:
+                assert column in up or table in up, (migration.file_name, table, column)
