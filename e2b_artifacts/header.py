@@ -32,7 +32,8 @@ MAX_BLOCK_BYTES = 256 << 20  # upstream's cap on a v4/v5 uncompressed block
 _META = struct.Struct("<QQQQ16s16s")
 _MAP = struct.Struct("<QQ16sQ")
 _BUILD_INFO = struct.Struct("<16sq32s")
-_FRAME = struct.Struct("<qqii")
+# Frame table entries: {StartU i64, StartC i64, SizeU i32, SizeC i32}; some revisions store end offsets (4 x i64).
+FRAME_ENTRY_SIZES = (24, 32)
 DATA_FILE_OF = {"memfile.header": "memfile", "rootfs.ext4.header": "rootfs.ext4"}
 
 
@@ -179,12 +180,19 @@ def _parse_compressed(header: Header, body: bytes, where: str) -> None:
         if len(block) != length:
             errors.append(f"block is {len(block)} bytes, prefix says {length}")
             continue
-        try:
-            _parse_block(header, block)
-        except (struct.error, ValueError) as exc:
-            errors.append(str(exc))
-            continue
         header.incomplete = prefix == 5 and bool(body[0] & 1)
+        layout_errors = []
+        for frame_size in FRAME_ENTRY_SIZES:
+            try:
+                _parse_block(header, block, frame_size)
+                return
+            except (struct.error, ValueError) as exc:
+                header.builds.clear()
+                layout_errors.append(str(exc))
+        # The LZ4 frame is intact (its checksum passed): an upstream layout variant this tool does not know.
+        header.mappings = None
+        header.note = (f"v{header.version} block decompressed but its layout is not one this tool knows "
+                       f"({'; '.join(dict.fromkeys(layout_errors))}): mappings not checked")
         return
     raise _bad(where, f"cannot decode the v{header.version} block: " + "; ".join(dict.fromkeys(errors)))
 
@@ -227,14 +235,14 @@ class _Reader:
         return (u >> 1) ^ -(u & 1)
 
 
-def _parse_block(header: Header, block: bytes) -> None:
+def _parse_block(header: Header, block: bytes, frame_size: int) -> None:
     reader = _Reader(block)
     for _ in range(reader.u32()):
         build_id, size, digest = reader.take(_BUILD_INFO)
         assert isinstance(build_id, bytes) and isinstance(size, int) and isinstance(digest, bytes)
         header.builds[_uuid(build_id)] = BuildFile(size, digest.hex())
         _codec, frames = reader.u32(), reader.u32()
-        reader.raw(frames * _FRAME.size)
+        reader.raw(frames * frame_size)
     if header.version == 4:
         count = reader.u32()
         header.mappings = [_mapping(reader.raw(MAPPING_SIZE), 0) for _ in range(count)]

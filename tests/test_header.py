@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 import uuid
 from pathlib import Path
 
+import lz4.frame
 import pytest
 from verify.craft import header_v1_3, header_v4
 
@@ -82,3 +84,21 @@ def test_v5_fills_nil_gaps_and_v4_without_flags_byte() -> None:
     assert old_v4.mappings is not None and old_v4.mappings[0].build_id == A and not old_v4.incomplete
     with pytest.raises(ArtifactError, match="cannot decode the v4 block"):
         header.parse_header(header_v4(size=4096, build_id=A, mappings=[(0, 4096, A, 0)])[:-6])
+
+
+def test_v4_block_layout_unknown_is_reported_not_guessed() -> None:
+    meta = header_v1_3(version=4, size=4096, build_id=A)
+    block = b"\x01\x00\x00\x00" + b"\xee" * 13  # one build, then bytes that fit no known layout
+    hdr = header.parse_header(meta + b"\x00" + len(block).to_bytes(4, "little") + lz4.frame.compress(block))
+    assert hdr.version == 4 and hdr.mappings is None and "layout is not one this tool knows" in hdr.note
+    assert hdr.problems() == []  # nothing claimed about mappings it could not read
+
+
+def test_v4_with_frame_table() -> None:
+    meta = header_v1_3(version=4, size=8192, build_id=A)
+    block = struct.pack("<I", 1) + uuid.UUID(A).bytes + struct.pack("<q", 8192) + bytes(32)
+    block += struct.pack("<II", 1, 2) + struct.pack("<qqii", 0, 0, 4096, 100)
+    block += struct.pack("<qqii", 4096, 100, 4096, 90)
+    block += struct.pack("<I", 1) + struct.pack("<QQ16sQ", 0, 8192, uuid.UUID(A).bytes, 0)
+    hdr = header.parse_header(meta + b"\x00" + struct.pack("<I", len(block)) + lz4.frame.compress(block))
+    assert hdr.mappings == [header.Mapping(0, 8192, A, 0)] and hdr.builds[A].size == 8192
