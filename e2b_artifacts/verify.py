@@ -79,14 +79,18 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyRe
     _check_files(report)
     md = _check_metadata(report)
     arch = _arch(md)
-    _check_host_binaries(report, settings, md, arch)
+    kernel = _check_host_binaries(report, settings, md, arch)
+    guest_arch = (kernel_arch(kernel) if kernel else None) or arch
+    if guest_arch != arch:
+        report.add("kernel", "FAIL", f"{kernel} is an {guest_arch} kernel; the build is {arch}",
+                   f"e2b-artifact kernel check {kernel}")
     rootfs = build_dir / ROOTFS
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         rootfs_job = None
         if rootfs.is_file():
             init_mode = md.ext.get("init") if md is not None else None
             rootfs_job = pool.submit(check_rootfs, rootfs, init_mode=init_mode if isinstance(init_mode, str) else None,
-                                     arch=arch)
+                                     arch=guest_arch)
         _check_snapshot(report, md, arch)
         _check_headers(report)
         _check_manifest(report, quick)
@@ -163,10 +167,24 @@ def _arch(md: metadata.Metadata | None) -> str:
     return value if isinstance(value, str) and value in ARCH_DIRS else "x86_64"
 
 
+def kernel_arch(path: Path) -> str | None:
+    """x86_64 for an x86-64 ELF vmlinux, aarch64 for an arm64 Image or ELF; None when unknown."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return None
+    if head[:4] == b"\x7fELF" and len(head) >= 20:
+        return {62: "x86_64", 183: "aarch64"}.get(int.from_bytes(head[18:20], "little"))
+    if head[0x38:0x3C] == b"ARM\x64":
+        return "aarch64"
+    return None
+
+
 def _check_host_binaries(report: VerifyReport, settings: Settings, md: metadata.Metadata | None,
-                         arch: str) -> None:
+                         arch: str) -> Path | None:
     if md is None:
-        return
+        return None
     kernel = _locate(report, settings, "HOST_KERNELS_DIR", md.kernel_version, "vmlinux.bin", arch,
                      f"e2b-artifact kernel check PATH, then copy it to $HOST_KERNELS_DIR/{md.kernel_version}/"
                      "vmlinux.bin")
@@ -175,6 +193,7 @@ def _check_host_binaries(report: VerifyReport, settings: Settings, md: metadata.
             f"{md.firecracker_version}/firecracker")
     if kernel is not None:
         _check_kernel(report, kernel, md.firecracker_version, arch)
+    return kernel
 
 
 def _locate(report: VerifyReport, settings: Settings, var: str, version: str, file_name: str, arch: str,

@@ -256,3 +256,22 @@ def test_clone_rewrites_ids_and_verifies(env: Env) -> None:
     assert manifest.load_manifest(copy) is not None and manifest.check_manifest(copy, quick=False) == []
     rc, out, _ = env.run("clone", BUILD_ID, "--build-id", new_id)
     assert rc == 6 and "already exists" in out
+
+
+def test_kernel_and_firecracker_present_and_kernel_arch_used_for_envd(env: Env) -> None:
+    meta = json.loads((env.storage / BUILD_ID / "metadata.json").read_text())["template"]
+    kernel = env.kernels / meta["kernel_version"] / "vmlinux.bin"
+    firecracker = env.firecrackers / meta["firecracker_version"] / "firecracker"
+    for p in (kernel, firecracker):
+        p.parent.mkdir(parents=True)
+    image = bytearray(64)
+    image[0x38:0x3C] = b"ARM\x64"  # an arm64 Image header
+    kernel.write_bytes(bytes(image))
+    firecracker.write_bytes(b"\x7fELF")
+    rc, _, doc = env.run("verify", BUILD_ID, "--json")
+    assert rc == 1
+    found = statuses(doc)
+    assert ("kernel", "ok", f"{kernel} present") in found
+    assert ("firecracker", "ok", f"{firecracker} present") in found
+    assert ("kernel", "FAIL", f"{kernel} is an aarch64 kernel; the build is x86_64") in found
+    assert any(c == "rootfs.envd" and s == "FAIL" and "x86_64 ELF; the kernel is aarch64" in m for c, s, m in found)
