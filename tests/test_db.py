@@ -264,3 +264,37 @@ def test_every_known_migration_is_pinned_and_its_columns_appear() -> None:
         for table, columns in migration.adds.items():
             for column in columns:
                 assert column in up or table in up, (migration.file_name, table, column)
+
+
+def test_register_repairs_hand_written_rows_the_api_ignores(pg: pgserver.PgServer, tmp_path: Path) -> None:
+    """The issue's symptoms: wrong status, no finished_at, envd_version NULL, cluster_id set."""
+    db = make_db(pg, up_to=TAG_2025_45)
+    build_id = make_build(tmp_path)
+    with psycopg.connect(db.url) as conn:
+        cluster = conn.execute("INSERT INTO clusters (endpoint, token) VALUES ('x', 'y') RETURNING id").fetchone()
+        conn.execute("INSERT INTO envs (id, team_id, updated_at, cluster_id) VALUES (%s, %s, now(), %s)",
+                     (TEMPLATE, db.team_id, cluster[0] if cluster else None))
+        conn.execute("INSERT INTO env_builds (id, env_id, status, updated_at, vcpu, ram_mb, free_disk_size_mb, "
+                     "kernel_version, firecracker_version, cluster_node_id) "
+                     "VALUES (%s, %s, 'building', now(), 2, 512, 512, %s, %s, 'node-1')",
+                     (build_id, TEMPLATE, KERNEL, FIRECRACKER))
+    assert api_lookup(db, TEMPLATE) == {}  # what the API sees: no usable build
+    assert run(tmp_path, "register", build_id, "--db", db.url).returncode == 0
+    assert api_lookup(db, TEMPLATE)["build_id"] == build_id
+    assert db.rows("SELECT cluster_id FROM envs") == [(None,)]
+    assert db.rows("SELECT status, finished_at IS NOT NULL, envd_version FROM env_builds") == [
+        ("uploaded", True, ENVD)]
+
+
+def test_a_build_from_e2b_artifact_build_registers_with_its_recorded_resources(
+        pg: pgserver.PgServer, tmp_path: Path, sample_tar: Path, envd_standin: Path) -> None:
+    db = make_db(pg)
+    built = run(tmp_path, "build", "--rootfs-tar", str(sample_tar), "--envd", str(envd_standin),
+                "--template-id", TEMPLATE, "--envd-version", ENVD, "--vcpu", "3", "--ram-mb", "768", "--json")
+    assert built.returncode == 0, built.stderr
+    build_id = json.loads(built.stdout)["build_id"]
+    rootfs_mb = (tmp_path / build_id / "rootfs.ext4").stat().st_size >> 20
+    assert run(tmp_path, "register", build_id, "--db", db.url).returncode == 0
+    assert db.rows("SELECT vcpu, ram_mb, total_disk_size_mb, envd_version FROM env_builds WHERE id = %s",
+                   build_id) == [(3, 768, rootfs_mb, ENVD)]
+    assert api_lookup(db, TEMPLATE)["build_id"] == build_id

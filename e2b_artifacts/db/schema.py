@@ -259,6 +259,11 @@ def check(url: str, conn: psycopg.Connection[Any], known: Known | None = None) -
                     hint=_fix_hint(missing, known, schema)))
     if not report.missing:
         add(Finding("db.columns", "ok", "every table and column the API reads for a template build is present"))
+    newer = [m for m in known.migrations if era is not None and m.version > era]
+    if newer:
+        add(Finding("db.era", "ok", f"schema reaches known migration {era}; {len(newer)} newer known ones "
+                                    f"({newer[0].version}..{newer[-1].version}) are not applied: fine for an API "
+                                    "of this schema's release, a newer API needs `make migrate` first"))
     return report
 
 
