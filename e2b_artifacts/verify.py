@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,18 +86,24 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyRe
         report.add("kernel", "FAIL", f"{kernel} is an {guest_arch} kernel; the build is {arch}",
                    f"e2b-artifact kernel check {kernel}")
     rootfs = build_dir / ROOTFS
+    init_mode = md.ext.get("init") if md is not None else None
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        rootfs_job = None
-        if rootfs.is_file():
-            init_mode = md.ext.get("init") if md is not None else None
-            rootfs_job = pool.submit(check_rootfs, rootfs, init_mode=init_mode if isinstance(init_mode, str) else None,
-                                     arch=guest_arch)
+        jobs: list[concurrent.futures.Future[list[Finding]]] = []
+
+        def start_rootfs_checks(done: str = ROOTFS) -> None:
+            # e2fsprogs subprocesses run beside the hashing; started once the image is hashed (it is then
+            # in the page cache, so their reads do not make the disk seek away from the streaming read).
+            if done == ROOTFS and not jobs and rootfs.is_file():
+                jobs.append(pool.submit(check_rootfs, rootfs, arch=guest_arch,
+                                        init_mode=init_mode if isinstance(init_mode, str) else None))
+
         _check_snapshot(report, md, arch)
         _check_headers(report)
-        _check_manifest(report, quick)
-        if rootfs_job is not None:
+        _check_manifest(report, quick, start_rootfs_checks)
+        start_rootfs_checks()  # no manifest, --quick, or the image not listed
+        for job in jobs:
             try:
-                report.findings.extend(rootfs_job.result())
+                report.findings.extend(job.result())
             except ArtifactError as exc:
                 report.add("rootfs", "FAIL", exc.message, exc.hint)
     return report
@@ -348,7 +355,7 @@ def _peek_generation(path: Path) -> int | None:
         return None
 
 
-def _check_manifest(report: VerifyReport, quick: bool) -> None:
+def _check_manifest(report: VerifyReport, quick: bool, checked: Callable[[str], None]) -> None:
     try:
         found = manifest.load_manifest(report.build_dir)
     except ArtifactError as exc:
@@ -358,7 +365,7 @@ def _check_manifest(report: VerifyReport, quick: bool) -> None:
         report.add("manifest", "warn", f"no {manifest.FILE_NAME}: file integrity not checked",
                    f"e2b-artifact verify --fix {report.build_id} records the current files")
         return
-    mismatches = manifest.check_manifest(report.build_dir, quick=quick, manifest=found)
+    mismatches = manifest.check_manifest(report.build_dir, quick=quick, manifest=found, checked=checked)
     bad = [m for m in mismatches if m.problem != "unlisted"]
     for m in bad:
         report.add("manifest", "FAIL", m.message,
