@@ -1,9 +1,10 @@
 """``verify``: every static check of a template build, as findings (ok / warn / FAIL + the fixing command).
 
 Areas: completeness (files, metadata, kernel, Firecracker), rootfs (verify_rootfs),
-snapshot (snapshot), headers (header), integrity manifest (manifest). The rootfs
-checks run e2fsprogs subprocesses in a worker thread while this thread hashes
-the data files for the manifest, so a full verify costs about one read of the build.
+snapshot (snapshot), headers (header), integrity manifest (manifest). This thread
+hashes the data files for the manifest, largest first; once the rootfs image is
+hashed (and so in the page cache) its e2fsprogs checks start in a worker thread,
+so a full verify costs about one sequential read of the build.
 """
 
 from __future__ import annotations
