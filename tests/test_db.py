@@ -235,6 +235,13 @@ def test_check_on_the_default_database_points_at_the_e2b_one(pg: pgserver.PgServ
         findings = json.loads(warned.stdout)["findings"]
         assert any(f["status"] == "warn" and f["check"] == "db.database" and db.name in f["message"]
                    for f in findings), findings
+        with psycopg.connect(pg.url("postgres")) as conn:
+            conn.execute("INSERT INTO tiers (id, name, concurrent_instances) VALUES ('base_v1', 'Base', 20)")
+            conn.execute("INSERT INTO teams (name, tier, is_default) VALUES ('local', 'base_v1', true)")
+        registered = run(tmp_path, "register", make_build(tmp_path), "--db", pg.url("postgres"))
+        assert registered.returncode == 0, registered.stderr
+        assert "warning: connected to the default database 'postgres'" in registered.stderr
+        assert repr(db.name) in registered.stderr
     finally:
         with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
             conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public; DROP SCHEMA auth CASCADE")
@@ -298,3 +305,16 @@ def test_a_build_from_e2b_artifact_build_registers_with_its_recorded_resources(
     assert db.rows("SELECT vcpu, ram_mb, total_disk_size_mb, envd_version FROM env_builds WHERE id = %s",
                    build_id) == [(3, 768, rootfs_mb, ENVD)]
     assert api_lookup(db, TEMPLATE)["build_id"] == build_id
+
+
+def test_a_database_error_is_one_clean_line_and_nothing_is_committed(pg: pgserver.PgServer, tmp_path: Path) -> None:
+    db = make_db(pg)
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'reader') THEN "
+                     "CREATE ROLE reader LOGIN BYPASSRLS; END IF; END $$")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader")
+        conn.execute("GRANT INSERT, UPDATE ON envs TO reader")  # env_builds stays read-only
+    reader_url = db.url.replace("postgres@", "reader@")
+    proc = run(tmp_path, "register", make_build(tmp_path), "--db", reader_url)
+    assert_clean_error(proc, 7, "registering failed, nothing was committed", "permission denied")
+    assert counts(db)["envs"] == 0

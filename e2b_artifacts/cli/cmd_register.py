@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .cmd_db import db_option
-from .common import AppState, emit, json_option
+from .common import AppState, emit, json_option, progress
 
 
 @click.command("register")
@@ -39,6 +39,8 @@ def command(app: AppState, build: str, url: str, template_id: str | None, team_i
     info = build_info(app.settings.build_dir(build), template_id=template_id, envd_version=envd_version,
                       vcpu=vcpu, ram_mb=ram_mb, free_disk_mb=free_disk_mb)
     result = register(url, info, team_id=team_id, alias=alias, public=public, dry_run=dry_run)
+    for warning in result.warnings:
+        progress(f"warning: {warning}")
     verb = "would register" if dry_run else "registered"
     lines = list(result.statements) if dry_run else []
     lines.append(f"{verb} build {result.build_id} as template {result.template_id} (team {result.team_id}) "

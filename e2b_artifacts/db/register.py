@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .. import metadata as metadata_mod
 from ..errors import ArtifactError, ExitCode
 from . import known as known_mod
-from .schema import Report, Schema, check, connect
+from .schema import Report, Schema, check, connect, database_errors
 
 if TYPE_CHECKING:
     import psycopg
@@ -118,11 +118,13 @@ class Result:
     statements: list[str] = field(default_factory=list)
     lookup: dict[str, Any] = field(default_factory=dict)
     lookup_query: str = ""
+    warnings: list[str] = field(default_factory=list)  # from the schema check
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": True, "build_id": self.build_id, "template_id": self.template_id, "team_id": self.team_id,
                 "database": self.database, "dry_run": self.dry_run, "committed": not self.dry_run,
-                "statements": self.statements, "api_lookup": {"query": self.lookup_query, "row": self.lookup}}
+                "statements": self.statements, "api_lookup": {"query": self.lookup_query, "row": self.lookup},
+                "warnings": self.warnings}
 
 
 class _Writer:
@@ -158,7 +160,9 @@ def _team(w: _Writer, team_id: str | None) -> str:
         return str(teams[0][0])
     listed = ", ".join(f"{t[0]} ({t[1]})" for t in teams[:5]) or "none"
     raise ArtifactError(f"cannot pick a team: {len(teams) if len(teams) < 6 else 'many'} teams exist ({listed})",
-                        hint="pass --team-id UUID" if teams else "create a team first (E2B's seed: make seed-db)",
+                        hint="pass --team-id UUID" if teams else
+                        "create a team first (E2B's seed: make seed-db); a role under row-level security sees "
+                        "no teams: connect as the owner of E2B's tables",
                         code=ExitCode.USAGE)
 
 
@@ -314,8 +318,7 @@ def register(url: str, info: BuildInfo, team_id: str | None = None, alias: str |
         if not report.ok:
             raise _refuse(report)
         schema = report.schema
-        tx = conn.transaction(force_rollback=dry_run)
-        with tx:
+        with database_errors("registering"), conn.transaction(force_rollback=dry_run):
             w = _Writer(conn)
             team = _team(w, team_id)
             new_build = not w.query("SELECT 1 FROM public.env_builds WHERE id = %s", (info.build_id,))
@@ -333,4 +336,5 @@ def register(url: str, info: BuildInfo, team_id: str | None = None, alias: str |
                     f"not {info.build_id}; nothing was committed",
                     hint="run e2b-artifact db check; report this with --json output", code=ExitCode.CHECK_FAILED)
         return Result(build_id=info.build_id, template_id=info.template_id, team_id=team,
-                      database=schema.database, dry_run=dry_run, statements=w.log, lookup=row, lookup_query=sql)
+                      database=schema.database, dry_run=dry_run, statements=w.log, lookup=row, lookup_query=sql,
+                      warnings=[f"{f.message} ({f.hint})" if f.hint else f.message for f in report.warnings()])

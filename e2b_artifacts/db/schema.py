@@ -66,6 +66,19 @@ def connect(url: str) -> Iterator[psycopg.Connection[Any]]:
         conn.close()
 
 
+@contextmanager
+def database_errors(action: str) -> Iterator[None]:
+    """Turn a driver error into one clean error line (the transaction has been rolled back)."""
+    psycopg = _psycopg()
+    try:
+        yield
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ArtifactError(f"{action} failed, nothing was committed: {first}",
+                            hint="check the database user's privileges (it must own E2B's tables); "
+                                 "rerun with --debug for details", code=ExitCode.REMOTE) from exc
+
+
 @dataclass
 class Schema:
     """What one database holds that matters to E2B."""
@@ -167,6 +180,9 @@ class Report:
 
     def failures(self) -> list[Finding]:
         return [f for f in self.findings if f.status == "FAIL"]
+
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == "warn"]
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "database": self.schema.database, "server": describe(self.url),
@@ -273,7 +289,7 @@ def apply(conn: psycopg.Connection[Any], report: Report) -> list[Migration]:
     if not fixable:
         return []
     goose_table = report.schema.goose_table
-    with conn.transaction(), conn.cursor() as cur:
+    with database_errors("applying the fixes"), conn.transaction(), conn.cursor() as cur:
         for migration in fixable:
             cur.execute(migration.fix_sql)
             if goose_table and migration.version not in report.schema.applied:
