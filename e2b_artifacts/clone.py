@@ -44,24 +44,25 @@ def copy_sparse(src: Path, dst: Path) -> None:
             except OSError:  # ENXIO: only a hole remains
                 break
             end = os.lseek(in_fd, start, os.SEEK_HOLE)
-            _copy_range(in_fd, out_fd, start, end)
+            copy_range(in_fd, out_fd, start, end)
             offset = end
         os.ftruncate(out_fd, size)
         os.fsync(out_fd)
     shutil.copymode(src, dst)
 
 
-def _copy_range(in_fd: int, out_fd: int, start: int, end: int) -> None:
-    position = start
+def copy_range(in_fd: int, out_fd: int, start: int, end: int, dest_start: int | None = None) -> None:
+    """Copy bytes [start, end) of ``in_fd`` to ``out_fd`` at ``dest_start`` (default: the same offset)."""
+    position, shift = start, (start if dest_start is None else dest_start) - start
     while position < end:
         n = min(COPY_CHUNK, end - position)
         try:
-            copied = os.copy_file_range(in_fd, out_fd, n, position, position)
+            copied = os.copy_file_range(in_fd, out_fd, n, position, position + shift)
         except OSError:
-            copied = os.pwrite(out_fd, os.pread(in_fd, n, position), position)
+            copied = os.pwrite(out_fd, os.pread(in_fd, n, position), position + shift)
         if copied == 0:
-            raise ArtifactError("short copy: the source shrank while copying", hint="retry when nothing writes to it",
-                                code=ExitCode.BAD_INPUT)
+            raise ArtifactError("short copy: the source ends early or shrank while copying",
+                                hint="retry when nothing writes to it", code=ExitCode.BAD_INPUT)
         position += copied
 
 

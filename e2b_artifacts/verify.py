@@ -24,7 +24,7 @@ from .errors import ArtifactError, ExitCode
 from .findings import Finding, Status
 from .fsutil import unused_path
 from .settings import Settings
-from .verify_rootfs import check_rootfs
+from .verify_rootfs import check_build_rootfs
 
 ROOTFS = "rootfs.ext4"
 MEMFILE = "memfile"
@@ -95,7 +95,7 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyRe
             # e2fsprogs subprocesses run beside the hashing; started once the image is hashed (it is then
             # in the page cache, so their reads do not make the disk seek away from the streaming read).
             if done == ROOTFS and not jobs and rootfs.is_file():
-                jobs.append(pool.submit(check_rootfs, rootfs, arch=guest_arch,
+                jobs.append(pool.submit(check_build_rootfs, build_dir, arch=guest_arch,
                                         init_mode=init_mode if isinstance(init_mode, str) else None))
 
         _check_snapshot(report, md, arch)

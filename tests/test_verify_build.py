@@ -275,3 +275,32 @@ def test_kernel_and_firecracker_present_and_kernel_arch_used_for_envd(env: Env) 
     assert ("firecracker", "ok", f"{firecracker} present") in found
     assert ("kernel", "FAIL", f"{kernel} is an aarch64 kernel; the build is x86_64") in found
     assert any(c == "rootfs.envd" and s == "FAIL" and "x86_64 ELF; the kernel is aarch64" in m for c, s, m in found)
+
+
+def test_packed_rootfs_diff_is_checked_as_the_assembled_device(env: Env) -> None:
+    """An upstream-style layer: rootfs.ext4 holds only this layer's blocks, the rest maps to a parent or to zeros."""
+    bdir = env.storage / BUILD_ID
+    image = (bdir / "rootfs.ext4").read_bytes()
+    blocks = len(image) // 4096
+    last_used = max(i for i in range(blocks) if image[i * 4096:(i + 1) * 4096].strip(b"\0"))
+    half = (last_used // 2) * 4096
+    end_used = (last_used + 1) * 4096
+    parent = env.storage / PARENT
+    parent.mkdir()
+    (parent / "rootfs.ext4").write_bytes(image[:half])
+    (bdir / "rootfs.ext4").write_bytes(image[half:end_used])  # packed: no zero tail
+    (bdir / "rootfs.ext4.header").write_bytes(header_v1_3(
+        size=len(image), generation=1, build_id=BUILD_ID, base_build_id=PARENT,
+        mappings=[(0, half, PARENT, 0), (half, end_used - half, BUILD_ID, 0),
+                  (end_used, len(image) - end_used, header.NIL_BUILD, 0)]))
+    manifest.write_manifest(bdir, BUILD_ID)
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 0, out
+    assert "ok   rootfs: rootfs.ext4 is a diff layer: checked the device assembled from 3 mappings over 2 build(s)" \
+        in out
+    assert "ok   rootfs.fsck: e2fsck -fn: clean" in out and "ok   rootfs.envd" in out
+
+    (parent / "rootfs.ext4").unlink()
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1 and "warn rootfs: rootfs.ext4 is a diff layer and the device cannot be assembled" in out
+    assert f"FAIL header.rootfs.ext4: chain of rootfs.ext4: generation 1 {BUILD_ID} <- {PARENT}: MISSING" in out
