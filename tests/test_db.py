@@ -318,3 +318,22 @@ def test_a_database_error_is_one_clean_line_and_nothing_is_committed(pg: pgserve
     proc = run(tmp_path, "register", make_build(tmp_path), "--db", reader_url)
     assert_clean_error(proc, 7, "registering failed, nothing was committed", "permission denied")
     assert counts(db)["envs"] == 0
+
+
+def test_goose_default_table_and_no_goose_table(pg: pgserver.PgServer, tmp_path: Path) -> None:
+    name = f"e2b_{next(_counter)}"
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    url = pg.url(name)
+    goose.apply(url, goose.files(skip=(ENV_SECURE,)), table="goose_db_version")  # goose without -table
+    report = json.loads(run(tmp_path, "db", "check", "--db", url, "--json").stdout)
+    assert report["goose_table"] == "goose_db_version"
+    assert [m["migration"] for m in report["missing"]] == ["20250409113306_add_envd_secured_to_snapshot.sql"]
+
+    with psycopg.connect(url) as conn:
+        conn.execute("DROP TABLE goose_db_version")
+    proc = run(tmp_path, "db", "check", "--db", url)
+    assert proc.returncode == CHECK_FAILED
+    assert "warn db.goose: no goose table" in proc.stdout  # judged by columns alone
+    assert "missing snapshots.env_secure" in proc.stdout
+    assert run(tmp_path, "db", "check", "--db", url, "--apply").returncode == 0
