@@ -223,9 +223,12 @@ def test_dry_run_prints_the_sql_and_writes_nothing(pg: pgserver.PgServer, tmp_pa
 
 def test_check_on_the_default_database_points_at_the_e2b_one(pg: pgserver.PgServer, tmp_path: Path) -> None:
     db = make_db(pg, up_to=TAG_2025_45)
-    proc = run(tmp_path, "db", "check", "--db", pg.url("postgres"))
+    with_password = pg.url("postgres").replace("postgres@", "postgres:s3cret@")  # trust auth ignores it
+    proc = run(tmp_path, "db", "check", "--db", with_password)
     assert proc.returncode == CHECK_FAILED
     assert "'postgres' has no E2B tables" in proc.stdout and repr(db.name) in proc.stdout
+    assert f"postgresql://postgres@127.0.0.1:{pg.port}/{db.name}" in proc.stdout
+    assert "s3cret" not in proc.stdout + proc.stderr
     refused = run(tmp_path, "register", make_build(tmp_path), "--db", pg.url("postgres"))
     assert_clean_error(refused, CHECK_FAILED, "no E2B tables")
 

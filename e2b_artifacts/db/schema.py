@@ -32,17 +32,21 @@ def _psycopg() -> Any:
     return psycopg
 
 
-def describe(url: str) -> str:
-    """``user@host:port/dbname`` without the password, for messages."""
+def _parts(url: str) -> dict[str, Any]:
     psycopg = _psycopg()
     try:
-        parts = psycopg.conninfo.conninfo_to_dict(url)
+        return dict(psycopg.conninfo.conninfo_to_dict(url))
     except psycopg.ProgrammingError as exc:
         raise ArtifactError(f"cannot read the database URL: {exc}",
                             hint="e.g. postgresql://postgres:PASSWORD@127.0.0.1:5432/e2b",
                             code=ExitCode.USAGE) from exc
+
+
+def describe(url: str, dbname: str | None = None) -> str:
+    """``user@host:port/dbname`` without the password, for messages."""
+    parts = _parts(url)
     host = parts.get("host") or "localhost"
-    return f"{parts.get('user') or ''}@{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
+    return f"{parts.get('user') or ''}@{host}:{parts.get('port') or 5432}/{dbname or parts.get('dbname') or ''}"
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -234,7 +238,9 @@ def check(url: str, conn: psycopg.Connection[Any], known: Known | None = None) -
                  if report.elsewhere else "no database on this server holds it")
         add(Finding("db.database", "FAIL", f"database {schema.database!r} has no E2B tables "
                     f"({', '.join(known.core_tables)}); {where}",
-                    hint=(f"connect to it: --db {with_dbname(url, report.elsewhere[0])!r}" if report.elsewhere
+                    hint=(f"use the same URL with database {report.elsewhere[0]!r}: "
+                          f"postgresql://{describe(url, report.elsewhere[0])} (plus your password, if any)"
+                          if report.elsewhere
                           else f"create the schema: {known.migrate_command}")))
         return report
     if schema.database == DEFAULT_DB and report.elsewhere:
