@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import manifest
+from . import manifest, metadata
 from .errors import ArtifactError, ExitCode
 from .fsutil import atomic_write_bytes, exclusive_lock, unused_path
 from .settings import Settings
@@ -61,6 +61,7 @@ class ColdStartResult:
     moves: list[Move] = field(default_factory=list)
     dry_run: bool = False
     manifest_updated: bool = False
+    metadata_marked: bool = False
 
     @property
     def restore_command(self) -> str:
@@ -69,7 +70,8 @@ class ColdStartResult:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": True, "build_id": self.build_id, "timestamp": self.timestamp, "dry_run": self.dry_run,
                 "quarantine": str(self.quarantine), "moves": [m.to_dict() for m in self.moves],
-                "manifest_updated": self.manifest_updated, "restore": self.restore_command, "note": RESTART_NOTE}
+                "manifest_updated": self.manifest_updated, "filesystem_only": self.metadata_marked,
+                "restore": self.restore_command, "note": RESTART_NOTE}
 
 
 def _now() -> str:
@@ -105,8 +107,30 @@ def plan_cold_start(build_dir: Path, settings: Settings, timestamp: str | None =
     return result
 
 
-def cold_start(build_dir: Path, settings: Settings, *, dry_run: bool = False) -> ColdStartResult:
-    """Quarantine the snapshot of ``build_dir`` and its cache entries (see the module docstring)."""
+def _filesystem_only_metadata(build_dir: Path) -> tuple[bytes, bytes]:
+    """(current metadata.json bytes, the same document with ``"filesystem_only": true``)."""
+    path = build_dir / metadata.FILE_NAME
+    try:
+        original = path.read_bytes()
+        doc = json.loads(original)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot mark {path} filesystem-only: {exc}", hint="fix metadata.json first "
+                            "(e2b-artifact verify --fix), or cold-start without --filesystem-only",
+                            code=ExitCode.BAD_INPUT) from exc
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"cannot mark {path} filesystem-only: not a JSON object", hint="fix metadata.json first",
+                            code=ExitCode.BAD_INPUT)
+    doc["filesystem_only"] = True
+    return original, (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def cold_start(build_dir: Path, settings: Settings, *, dry_run: bool = False,
+               filesystem_only: bool = False) -> ColdStartResult:
+    """Quarantine the snapshot of ``build_dir`` and its cache entries (see the module docstring).
+
+    ``filesystem_only`` also sets ``"filesystem_only": true`` in metadata.json, which makes HEAD
+    orchestrators boot the rootfs instead of looking for a snapshot; restore puts the original back.
+    """
     if not build_dir.is_dir():
         raise ArtifactError(f"build directory {build_dir} not found", hint="check the build id and the storage path "
                             "(e2b-artifact paths)", code=ExitCode.BAD_INPUT)
@@ -117,12 +141,17 @@ def cold_start(build_dir: Path, settings: Settings, *, dry_run: bool = False) ->
             raise ArtifactError(f"{build_dir}: no snapshot files and no cache entries to move",
                                 hint="nothing to do: the build already cold-boots from rootfs",
                                 code=ExitCode.BAD_INPUT)
+        new_metadata = None
+        record: dict[str, Any] = {"build_id": result.build_id, "timestamp": result.timestamp,
+                                  "build_dir": str(build_dir), "moves": [], "manifest": None, "metadata": None}
+        if filesystem_only:
+            original, new_metadata = _filesystem_only_metadata(build_dir)
+            record["metadata"] = {"original": original.decode(), "written": new_metadata.decode()}
+            result.metadata_marked = True
         if dry_run:
             return result
         result.quarantine.mkdir(parents=True)
         old_manifest = build_dir / manifest.FILE_NAME
-        record: dict[str, Any] = {"build_id": result.build_id, "timestamp": result.timestamp,
-                                  "build_dir": str(build_dir), "moves": [], "manifest": None}
         if old_manifest.is_file():
             record["manifest"] = old_manifest.read_text()
         done: list[Move] = []
@@ -136,12 +165,18 @@ def cold_start(build_dir: Path, settings: Settings, *, dry_run: bool = False) ->
         except OSError as exc:
             for move in reversed(done):  # put back what already moved
                 os.rename(move.dest, move.source)
+            (result.quarantine / RECORD_NAME).unlink(missing_ok=True)
+            _remove_empty_dirs(result.quarantine, stop=build_dir)
             raise ArtifactError(f"cannot move {move.source} to {move.dest}: {exc.strerror}; nothing was moved",
                                 hint="check permissions and free space", code=ExitCode.BAD_INPUT) from exc
+        if new_metadata is not None:
+            atomic_write_bytes(build_dir / metadata.FILE_NAME, new_metadata)
         if record["manifest"] is not None:
             for move in done:
                 if move.what == "snapshot":
                     manifest.update_manifest_entry(build_dir, move.source.name)
+            if new_metadata is not None:
+                manifest.update_manifest_entry(build_dir, metadata.FILE_NAME)
             result.manifest_updated = True
         return result
 
@@ -152,10 +187,14 @@ class RestoreResult:
     timestamp: str
     moves: list[Move] = field(default_factory=list)
     manifest_restored: bool = False
+    metadata_restored: bool = False
+    metadata_kept_at: Path | None = None  # the pre-cold-start metadata, when metadata.json changed since
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": True, "build_id": self.build_id, "timestamp": self.timestamp,
                 "moves": [m.to_dict() for m in self.moves], "manifest_restored": self.manifest_restored,
+                "metadata_restored": self.metadata_restored,
+                "metadata_kept_at": str(self.metadata_kept_at) if self.metadata_kept_at else None,
                 "note": RESTART_NOTE}
 
 
@@ -190,6 +229,16 @@ def restore(build_dir: Path, timestamp: str) -> RestoreResult:
             move.source.parent.mkdir(parents=True, exist_ok=True)
             os.rename(move.dest, move.source)
             result.moves.append(Move(move.dest, move.source, move.what))
+        marked = record.get("metadata")
+        if marked is not None:
+            md_path = build_dir / metadata.FILE_NAME
+            if md_path.is_file() and md_path.read_bytes() == marked["written"].encode():
+                atomic_write_bytes(md_path, marked["original"].encode())
+                result.metadata_restored = True
+            else:  # changed since the cold start: keep the newer file, say where the original is
+                kept = unused_path(build_dir / (metadata.FILE_NAME + ".before-cold-start"))
+                atomic_write_bytes(kept, marked["original"].encode())
+                result.metadata_kept_at = kept
         if record.get("manifest") is not None:
             atomic_write_bytes(build_dir / manifest.FILE_NAME, record["manifest"].encode())
             result.manifest_restored = True

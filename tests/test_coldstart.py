@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -97,3 +98,28 @@ def test_unknown_timestamp_and_nothing_to_move(tmp_path: Path) -> None:
     assert first.timestamp in err.value.hint
     with pytest.raises(ArtifactError, match=r"no snapshot files and no cache entries"):
         coldstart.cold_start(bdir, settings)
+
+
+def test_filesystem_only_mark_and_restore(tmp_path: Path) -> None:
+    bdir, settings = make(tmp_path, tmp_path / "tc", None)
+    (bdir / "metadata.json").write_bytes(b'{"version": 2, "template": {"build_id": "b-cold"}}')
+    manifest.write_manifest(bdir, BID)
+    before = snapshot_of(bdir, tmp_path / "tc")
+    result = coldstart.cold_start(bdir, settings, filesystem_only=True)
+    assert result.metadata_marked
+    doc = json.loads((bdir / "metadata.json").read_text())
+    assert doc["filesystem_only"] is True and doc["template"] == {"build_id": "b-cold"}
+    assert manifest.check_manifest(bdir, quick=False) == []
+    restored = coldstart.restore(bdir, result.timestamp)
+    assert restored.metadata_restored and snapshot_of(bdir, tmp_path / "tc") == before
+
+
+def test_metadata_changed_after_cold_start_is_kept(tmp_path: Path) -> None:
+    bdir, settings = make(tmp_path, tmp_path / "tc", None)
+    original = (bdir / "metadata.json").read_bytes()
+    result = coldstart.cold_start(bdir, settings, filesystem_only=True)
+    (bdir / "metadata.json").write_text('{"edited": true}')
+    restored = coldstart.restore(bdir, result.timestamp)
+    assert not restored.metadata_restored and restored.metadata_kept_at is not None
+    assert restored.metadata_kept_at.read_bytes() == original
+    assert json.loads((bdir / "metadata.json").read_text()) == {"edited": True}

@@ -10,9 +10,12 @@ from .common import AppState, emit, json_option
 @click.command("cold-start")
 @click.argument("build")
 @click.option("--dry-run", is_flag=True, help="Print what would move; move nothing.")
+@click.option("--filesystem-only", is_flag=True,
+              help='Also set "filesystem_only": true in metadata.json (HEAD orchestrators then boot the rootfs; '
+                   "restore puts the original back).")
 @json_option
 @click.pass_obj
-def command(app: AppState, build: str, dry_run: bool, as_json: bool) -> None:
+def command(app: AppState, build: str, dry_run: bool, filesystem_only: bool, as_json: bool) -> None:
     """Move BUILD's memfile, snapfile and headers into <build>/.quarantine/<UTC timestamp>/.
 
     Its TEMPLATE_CACHE_DIR and SHARED_CHUNK_CACHE_PATH entries move into quarantine too.
@@ -20,9 +23,13 @@ def command(app: AppState, build: str, dry_run: bool, as_json: bool) -> None:
     """
     from ..coldstart import RESTART_NOTE, cold_start
 
-    result = cold_start(app.settings.build_dir(build), app.settings, dry_run=dry_run)
+    result = cold_start(app.settings.build_dir(build), app.settings, dry_run=dry_run,
+                        filesystem_only=filesystem_only)
     verb = "would move" if dry_run else "moved"
     lines = [f"{verb} {m.source} -> {m.dest}" for m in result.moves]
+    if result.metadata_marked:
+        lines.append(f'{"would set" if dry_run else "set"} "filesystem_only": true in metadata.json '
+                     "(the original is kept in the quarantine record)")
     if result.manifest_updated:
         lines.append("integrity manifest updated (the original is kept in the quarantine record)")
     if not dry_run:

@@ -21,6 +21,11 @@ def command(app: AppState, build: str, timestamp: str, as_json: bool) -> None:
 
     result = restore(app.settings.build_dir(build), timestamp)
     lines = [f"restored {m.dest} <- {m.source}" for m in result.moves]
+    if result.metadata_restored:
+        lines.append("metadata.json restored (filesystem_only mark removed)")
+    if result.metadata_kept_at is not None:
+        lines.append(f"metadata.json changed after the cold start and was kept; the original is at "
+                     f"{result.metadata_kept_at}")
     if result.manifest_restored:
         lines.append("integrity manifest restored")
     lines.append(f"note: {RESTART_NOTE}")
