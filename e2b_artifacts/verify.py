@@ -34,6 +34,7 @@ COMPRESSED_SUFFIXES = (".zstd", ".lz4")
 SNAPFILE_READ_LIMIT = 64 << 20  # beyond Firecracker's 10 MB bound: report the size, do not read it all
 NO_SNAPSHOT = "no snapshot: sandboxes cold-boot from rootfs"
 ARCH_DIRS = {"x86_64": "amd64", "aarch64": "arm64"}
+AREA_ORDER = ("files", "metadata", "kernel", "firecracker", "rootfs", "snapshot", "header", "manifest")
 
 
 @dataclass
@@ -107,6 +108,8 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyRe
                 report.findings.extend(job.result())
             except ArtifactError as exc:
                 report.add("rootfs", "FAIL", exc.message, exc.hint)
+    report.findings.sort(key=lambda f: AREA_ORDER.index(f.check.split(".")[0]) if f.check.split(".")[0]
+                         in AREA_ORDER else len(AREA_ORDER))  # stable: keeps the order within an area
     return report
 
 
