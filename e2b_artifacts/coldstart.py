@@ -38,7 +38,7 @@ def snapshot_files(build_dir: Path) -> list[Path]:
     for entry in sorted(os.scandir(build_dir), key=lambda e: e.name):
         name = entry.name
         if (name in ("snapfile", "memfile") or name.startswith(("memfile.", "snapfile."))) and \
-                not manifest.is_temp_name(name) and entry.is_file(follow_symlinks=False):
+                manifest.is_artifact_name(name) and entry.is_file(follow_symlinks=False):
             found.append(Path(entry.path))
     return found
 

@@ -6,7 +6,8 @@ Format (``format`` 1)::
      "files": {"rootfs.ext4": {"size": 123, "blake3": "<hex>"}, ...}}
 
 It lists every artifact file at the top of the build directory (not itself,
-not dot-files such as ``.quarantine``, not temp files). ``blake3`` may be
+not dot-files such as ``.quarantine``, not temp files, not backups such as
+``metadata.json.orig``). ``blake3`` may be
 ``null`` when the writer chose not to hash a file; then only its size is
 checked. Upstream's orchestrator reads only the object names it knows
 (``rootfs.ext4``, ``memfile``, ``snapfile``, ``*.header``, ``metadata.json``),
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ HASH_NAME = "blake3"
 # 4 MiB reads with blake3's own threads measured fastest here (vs mmap, 1 and 16 MiB buffers).
 READ_SIZE = 4 << 20
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".temp", ".swp", "~")
+BACKUP_RE = re.compile(r"\.(orig|backup|bak|before-cold-start)(\.\d+)?$")
 
 Problem = Literal["missing", "size", "hash", "unlisted", "not-a-file"]
 
@@ -43,9 +46,14 @@ def is_temp_name(name: str) -> bool:
     return name.endswith(TEMP_SUFFIXES) or ".tmp." in name or name.startswith(".#")
 
 
+def is_backup_name(name: str) -> bool:
+    """Copies kept aside by hand or by this tool (``metadata.json.orig``, ``memfile.backup``, ...)."""
+    return BACKUP_RE.search(name) is not None
+
+
 def is_artifact_name(name: str) -> bool:
     """Does ``name`` (a file at the top of a build dir) belong in the manifest?"""
-    return name != FILE_NAME and not name.startswith(".") and not is_temp_name(name)
+    return name != FILE_NAME and not name.startswith(".") and not is_temp_name(name) and not is_backup_name(name)
 
 
 def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> str:

@@ -21,6 +21,8 @@ def _build(tmp_path: Path) -> Path:
     (d / ".quarantine").mkdir()
     (d / ".hidden").write_text("x")
     (d / "snapfile.tmp").write_text("partial")
+    (d / "metadata.json.orig").write_text("{}")
+    (d / "memfile.backup").write_text("kept by hand")
     return d
 
 
