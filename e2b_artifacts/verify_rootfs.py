@@ -146,6 +146,9 @@ def check_rootfs(image: Path, *, init_mode: str | None, arch: str, image_label: 
     _check_envd(view, stats.get(ENVD_PATH), arch, mode, findings, inject_hint)
     if mode == "systemd":
         _check_unit(view, stats, findings, inject_hint)
+        if init_target == ENVD_PATH:
+            findings.append(Finding("rootfs.init", "warn", f"init mode systemd, but /sbin/init resolves to "
+                                                           f"{ENVD_PATH}: envd.service never runs", inject_hint))
     elif init_target is not None and init_target != ENVD_PATH:
         findings.append(Finding("rootfs.init", "warn", f"init mode envd, but /sbin/init resolves to {init_target}, "
                                                        f"not {ENVD_PATH}", inject_hint))
