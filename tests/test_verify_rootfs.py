@@ -159,3 +159,16 @@ def test_not_an_image(tmp_path: Path) -> None:
     junk.write_bytes(b"\0" * 65536)
     found = check_rootfs(junk, init_mode="envd", arch="x86_64")
     assert [(f.check, f.status) for f in found] == [("rootfs.fsck", "FAIL")]
+
+
+def test_init_mode_disagreeing_with_the_image(tmp_path: Path) -> None:
+    found = check(tmp_path, tree(tmp_path / "t"), init_mode="systemd")  # /sbin/init -> envd
+    assert "rootfs.init" in found and status(found, "rootfs.init") == "ok,warn"
+    assert "envd.service never runs" in text(found, "rootfs.init")
+    root = tree(tmp_path / "u", init="../bin/other-init")
+    (root / "bin").mkdir()
+    (root / "bin/other-init").write_bytes(b"\x7fELF")
+    os.chmod(root / "bin/other-init", 0o755)
+    (tmp_path / "rootfs.ext4").unlink()
+    found = check(tmp_path, root, init_mode="envd")
+    assert status(found, "rootfs.init") == "ok,warn" and "not /usr/bin/envd" in text(found, "rootfs.init")
