@@ -16,12 +16,15 @@ Rules (issue 6):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -254,11 +257,13 @@ def _execute_push(build_dir: Path, plan: BuildPlan, dest: Storage, opts: Transfe
     if cleaned:
         log(f"{bid}: dropped {cleaned} unfinished upload(s) of an earlier run")
     counted = _counting(opts, plan)
-    for step in plan.files:
-        if step.action != "send" or step.name in (MANIFEST_NAME, METADATA_NAME):
-            continue
-        log(f"{bid}: sending {step.name} ({_human(step.size)})")
-        dest.upload_file(f"{bid}/{step.name}", build_dir / step.name, _hash(manifest, step.name), counted)
+
+    def send(name: str, size: int) -> None:
+        log(f"{bid}: sending {name} ({_human(size)})")
+        dest.upload_file(f"{bid}/{name}", build_dir / name, _hash(manifest, name), counted)
+
+    _in_parallel([functools.partial(send, step.name, step.size) for step in plan.files
+                  if step.action == "send" and step.name not in (MANIFEST_NAME, METADATA_NAME)])
     # Before publishing: every data object is there with our size and our hash.
     remote = _remote_files(dest, bid)
     for name in _send_order(manifest)[:-1]:
@@ -409,14 +414,15 @@ def _execute_pull(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, op
         atomic_write_bytes(saved, remote.manifest_bytes)  # names what the staged files were verified against
         counted = _counting(opts, plan)
         try:
-            for step in plan.files:
-                if step.action != "send":
-                    continue
-                log(f"{bid}: fetching {step.name} ({_human(step.size)})")
-                partial = staging / f".{step.name}.e2b-partial"
-                src.download_file(f"{bid}/{step.name}", step.size, partial, _hash(remote.manifest, step.name),
-                                  counted)
-                os.replace(partial, staging / step.name)
+
+            def fetch(name: str, size: int) -> None:
+                log(f"{bid}: fetching {name} ({_human(size)})")
+                partial = staging / f".{name}.e2b-partial"
+                src.download_file(f"{bid}/{name}", size, partial, _hash(remote.manifest, name), counted)
+                os.replace(partial, staging / name)
+
+            _in_parallel([functools.partial(fetch, step.name, step.size)
+                          for step in plan.files if step.action == "send"])
         except IntegrityError:
             shutil.rmtree(staging, ignore_errors=True)  # never publish, never keep unverified bytes
             raise
@@ -464,6 +470,21 @@ def list_builds(store: Storage) -> list[RemoteBuild]:
 
 # ---- helpers ---------------------------------------------------------------------------------
 
+FILES_AT_ONCE = 2  # two files in flight hide one file's multipart completion behind the other's parts
+
+
+def _in_parallel(tasks: list[Callable[[], None]]) -> None:
+    """Run ``tasks`` (in order, ``FILES_AT_ONCE`` at a time); the first failure cancels what has not started."""
+    with ThreadPoolExecutor(max_workers=FILES_AT_ONCE) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
 def _hash(manifest: mf.Manifest, name: str) -> str:
     digest = manifest.files[name].blake3
     assert digest is not None  # checked when the manifest was loaded
@@ -486,8 +507,7 @@ def _counting(opts: TransferOptions, plan: BuildPlan) -> TransferOptions:
             plan.bytes_sent += n
         outer(n)
 
-    return TransferOptions(part_size=opts.part_size, concurrency=opts.concurrency, max_rate=opts.max_rate,
-                           on_bytes=on_bytes)
+    return dataclasses.replace(opts, on_bytes=on_bytes)
 
 
 def _human(n: int) -> str:

@@ -6,7 +6,7 @@ run, with the same data. Prints wall times, the ratio aws/ours (target: >= 1.5 f
 push and pull) and the no-op re-run times. Ours also verifies every byte (BLAKE3) on
 the way; aws checks per-request MD5/CRC only.
 
-    python3 scripts/bench_sync.py [--size-mib 1024] [--jobs 8] [--part-size 64]
+    python3 scripts/bench_sync.py [--size-mib 1024] [--jobs 8] [--part-size 16] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -69,7 +71,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--part-size", type=int, default=64, help="MiB")
+    parser.add_argument("--part-size", type=int, default=16, help="upload part MiB (the CLI default)")
+    parser.add_argument("--range-size", type=int, default=64, help="download range MiB (the CLI default)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     args = parser.parse_args()
     aws = shutil.which("aws")
     if aws is None:
@@ -79,49 +83,62 @@ def main() -> None:
     server = start_moto(work)
     try:
         env = {**os.environ, **S3_ENV}
-        client = s3_client(server.endpoint)
+        client: Any = s3_client(server.endpoint)
         for bucket in ("bench-ours", "bench-aws"):
-            client.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+            client.create_bucket(Bucket=bucket)
         src = work / "src"
         print(f"making a {args.size_mib} MiB build ...", flush=True)
         build_id = make_1gib_build(src, args.size_mib)
         total = sum(p.stat().st_size for p in (src / build_id).iterdir())
-        print(f"build {build_id}: {total / 2**20:.0f} MiB, moto_server at {server.endpoint}", flush=True)
+        print(f"build {build_id}: {total / 2**20:.0f} MiB, moto_server at {server.endpoint}; "
+              f"{args.repeat} round(s), medians reported", flush=True)
 
         ours = [sys.executable, "-m", "e2b_artifacts"]
-        tune = ["--endpoint-url", server.endpoint, "--jobs", str(args.jobs), "--part-size", str(args.part_size)]
+        tune = ["--endpoint-url", server.endpoint, "--jobs", str(args.jobs), "--part-size", str(args.part_size),
+                "--range-size", str(args.range_size)]
         aws_ep = ["--endpoint-url", server.endpoint, "--only-show-errors"]
-        remote_aws = f"s3://bench-aws/templates/{build_id}"
+        times: dict[str, list[float]] = {}
+        identical = True
+        for n in range(1, args.repeat + 1):
+            print(f"round {n}:", flush=True)
+            ours_url, aws_url = f"s3://bench-ours/round{n}", f"s3://bench-aws/round{n}/{build_id}"
+            pulled, aws_dir = work / f"pulled{n}", work / f"aws-pulled{n}" / build_id
+            steps = [
+                ("ours push", [*ours, "--storage", str(src), "sync", "push", build_id, ours_url, *tune]),
+                ("aws push", [aws, "s3", "sync", str(src / build_id), aws_url, *aws_ep]),
+                ("ours pull", [*ours, "--storage", str(pulled), "sync", "pull", build_id, ours_url, *tune]),
+                ("aws pull", [aws, "s3", "sync", aws_url, str(aws_dir), *aws_ep]),
+            ]
+            if n == args.repeat:  # nothing changed since the round's push/pull
+                steps += [
+                    ("ours no-op push", steps[0][1]),
+                    ("ours no-op pull", steps[2][1]),
+                    ("aws no-op push", steps[1][1]),
+                    ("aws no-op pull", steps[3][1]),
+                ]
+            for label, argv in steps:
+                times.setdefault(label, []).append(timed(label, argv, env))
+            identical &= same_tree(src / build_id, pulled / build_id) and same_tree(src / build_id, aws_dir)
+            for bucket, prefix in (("bench-ours", f"round{n}/"), ("bench-aws", f"round{n}/")):
+                if n < args.repeat:  # keep the server's memory flat between rounds
+                    for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+                        client.delete_object(Bucket=bucket, Key=obj["Key"])
+            if n < args.repeat:
+                shutil.rmtree(pulled)
+                shutil.rmtree(aws_dir.parent)
 
-        print("push (local -> S3):")
-        ours_push = timed("e2b-artifact sync push", [*ours, "--storage", str(src), "sync", "push", build_id,
-                                                   "s3://bench-ours/templates", *tune], env)
-        aws_push = timed("aws s3 sync (upload)", [aws, "s3", "sync", str(src / build_id), remote_aws, *aws_ep], env)
-        print("pull (S3 -> local):")
-        pulled = work / "pulled"
-        ours_pull = timed("e2b-artifact sync pull", [*ours, "--storage", str(pulled), "sync", "pull", build_id,
-                                                   "s3://bench-ours/templates", *tune], env)
-        aws_dir = work / "aws-pulled" / build_id
-        aws_pull = timed("aws s3 sync (download)", [aws, "s3", "sync", remote_aws, str(aws_dir), *aws_ep], env)
-        print("no-op re-runs (nothing changed):")
-        ours_noop = timed("e2b-artifact sync push (again)", [*ours, "--storage", str(src), "sync", "push",
-                                                           build_id, "s3://bench-ours/templates", *tune], env)
-        ours_noop_pull = timed("e2b-artifact sync pull (again)", [*ours, "--storage", str(pulled), "sync", "pull",
-                                                                build_id, "s3://bench-ours/templates", *tune], env)
-        aws_noop = timed("aws s3 sync (upload again)",
-                         [aws, "s3", "sync", str(src / build_id), remote_aws, *aws_ep], env)
-
-        identical = same_tree(src / build_id, pulled / build_id) and same_tree(src / build_id, aws_dir)
-        print(f"\nbyte-identical after both pulls: {identical}")
+        med = {label: statistics.median(values) for label, values in times.items()}
+        print(f"\nbyte-identical after every pull (ours and aws): {identical}")
         print(f"{'':<8}{'ours':>10}{'aws s3 sync':>14}{'aws/ours':>10}")
-        for label, a, b in (("push", ours_push, aws_push), ("pull", ours_pull, aws_pull),
-                            ("no-op", ours_noop, aws_noop)):
-            print(f"{label:<8}{a:>9.2f}s{b:>13.2f}s{b / a:>9.2f}x")
-        print(f"no-op pull (ours): {ours_noop_pull:.2f} s")
-        for label, a, b in (("push", ours_push, aws_push), ("pull", ours_pull, aws_pull)):
+        for what in ("push", "pull", "no-op push", "no-op pull"):
+            a, b = med[f"ours {what}"], med[f"aws {what}"]
+            print(f"{what:<12}{a:>8.2f}s{b:>12.2f}s{b / a:>9.2f}x")
+        for what in ("push", "pull"):
+            a, b = med[f"ours {what}"], med[f"aws {what}"]
             verdict = "meets" if b / a >= 1.5 else "MISSES"
-            print(f"{label}: ours is {b / a:.2f}x faster than aws s3 sync ({verdict} the 1.5x target; "
+            print(f"{what}: ours {b / a:.2f}x as fast as aws s3 sync ({verdict} the 1.5x target; "
                   f"{total / a / 1e6:.0f} vs {total / b / 1e6:.0f} MB/s)")
+        print(f"no-op re-run (ours): push {med['ours no-op push']:.2f} s, pull {med['ours no-op pull']:.2f} s")
         if not identical:
             sys.exit("pulled trees differ from the source")
     finally:

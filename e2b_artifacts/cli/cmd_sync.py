@@ -39,8 +39,10 @@ def transfer_options(func: F) -> F:
     for option in reversed([
         click.option("--with-parents", is_flag=True, help="Also sync the parent builds the headers reference."),
         click.option("--dry-run", is_flag=True, help="Show what would be sent; change nothing."),
-        click.option("--part-size", type=click.IntRange(1, 5120), default=64, show_default=True,
-                     metavar="MiB", help="Multipart part / range-read size."),
+        click.option("--part-size", type=click.IntRange(1, 5120), default=16, show_default=True,
+                     metavar="MiB", help="Multipart upload part size (S3 minimum 5)."),
+        click.option("--range-size", type=click.IntRange(1, 5120), default=64, show_default=True,
+                     metavar="MiB", help="Download range size."),
         click.option("-j", "--jobs", type=click.IntRange(1, 64), default=8, show_default=True,
                      help="Parallel parts per file."),
         click.option("--limit-rate", default=None, metavar="BYTES/S", help="Cap the throughput, e.g. 50M."),
@@ -83,14 +85,14 @@ class ProgressLine:
 
 
 def _run(direction: str, app: AppState, build_id: str, location: str, endpoint_url: str | None, with_parents: bool,
-         dry_run: bool, part_size: int, jobs: int, limit_rate: str | None, as_json: bool) -> None:
+         dry_run: bool, part_size: int, range_size: int, jobs: int, limit_rate: str | None, as_json: bool) -> None:
     from .. import sync
     from ..storage import TransferOptions, open_storage
 
     store = open_storage(location, endpoint_url=endpoint_url, max_connections=jobs + 4)
     bar = ProgressLine(f"{direction} {build_id}", 0)
-    opts = TransferOptions(part_size=part_size << 20, concurrency=jobs, max_rate=_parse_rate(limit_rate),
-                           on_bytes=bar.add)
+    opts = TransferOptions(part_size=part_size << 20, range_size=range_size << 20, concurrency=jobs,
+                           max_rate=_parse_rate(limit_rate), on_bytes=bar.add)
     run = sync.push if direction == "push" else sync.pull
     # the bar's total is the plan's; a plan is cheap (no data read), so make it first
     preview = run(app.settings.storage, build_id, store, with_parents=with_parents, dry_run=True)

@@ -45,7 +45,8 @@ def _ignore(_: int) -> None:
 class TransferOptions:
     """How to move bytes: part size, parallelism, an optional rate limit, a byte counter."""
 
-    part_size: int = 64 * MiB
+    part_size: int = 16 * MiB  # upload parts
+    range_size: int = 64 * MiB  # download ranges (some servers re-read the whole object per range)
     concurrency: int = 8
     max_rate: float | None = None  # bytes per second, None = unlimited
     on_bytes: Callable[[int], None] = _ignore
@@ -181,7 +182,7 @@ class Storage(abc.ABC):
     def download_file(self, key: str, size: int, dest: Path, expected_blake3: str, opts: TransferOptions) -> None:
         """Fetch ``key`` into ``dest`` with parallel range reads, hashing in order; on a mismatch
         ``dest`` is removed and :class:`IntegrityError` raised."""
-        part_size = max(opts.part_size, self.min_part_size)
+        part_size = max(opts.range_size, 1 << 20)
         hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
         try:
             with dest.open("wb") as out, ThreadPoolExecutor(max_workers=opts.concurrency) as pool:

@@ -36,7 +36,8 @@ class LocalStorage(Storage):
         if not self.root.is_dir():
             return []
         found: list[ObjectInfo] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        start = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self.root  # walk only what can match
+        for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 if name.startswith("."):
