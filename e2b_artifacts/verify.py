@@ -244,6 +244,10 @@ def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, 
     except ArtifactError as exc:
         report.add("kernel", "FAIL", exc.message, exc.hint or f"e2b-artifact kernel check {kernel}")
         return
+    except Exception as exc:  # another module's bug must not hide the rest of the report
+        report.add("kernel", "warn", f"kernel contents not checked: the kernel check failed internally "
+                                     f"({type(exc).__name__}: {exc})", f"e2b-artifact --debug kernel check {kernel}")
+        return
     for f in result.findings:
         status: Status = f.status if f.status in ("ok", "warn", "FAIL") else "warn"
         hint = getattr(f, "hint", "") or (f"e2b-artifact kernel check {kernel}" if status != "ok" else "")
