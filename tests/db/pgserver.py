@@ -64,19 +64,24 @@ class PgServer:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
 
 
-def start_server() -> PgServer:
+def start_server(attempts: int = 3) -> PgServer:
+    """initdb + start on a free port (another port if that one was taken meanwhile)."""
     as_user = "postgres" if os.geteuid() == 0 else None
-    root = Path(tempfile.mkdtemp(prefix="e2b-artifact-pg-"))
-    if as_user:
-        entry = pwd.getpwnam(as_user)
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-    server = PgServer(root=root, port=free_port(), bin=pg_bin(), as_user=as_user)
-    try:
-        server.start()
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    return server
+    for attempt in range(attempts):
+        # as root: under /tmp, which the postgres user can traverse whatever $TMPDIR is
+        root = Path(tempfile.mkdtemp(prefix="e2b-artifact-pg-", dir="/tmp" if as_user else None))
+        if as_user:
+            entry = pwd.getpwnam(as_user)
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+        server = PgServer(root=root, port=free_port(), bin=pg_bin(), as_user=as_user)
+        try:
+            server.start()
+            return server
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def remove(server: PgServer) -> None:
