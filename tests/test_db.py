@@ -259,6 +259,7 @@ def test_register_refuses_what_it_cannot_write_cleanly(pg: pgserver.PgServer, tm
                        "alias 'taken' already names template " + TEMPLATE)
     assert_clean_error(run(tmp_path, "register", first, "--db", db.url, "--template-id", "zzzzzzzzzzzzzzzzzzzz"),
                        CONFLICT, "already belongs to template " + TEMPLATE)
+    assert_clean_error(run(tmp_path, "register", first, "--db", db.url, "--team-id", "team-1"), 2, "not a UUID")
     no_envd = make_build(tmp_path, envd=None)
     assert_clean_error(run(tmp_path, "register", no_envd, "--db", db.url), 2, "no envd version")
     assert run(tmp_path, "register", no_envd, "--db", db.url, "--envd-version", "0.1.1").returncode == 0

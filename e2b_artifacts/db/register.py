@@ -151,6 +151,11 @@ def _conflict(message: str, hint: str) -> ArtifactError:
 
 def _team(w: _Writer, team_id: str | None) -> str:
     if team_id:
+        try:
+            team_id = str(uuid.UUID(team_id))
+        except ValueError as exc:
+            raise ArtifactError(f"--team-id {team_id!r} is not a UUID", hint="teams.id is a uuid: "
+                                "SELECT id, name FROM public.teams;", code=ExitCode.USAGE) from exc
         if not w.query("SELECT 1 FROM public.teams WHERE id = %s", (team_id,)):
             raise ArtifactError(f"team {team_id} does not exist in public.teams",
                                 hint="list teams: SELECT id, name FROM public.teams;", code=ExitCode.BAD_INPUT)
