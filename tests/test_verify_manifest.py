@@ -82,3 +82,23 @@ def test_size_only_entries_and_malformed(tmp_path: Path) -> None:
     (d / manifest.FILE_NAME).write_text("{not json")
     with pytest.raises(ArtifactError, match="malformed integrity manifest"):
         manifest.load_manifest(d)
+
+
+def test_hash_file_errors_and_early_stop(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="cannot read"):
+        manifest.hash_file(tmp_path)  # a directory
+    big = tmp_path / "big"
+    big.write_bytes(bytes(3 * manifest.READ_SIZE + 5))
+    seen: list[int] = []
+
+    def stop_after_one(n: int) -> None:
+        seen.append(n)
+        raise RuntimeError("consumer gave up")
+
+    with pytest.raises(RuntimeError, match="gave up"):
+        manifest.hash_file(big, stop_after_one)  # the read-ahead thread must stop, not hang
+    assert seen == [manifest.READ_SIZE]
+    sizes: list[int] = []
+    assert manifest.hash_file(big, sizes.append) == blake3.blake3(bytes(3 * manifest.READ_SIZE + 5)).hexdigest()
+    assert sum(sizes) == 3 * manifest.READ_SIZE + 5
+    assert manifest.hash_file(tmp_path / "big") == manifest.hash_file(big)
