@@ -122,7 +122,9 @@ def main() -> None:
         print(f"build: {len(files)} files, {total / GIB:.2f} GiB; {args.runs} runs each, medians; "
               f"{os.cpu_count()} CPUs; baseline: cat FILES > /dev/null")
         for label, seconds in med.items():
-            print(f"  {label:<22} {seconds:7.3f} s  {total / seconds / GIB:6.2f} GiB/s")
+            spread = f"(runs {min(series[label]):.2f}-{max(series[label]):.2f} s)"
+            print(f"  {label:<22} {seconds:7.3f} s  {total / seconds / GIB:6.2f} GiB/s  {spread}")
+        print(f"load average during the run: {os.getloadavg()[0]:.1f} (other jobs share the CPUs and the disk)")
         for cond in ("cold", "warm"):
             ratio = med[f"cat {cond}"] / med[f"verify {cond}"]
             verdict = "meets" if ratio >= 0.7 else "below"
