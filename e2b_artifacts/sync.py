@@ -148,6 +148,8 @@ def _push_order(root: Path, build_id: str, dest: Storage, with_parents: bool) ->
         if bid in order:
             return
         build_dir = root / bid
+        if chain and not build_dir.is_dir() and dest.stat(f"{bid}/{METADATA_NAME}") is not None:
+            return  # a parent we do not have here, but the destination already does
         if not build_dir.is_dir():
             what = f"parent build {bid} of {chain[-1]}" if chain else f"build {bid}"
             raise ArtifactError(f"{what} not found in local storage ({build_dir})",

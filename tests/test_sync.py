@@ -231,3 +231,28 @@ def test_pull_of_a_missing_build_and_bad_locations(tmp_path: Path) -> None:
     assert_clean_error(bad, 2, "unsupported location scheme")
     wrong_flag = cli("sync", "ls", "gs://bucket/x", "--endpoint-url", "http://127.0.0.1:1")
     assert_clean_error(wrong_flag, 2, "--endpoint-url")
+
+
+def test_killed_pull_publishes_nothing_and_resumes(s3_remote: Remote, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build_id = make_build(src, extra={"memfile": 12 << 20, "memfile.extra": 10 << 20, "snapfile.big": 8 << 20})
+    sync_json(src, s3_remote, "push", build_id, s3_remote.url, "--part-size", "5")
+    staging = dst / f".{build_id}.sync-partial"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e2b_artifacts", "--storage", str(dst), "sync", "pull", build_id, s3_remote.url,
+         *s3_remote.args, "--range-size", "1", "--limit-rate", "6M"],
+        env={**os.environ, **s3_remote.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (staging.is_dir() and [p for p in staging.iterdir() if not p.name.startswith((".", "artifact"))]):
+        assert proc.poll() is None, "pull finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (dst / build_id).exists()  # nothing published under the build's name
+
+    resumed = sync_json(dst, s3_remote, "pull", build_id, s3_remote.url)
+    print(f"\npull re-run fetched {resumed['bytes_sent']} of {resumed['bytes_total']} bytes")
+    assert 0 < resumed["bytes_sent"] < resumed["bytes_total"]
+    assert tree_digest(dst / build_id) == tree_digest(src / build_id)
+    assert not staging.exists()
