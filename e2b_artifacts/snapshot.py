@@ -296,7 +296,18 @@ def _check_memory(snap: Snapfile, memfile_size: int | None, guest_memory_bytes: 
     elif memfile_size < expected:
         add(Issue("FAIL", "memfile", f"memfile {memfile_size} bytes is {expected - memfile_size} bytes shorter than "
                                      f"{source} ({expected} bytes): guest memory past the end is missing"))
+    elif _may_hotplug(snap):
+        add(Issue("warn", "memfile", f"memfile {memfile_size} bytes is {memfile_size - expected} bytes longer than "
+                                     f"{source} ({expected} bytes): fine only if the VM had virtio-mem hotplug "
+                                     "memory (Firecracker v1.14+), else it belongs to another snapshot"))
     else:
         add(Issue("FAIL", "memfile", f"memfile {memfile_size} bytes is {memfile_size - expected} bytes longer than "
                                      f"{source} ({expected} bytes): Firecracker writes it exactly; "
                                      "it probably belongs to another snapshot"))
+
+
+def _may_hotplug(snap: Snapfile) -> bool:
+    """Snapshots of Firecracker v1.14+ may add virtio-mem hotplug memory to the memfile (unverified upstream)."""
+    if snap.era == "bitcode":
+        return True
+    return snap.snapshot_version is not None and _semver(snap.snapshot_version) >= (8, 0, 0)

@@ -152,3 +152,12 @@ def test_not_a_snapshot() -> None:
     assert codes(report, "FAIL") == {"magic"}
     weird_format = snapshot.check_snapfile(with_crc(struct.pack("<QH", X86 | 2, 1) + bytes(40)))
     assert "Invalid format version: 2" in message(weird_format, "version")
+
+
+def test_longer_memfile_only_warns_where_hotplug_memory_exists() -> None:
+    v114 = snapshot.check_snapfile(snapfile("bincode", version="8.0.0", mem_mib=64), firecracker_version="v1.14.1",
+                                   memfile_size=80 * MIB)
+    assert codes(v114, "warn") == {"memfile"} and "virtio-mem" in message(v114, "memfile")
+    v114_short = snapshot.check_snapfile(snapfile("bincode", version="8.0.0", mem_mib=64),
+                                         firecracker_version="v1.14.1", memfile_size=32 * MIB)
+    assert codes(v114_short, "FAIL") == {"memfile"}
