@@ -304,3 +304,19 @@ def test_packed_rootfs_diff_is_checked_as_the_assembled_device(env: Env) -> None
     rc, out, _ = env.run("verify", BUILD_ID)
     assert rc == 1 and "warn rootfs: rootfs.ext4 is a diff layer and the device cannot be assembled" in out
     assert f"FAIL header.rootfs.ext4: chain of rootfs.ext4: generation 1 {BUILD_ID} <- {PARENT}: MISSING" in out
+
+
+def test_v1_metadata_warns_and_fix_rewrites_it(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    v1 = {"version": "v1", "template": {"template_id": "tpl9", "build_id": BUILD_ID,
+                                        "kernel_version": "vmlinux-6.1.102", "firecracker_version": "v1.12.1_d990331"},
+          "metadata": {"user": "user", "workdir": "/home/user"}}
+    (bdir / "metadata.json").write_text(json.dumps(v1))
+    manifest.update_manifest_entry(bdir, "metadata.json")
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 0 and 'warn metadata: version "v1"' in out
+    rc, out, _ = env.run("verify", BUILD_ID, "--fix", "--strict")
+    assert "fixed: rewrote" in out and 'version "v1"' not in out
+    doc = json.loads((bdir / "metadata.json").read_text())
+    assert doc["version"] == 2 and doc["context"] == {"user": "user", "workdir": "/home/user"}
+    assert json.loads((bdir / "metadata.json.orig").read_text()) == v1
