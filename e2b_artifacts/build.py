@@ -22,6 +22,7 @@ from typing import Any, Literal
 from . import __version__, rootfs
 from .errors import ArtifactError, ExitCode
 from .fsutil import exclusive_lock, unused_path
+from .image import ImageOptions, build_rootfs
 from .inject import InitMode, inject
 from .metadata import FILE_NAME as METADATA_NAME
 from .metadata import Metadata
@@ -29,7 +30,7 @@ from .metadata import Metadata
 ROOTFS_NAME = "rootfs.ext4"
 DEFAULT_KERNEL_VERSION = "vmlinux-6.1.102"  # upstream's 2025 defaults (packages/shared/pkg/schema)
 DEFAULT_FIRECRACKER_VERSION = "v1.12.1_d990331"
-SourceKind = Literal["dir", "tar", "ext4"]
+SourceKind = Literal["dir", "tar", "ext4", "image"]
 _BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -50,6 +51,7 @@ class BuildRequest:
     ram_mb: int = 512
     force: bool = False
     extra_metadata: dict[str, Any] = field(default_factory=dict)
+    image: ImageOptions | None = None  # source_kind "image" (build --from-image, issue 5)
 
 
 @dataclass
@@ -59,13 +61,14 @@ class BuildResult:
     rootfs_bytes: int
     replaced_moved_to: Path | None = None
     inject_actions: list[str] = field(default_factory=list)
+    image: dict[str, Any] | None = None  # --from-image: provenance, bytes downloaded, fidelity
 
     def to_json(self) -> dict[str, object]:
         return {"ok": True, "build_id": self.build_id, "build_dir": str(self.build_dir),
                 "rootfs": str(self.build_dir / ROOTFS_NAME), "metadata": str(self.build_dir / METADATA_NAME),
                 "rootfs_bytes": self.rootfs_bytes,
                 "replaced_build_moved_to": str(self.replaced_moved_to) if self.replaced_moved_to else None,
-                "inject": self.inject_actions}
+                "inject": self.inject_actions, **({"image": self.image} if self.image else {})}
 
 
 def check_build_id(build_id: str) -> str:
@@ -87,6 +90,7 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
             raise ArtifactError(f"build {build_id} already exists at {target}",
                                 hint="pass --force to replace it (the old one is moved aside, not deleted), "
                                      "or choose another --build-id", code=ExitCode.CONFLICT)
+        image_summary: dict[str, Any] | None = None
         stage = Path(tempfile.mkdtemp(prefix=f".{build_id}.staging-", dir=req.storage))
         try:
             image = stage / ROOTFS_NAME
@@ -95,8 +99,13 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
                 rootfs.create_from_dir(req.source, image, free_mb=req.free_mb)
             elif req.source_kind == "tar":
                 rootfs.create_from_tar(req.source, image, free_mb=req.free_mb)
-            else:
+            elif req.source_kind == "ext4":
                 rootfs.create_from_ext4(req.source, image, free_mb=req.free_mb)
+            else:  # --- build --from-image (issue 5): pull/flatten/mke2fs/fidelity in image.py ---
+                assert req.image is not None
+                image_build = build_rootfs(req.image, image, free_mb=req.free_mb, progress=progress)
+                req.extra_metadata.update(image_build.metadata())
+                image_summary = image_build.summary()
             progress(f"inject: installing envd ({req.init} mode)")
             injected = inject(image, req.envd, init=req.init, grow=True)
             rootfs.ensure_free(image, req.free_mb)
@@ -108,7 +117,8 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)  # our own staging dir, never user data
             raise
-    return BuildResult(build_id, target, (target / ROOTFS_NAME).stat().st_size, moved, injected.actions)
+    return BuildResult(build_id, target, (target / ROOTFS_NAME).stat().st_size, moved, injected.actions,
+                       image_summary)
 
 
 def _check_inputs(req: BuildRequest) -> None:
@@ -116,7 +126,7 @@ def _check_inputs(req: BuildRequest) -> None:
         raise ArtifactError(f"envd not found at {req.envd}",
                             hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default /fc-envd/envd)",
                             code=ExitCode.BAD_INPUT)
-    if not req.source.exists():
+    if req.source_kind != "image" and not req.source.exists():
         raise ArtifactError(f"rootfs source not found: {req.source}", hint="check the path", code=ExitCode.BAD_INPUT)
     if req.free_mb < 0:
         raise ArtifactError("--disk-size-mb must be >= 0", hint="e.g. --disk-size-mb 512", code=ExitCode.USAGE)

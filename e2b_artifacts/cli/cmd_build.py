@@ -14,6 +14,17 @@ from .common import AppState, emit, json_option, progress
 @click.option("--rootfs-dir", type=click.Path(path_type=Path), help="Build from this directory tree.")
 @click.option("--rootfs-tar", type=click.Path(path_type=Path), help="Build from a tar, tar.gz or tar.zst.")
 @click.option("--rootfs-ext4", type=click.Path(path_type=Path), help="Build from a copy of this ext4 image.")
+# --- build --from-image options (issue 5, e2b_artifacts/image.py) ---
+@click.option("--from-image", "from_image", metavar="SRC",
+              help="Build from an OCI/Docker image: REGISTRY/REPO:TAG, REGISTRY/REPO@sha256:..., "
+                   "oci-layout:DIR[:TAG] or docker-archive:FILE.")
+@click.option("--platform", default="linux/amd64", show_default=True,
+              help="Platform to pick from a multi-platform image (--from-image).")
+@click.option("--insecure", is_flag=True, help="Talk plain HTTP to the registry (--from-image).")
+@click.option("--report", "report_file", type=click.Path(path_type=Path),
+              help="Write the fidelity report (JSON, every mismatch) here (--from-image).")
+@click.option("--allow-mismatch", is_flag=True, help="Build even if the ext4 differs from the image (--from-image).")
+# --- end of --from-image options ---
 @click.option("--envd", type=click.Path(path_type=Path), help="envd binary to inject [default: $HOST_ENVD_PATH].")
 @click.option("--build-id", help="Build id (directory name) [default: a new UUID4].")
 @click.option("--template-id", help="Template id recorded in metadata.")
@@ -32,6 +43,7 @@ from .common import AppState, emit, json_option, progress
 @json_option
 @click.pass_obj
 def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, rootfs_ext4: Path | None,
+            from_image: str | None, platform: str, insecure: bool, report_file: Path | None, allow_mismatch: bool,
             envd: Path | None, build_id: str | None, template_id: str | None, kernel_version: str,
             firecracker_version: str, envd_version: str | None, init_mode: str, disk_size_mb: int,
             vcpu: int, ram_mb: int, force: bool, as_json: bool) -> None:
@@ -42,10 +54,11 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
     from ..build import BuildRequest, SourceKind, build
 
     given: tuple[tuple[SourceKind, Path | None], ...] = (("dir", rootfs_dir), ("tar", rootfs_tar),
-                                                         ("ext4", rootfs_ext4))
+                                                         ("ext4", rootfs_ext4),
+                                                         ("image", Path(from_image) if from_image else None))
     sources = [(k, p) for k, p in given if p is not None]
     if len(sources) != 1:
-        raise ArtifactError("give exactly one of --rootfs-dir, --rootfs-tar, --rootfs-ext4",
+        raise ArtifactError("give exactly one of --rootfs-dir, --rootfs-tar, --rootfs-ext4, --from-image",
                             hint="e.g. e2b-artifact build --rootfs-tar rootfs.tar --envd ./envd", code=ExitCode.USAGE)
     kind, source = sources[0]
     settings = app.settings
@@ -55,6 +68,11 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
                        kernel_version=kernel_version, firecracker_version=firecracker_version,
                        envd_version=envd_version, init="systemd" if init_mode == "systemd" else "envd",
                        free_mb=disk_size_mb, vcpu=vcpu, ram_mb=ram_mb, force=force)
+    if from_image:  # --- issue 5 ---
+        from ..image import ImageOptions
+
+        req.image = ImageOptions(from_image, platform=platform, insecure=insecure, report=report_file,
+                                 allow_mismatch=allow_mismatch)
     result = build(req, progress=progress)
     lines = [result.build_id]
     if not as_json:

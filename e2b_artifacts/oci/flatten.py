@@ -1,0 +1,359 @@
+"""Flatten image layers into one tar, following the OCI image spec's whiteout rules.
+
+Pass 1 reads every layer's headers (from the uncompressed layer tars in the
+cache) into an in-memory tree: ``.wh.NAME`` removes NAME from lower layers,
+``.wh..wh..opq`` empties a directory of lower-layer content, a non-directory
+replaces a whole subtree, directories merge, later layers win. Whiteouts of a
+layer apply before its additions (they only address lower layers). Hard links
+share one inode object, so a link made in layer 2 to a layer-1 file stays one
+inode even across layers; a link whose target was later replaced or deleted
+keeps the content it was made with.
+
+Nothing is written until the whole image was checked: absolute names, ``..``,
+a member written through a symlink, or a hard link to a missing file fail
+before the output tar exists. Pass 2 writes the result: all directories first
+(parents before children), then every inode in layer order with its data
+copied from the layer tar by offset (``copy_file_range``), its other names as
+hard links right after it.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+
+from ..errors import ArtifactError, ExitCode
+from ..rootfs import member_xattrs, safe_member_name
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+_BLOCK = 512
+_XATTR_PREFIX = "SCHILY.xattr."
+
+
+@dataclass(eq=False)
+class Source:
+    """One tar member that ends up (or may end up) in the image; for non-directories also the inode."""
+
+    layer: int
+    order: int
+    info: tarfile.TarInfo
+    tar_path: Path
+    xattrs: dict[str, bytes]
+    content_hash: str | None = None  # blake3 of a regular file's bytes
+
+    @property
+    def kind(self) -> str:
+        info = self.info
+        if info.isdir():
+            return "dir"
+        if info.issym():
+            return "symlink"
+        if info.ischr():
+            return "chardev"
+        if info.isblk():
+            return "blockdev"
+        if info.isfifo():
+            return "fifo"
+        return "file"
+
+
+@dataclass(eq=False)
+class Node:
+    source: Source | None  # None: a directory no layer declared (implied by a child)
+    layer: int
+    children: dict[str, Node] | None = None  # directories only
+
+    @property
+    def is_dir(self) -> bool:
+        return self.children is not None
+
+
+@dataclass
+class FlatEntry:
+    """One path of the flattened image, as the fidelity check sees it."""
+
+    path: str  # absolute, e.g. /etc/passwd
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    content_hash: str | None
+    target: str | None  # symlink target
+    rdev: tuple[int, int] | None
+    xattrs: dict[str, bytes]
+    inode: int  # entries with the same number are hard links of one inode
+
+
+@dataclass
+class FlatImage:
+    entries: list[FlatEntry] = field(default_factory=list)
+    content_bytes: int = 0  # regular file bytes rounded to 4 KiB + a block per directory
+    xattrs: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    whiteouts_applied: int = 0
+    opaque_dirs: int = 0
+
+
+def _unsafe(layer: int, message: str) -> ArtifactError:
+    return ArtifactError(f"layer {layer + 1}: {message}",
+                         hint="the image is malformed or malicious; nothing was written outside the image "
+                              "(no rootfs was built)", code=ExitCode.BAD_INPUT)
+
+
+class Flattener:
+    def __init__(self) -> None:
+        self.root = Node(None, -1, {})
+        self.whiteouts = 0
+        self.opaques = 0
+
+    # -- pass 1 ---------------------------------------------------------------------------
+
+    def add_layer(self, layer: int, tar_path: Path) -> None:
+        members = list(_read_members(layer, tar_path))
+        additions = []
+        for order, (name, info) in enumerate(members):
+            base = name.rsplit("/", 1)[-1]
+            if base.startswith(WHITEOUT):
+                parent = name.rpartition("/")[0]
+                if base == OPAQUE:
+                    self._opaque(parent, layer)
+                elif not base.startswith(WHITEOUT + WHITEOUT):  # other .wh..wh.* is aufs metadata
+                    self._whiteout(f"{parent}/{base[len(WHITEOUT):]}".lstrip("/"), layer)
+            else:
+                additions.append((order, name, info))
+        raw = os.open(tar_path, os.O_RDONLY)
+        try:
+            for order, name, info in additions:
+                self._add(layer, order, name, info, tar_path, raw)
+        finally:
+            os.close(raw)
+
+    def _walk_to_parent(self, name: str, layer: int, *, create: bool) -> tuple[Node | None, str]:
+        parts = name.split("/")
+        node = self.root
+        for i, part in enumerate(parts[:-1]):
+            assert node.children is not None
+            child = node.children.get(part)
+            if child is None:
+                if not create:
+                    return None, parts[-1]
+                child = Node(None, layer, {})
+                node.children[part] = child
+            elif not child.is_dir:
+                if not create:
+                    return None, parts[-1]
+                where = "/".join(parts[: i + 1])
+                if child.source is not None and child.source.kind == "symlink":
+                    raise _unsafe(layer, f"member {name!r} is written through the symlink {where!r} "
+                                         f"(-> {child.source.info.linkname!r})")
+                raise _unsafe(layer, f"member {name!r}: {where!r} is not a directory")
+            node = child
+        return node, parts[-1]
+
+    def _whiteout(self, name: str, layer: int) -> None:
+        parent, base = self._walk_to_parent(name, layer, create=False)
+        if parent is not None and parent.children is not None and parent.children.pop(base, None) is not None:
+            self.whiteouts += 1
+
+    def _opaque(self, name: str, layer: int) -> None:
+        if not name:
+            node: Node | None = self.root
+        else:
+            parent, base = self._walk_to_parent(name, layer, create=False)
+            node = parent.children.get(base) if parent is not None and parent.children is not None else None
+        if node is not None and node.children is not None:
+            node.children.clear()  # whiteouts run before the layer's additions: everything here is lower
+            self.opaques += 1
+
+    def _add(self, layer: int, order: int, name: str, info: tarfile.TarInfo, tar_path: Path, raw: int) -> None:
+        if not name:  # the root directory itself
+            self.root.source = Source(layer, order, info, tar_path, member_xattrs(info))
+            return
+        parent, base = self._walk_to_parent(name, layer, create=True)
+        assert parent is not None and parent.children is not None
+        existing = parent.children.get(base)
+        if info.islnk():
+            target = self._hardlink_target(layer, name, info.linkname)
+            parent.children[base] = Node(target, layer)
+            return
+        if info.issparse():
+            raise _unsafe(layer, f"member {name!r} is a GNU sparse file, which is not supported")
+        if not (info.isreg() or info.isdir() or info.issym() or info.ischr() or info.isblk() or info.isfifo()):
+            raise _unsafe(layer, f"member {name!r} has unsupported tar type {info.type!r}")
+        source = Source(layer, order, info, tar_path, member_xattrs(info))
+        if info.isreg():
+            source.content_hash = _hash_range(raw, info.offset_data, info.size)
+        if info.isdir():
+            if existing is not None and existing.is_dir:
+                existing.source, existing.layer = source, layer  # directories merge
+            else:
+                parent.children[base] = Node(source, layer, {})
+        else:
+            parent.children[base] = Node(source, layer)
+
+    def _hardlink_target(self, layer: int, name: str, linkname: str) -> Source:
+        try:
+            target_name = safe_member_name(linkname)
+        except ArtifactError as exc:
+            raise _unsafe(layer, f"hard link {name!r} -> {linkname!r}: {exc.message}") from exc
+        parent, base = self._walk_to_parent(target_name, layer, create=False)
+        node = parent.children.get(base) if parent is not None and parent.children is not None else None
+        if node is None or node.source is None or node.is_dir:
+            raise _unsafe(layer, f"hard link {name!r} points at {linkname!r}, which is "
+                                 f"{'a directory' if node is not None and node.is_dir else 'not in the image'}")
+        return node.source
+
+    # -- result ---------------------------------------------------------------------------
+
+    def walk(self) -> Iterator[tuple[str, Node]]:
+        """Every path below the root, parents before children, names sorted."""
+        stack: list[tuple[str, Node]] = [("", self.root)]
+        while stack:
+            prefix, node = stack.pop()
+            assert node.children is not None
+            names = sorted(node.children)
+            for base in names:
+                yield f"{prefix}/{base}", node.children[base]
+            # subdirectories' contents follow, depth-first: parents always come before children
+            stack.extend((f"{prefix}/{base}", node.children[base]) for base in reversed(names)
+                         if node.children[base].is_dir)
+
+    def plan(self) -> tuple[list[tuple[str, Node]], list[tuple[Source, list[str]]]]:
+        """Directories (parents first) and inodes in layer order with their sorted names."""
+        dirs: list[tuple[str, Node]] = []
+        names: dict[int, tuple[Source, list[str]]] = {}
+        for path, node in self.walk():
+            if node.is_dir:
+                dirs.append((path, node))
+            else:
+                assert node.source is not None
+                names.setdefault(id(node.source), (node.source, []))[1].append(path)
+        inodes = sorted(names.values(), key=lambda item: (item[0].layer, item[0].order))
+        for _, paths in inodes:
+            paths.sort()
+        return dirs, inodes
+
+
+def _read_members(layer: int, tar_path: Path) -> Iterator[tuple[str, tarfile.TarInfo]]:
+    try:
+        with tarfile.open(tar_path, "r:", encoding="utf-8", errors="surrogateescape") as tar:
+            for info in tar:
+                try:
+                    name = safe_member_name(info.name)
+                except ArtifactError as exc:
+                    raise _unsafe(layer, exc.message) from exc
+                yield name, info
+    except tarfile.TarError as exc:
+        raise ArtifactError(f"layer {layer + 1} is not a valid tar: {exc}", hint="the image is damaged",
+                            code=ExitCode.BAD_INPUT) from exc
+
+
+def _hash_range(fd: int, offset: int, size: int) -> str:
+    h = blake3.blake3()
+    end = offset + size
+    while offset < end:
+        chunk = os.pread(fd, min(1 << 20, end - offset), offset)
+        if not chunk:
+            raise ArtifactError("a layer tar ends inside a file", hint="the layer is truncated",
+                                code=ExitCode.BAD_INPUT)
+        h.update(chunk)
+        offset += len(chunk)
+    return h.hexdigest()
+
+
+# -- pass 2 -------------------------------------------------------------------------------
+
+def _header(path: str, source: Source | None, *, link_to: str | None = None) -> bytes:
+    ti = tarfile.TarInfo(path.lstrip("/"))
+    ti.uname = ti.gname = ""
+    if source is None:  # implied directory
+        ti.type, ti.mode, ti.uid, ti.gid, ti.mtime = tarfile.DIRTYPE, 0o755, 0, 0, 0
+        return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    info = source.info
+    ti.mode, ti.uid, ti.gid, ti.mtime = info.mode & 0o7777, info.uid, info.gid, info.mtime
+    if link_to is not None:
+        ti.type, ti.linkname = tarfile.LNKTYPE, link_to.lstrip("/")
+        return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    ti.type = tarfile.REGTYPE if info.isreg() else info.type
+    if info.isreg():
+        ti.size = info.size
+    ti.linkname = info.linkname if info.issym() else ""
+    ti.devmajor, ti.devminor = info.devmajor, info.devminor
+    ti.pax_headers = {_XATTR_PREFIX + k: v.decode("utf-8", "surrogateescape") for k, v in source.xattrs.items()}
+    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
+    remaining = size
+    while remaining:
+        try:
+            n = os.copy_file_range(src, dst, remaining, offset)
+        except OSError:
+            n = 0
+        if n == 0:  # not supported here: copy through user space
+            chunk = os.pread(src, min(1 << 20, remaining), offset)
+            if not chunk:
+                raise ArtifactError("a layer tar ends inside a file", hint="the layer is truncated",
+                                    code=ExitCode.BAD_INPUT)
+            n = os.write(dst, chunk)
+        offset += n
+        remaining -= n
+
+
+def write_tar(flat: Flattener, out_path: Path) -> FlatImage:
+    """Write the flattened tree to ``out_path`` (a new file); return what it holds."""
+    dirs, inodes = flat.plan()
+    result = FlatImage(whiteouts_applied=flat.whiteouts, opaque_dirs=flat.opaques)
+    fds: dict[Path, int] = {}
+    out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for path, node in dirs:
+            os.write(out, _header(path, node.source))
+            result.entries.append(_entry(path, node.source, 0))
+            result.content_bytes += 4096
+        for number, (source, paths) in enumerate(inodes, start=1):
+            os.write(out, _header(paths[0], source))
+            info = source.info
+            if info.isreg() and info.size:
+                fd = fds.get(source.tar_path)
+                if fd is None:
+                    fd = fds[source.tar_path] = os.open(source.tar_path, os.O_RDONLY)
+                os.lseek(out, 0, os.SEEK_END)
+                _copy_range(fd, out, info.offset_data, info.size)
+                pad = -info.size % _BLOCK
+                if pad:
+                    os.write(out, b"\0" * pad)
+                result.content_bytes += -(-info.size // 4096) * 4096
+            for other in paths[1:]:
+                os.write(out, _header(other, source, link_to=paths[0]))
+            for path in paths:
+                result.entries.append(_entry(path, source, number))
+            if source.xattrs:
+                for path in paths[:1]:
+                    result.xattrs[path] = source.xattrs
+        for path, node in dirs:
+            if node.source is not None and node.source.xattrs:
+                result.xattrs[path] = node.source.xattrs
+        os.write(out, b"\0" * (_BLOCK * 2))
+    finally:
+        os.close(out)
+        for fd in fds.values():
+            os.close(fd)
+    return result
+
+
+def _entry(path: str, source: Source | None, inode: int) -> FlatEntry:
+    if source is None:
+        return FlatEntry(path, "dir", 0o755, 0, 0, 0, None, None, None, {}, 0)
+    info = source.info
+    kind = source.kind
+    return FlatEntry(path, kind, info.mode & 0o7777, info.uid, info.gid, info.size if kind == "file" else 0,
+                     source.content_hash, info.linkname if kind == "symlink" else None,
+                     (info.devmajor, info.devminor) if kind in ("chardev", "blockdev") else None,
+                     dict(source.xattrs), inode)
