@@ -317,14 +317,16 @@ def _check_one_header(report: VerifyReport, name: str, hdr: header_mod.Header, c
     report.add(check, "FAIL" if problems else "ok", summary + ("" if not problems else ": " + "; ".join(problems[:5])),
                hint if problems else "")
     if hdr.mappings is None:
-        report.add(check, "warn", hdr.note or "mappings not decoded", "pip install lz4")
+        report.add(check, "warn", hdr.note or "mappings not decoded",
+                   "pip install 'e2b-artifact[verify]'" if "lz4" in hdr.note else
+                   "check it with upstream's cmd/inspect-build")
     if hdr.build_id != report.build_id:
         report.add(check, "warn", f"header build id {hdr.build_id} differs from the directory name "
                                   f"{report.build_id}", "check that the header belongs to this build")
     storage = report.build_dir.parent  # parents live beside the build, in the same storage
     chain, failures = [], []
     for build_id, needed in _needed_lengths(hdr).items():
-        own = build_id == report.build_id
+        own = build_id in (report.build_id, hdr.build_id)
         data = (report.build_dir if own else storage / build_id) / data_name
         label = "this build" if own else f"parent {build_id}"
         parent_hdr = None if own else _peek_generation(storage / build_id / name)
