@@ -61,6 +61,27 @@ class Remote:
         root = Path(self.url)
         return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
+    def flip_one_bit(self, key: str) -> None:
+        """Damage an object in place: same size, same recorded metadata, one bit different."""
+        if self.kind == "s3":
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            data = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            data[len(data) // 2] ^= 0x01
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), Metadata=head["Metadata"])
+        elif self.kind == "gs":
+            bucket = self.client.bucket(self.bucket)
+            old = bucket.get_blob(key)
+            data = bytearray(old.download_as_bytes())
+            data[len(data) // 2] ^= 0x01
+            new = bucket.blob(key)
+            new.metadata = old.metadata
+            new.upload_from_string(bytes(data))
+        else:
+            path = Path(self.url) / key
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            path.write_bytes(bytes(data))  # in place: the xattr with the recorded hash stays
+
 
 def _remote(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Remote:
     bucket = f"bkt-{uuid.uuid4().hex[:12]}"
@@ -185,21 +206,15 @@ def test_killed_push_leaves_no_complete_build_and_resumes(s3_remote: Remote, tmp
     assert tree_digest(dst / build_id) == tree_digest(src / build_id)
 
 
-def test_corrupt_object_fails_pull_and_leaves_storage_alone(s3_remote: Remote, tmp_path: Path) -> None:
+def test_corrupt_object_fails_pull_and_leaves_storage_alone(remote: Remote, tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     keep = make_build(dst)  # something already in the local storage that must stay as it is
     build_id = make_build(src, extra={"memfile": 7 << 20})
-    sync_json(src, s3_remote, "push", build_id, s3_remote.url, "--part-size", "5")
-
-    key = f"{s3_remote.prefix}{build_id}/memfile"
-    client = s3_remote.client
-    head = client.head_object(Bucket=s3_remote.bucket, Key=key)
-    data = bytearray(client.get_object(Bucket=s3_remote.bucket, Key=key)["Body"].read())
-    data[len(data) // 2] ^= 0x01  # one flipped bit, same size, same recorded metadata
-    client.put_object(Bucket=s3_remote.bucket, Key=key, Body=bytes(data), Metadata=head["Metadata"])
+    sync_json(src, remote, "push", build_id, remote.url, "--part-size", "5")
+    remote.flip_one_bit(f"{remote.prefix}{build_id}/memfile")
 
     before = storage_snapshot(dst)
-    failed = sync(dst, s3_remote, "pull", build_id, s3_remote.url, "--part-size", "5")
+    failed = sync(dst, remote, "pull", build_id, remote.url, "--range-size", "2")
     assert_clean_error(failed, INTEGRITY, "memfile", "integrity manifest")
     after = storage_snapshot(dst)
     lock = f".{build_id}.lock"  # the per-build lock file (shared with `build`) is the only trace, and empty
