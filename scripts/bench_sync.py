@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from storage.builds import header_v3  # noqa: E402
-from storage.servers import S3_ENV, s3_client, start_moto  # noqa: E402
+from storage.servers import S3_ENV, s3_client, start_moto, which_script  # noqa: E402
 
 from e2b_artifacts.manifest import write_manifest  # noqa: E402
 from e2b_artifacts.metadata import Metadata  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--range-size", type=int, default=64, help="download range MiB (the CLI default)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     args = parser.parse_args()
-    aws = shutil.which("aws")
+    aws = which_script("aws")
     if aws is None:
         sys.exit("aws CLI not found: pip install awscli")
 

@@ -28,11 +28,16 @@ def free_port() -> int:
         return port
 
 
+def which_script(name: str) -> str | None:
+    beside = Path(sys.executable).parent / name  # a venv's scripts, even when the venv is not activated
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def _tool(name: str, pip_name: str) -> str:
-    found = shutil.which(name)
+    found = which_script(name)
     if found is None:  # the test extra lists it; install on first use rather than skip
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", pip_name], check=True)
-        found = shutil.which(name)
+        found = which_script(name)
     if found is None:
         raise RuntimeError(f"{name} not found after pip install {pip_name}")
     return found
