@@ -120,8 +120,11 @@ def _names(build_dir: Path) -> set[str]:
 def _check_files(report: VerifyReport) -> None:
     d, names = report.build_dir, _names(report.build_dir)
     bid = report.build_id
-    if ROOTFS in names:
+    if (d / ROOTFS).is_file():
         report.add("files", "ok", f"{ROOTFS} present ({(d / ROOTFS).stat().st_size} bytes)")
+    elif ROOTFS in names:
+        report.add("files", "FAIL", f"{ROOTFS} is not a regular file (a dangling link or a directory?)",
+                   "put the image itself there: e2b-artifact build ...")
     elif any(ROOTFS + s in names for s in COMPRESSED_SUFFIXES):
         report.add("files", "warn", f"{ROOTFS} stored compressed only: rootfs checks skipped")
     else:
@@ -277,9 +280,14 @@ def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: st
         report.add("snapshot.size", "FAIL", f"snapfile is {size} bytes; Firecracker refuses more than "
                                             f"{snapshot.MAX_SNAPFILE_BYTES}", f"e2b-artifact cold-start {bid}")
         return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        report.add("snapshot", "FAIL", f"cannot read {path}: {exc.strerror}", "check the file's permissions")
+        return
     ram_mb = md.ext.get("ram_mb") if md is not None else None
     result = snapshot.check_snapfile(
-        path.read_bytes(), firecracker_version=md.firecracker_version if md else None, arch=arch,
+        data, firecracker_version=md.firecracker_version if md else None, arch=arch,
         memfile_size=_memory_size(report),
         guest_memory_bytes=ram_mb << 20 if isinstance(ram_mb, int) else None)
     snap = result.snapfile
@@ -375,7 +383,11 @@ def _check_manifest(report: VerifyReport, quick: bool, checked: Callable[[str], 
         report.add("manifest", "warn", f"no {manifest.FILE_NAME}: file integrity not checked",
                    f"e2b-artifact verify --fix {report.build_id} records the current files")
         return
-    mismatches = manifest.check_manifest(report.build_dir, quick=quick, manifest=found, checked=checked)
+    try:
+        mismatches = manifest.check_manifest(report.build_dir, quick=quick, manifest=found, checked=checked)
+    except ArtifactError as exc:  # an unreadable file: say so, keep the rest of the report
+        report.add("manifest", "FAIL", exc.message, exc.hint)
+        return
     bad = [m for m in mismatches if m.problem != "unlisted"]
     for m in bad:
         report.add("manifest", "FAIL", m.message,

@@ -320,3 +320,13 @@ def test_v1_metadata_warns_and_fix_rewrites_it(env: Env) -> None:
     doc = json.loads((bdir / "metadata.json").read_text())
     assert doc["version"] == 2 and doc["context"] == {"user": "user", "workdir": "/home/user"}
     assert json.loads((bdir / "metadata.json.orig").read_text()) == v1
+
+
+def test_dangling_rootfs_link_is_reported_not_a_crash(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    (bdir / "rootfs.ext4").unlink()
+    (bdir / "rootfs.ext4").symlink_to("/nonexistent/rootfs.ext4")
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1
+    assert "FAIL files: rootfs.ext4 is not a regular file" in out
+    assert "FAIL manifest: rootfs.ext4: listed in artifact-manifest.json but is not a regular file" in out
