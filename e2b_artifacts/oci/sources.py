@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ..errors import ArtifactError, ExitCode
 from .cache import BlobCache
@@ -278,21 +278,45 @@ def _from_docker_archive(ref: DockerArchiveRef) -> ResolvedImage:
     config_digest = sha256_digest(config_bytes)
     diff_ids = _diff_ids(config, len(entry["Layers"]), str(ref))
 
-    lock = threading.Lock()
-
     def opener(name: str) -> Callable[[], IO[bytes]]:
-        def open_layer() -> IO[bytes]:
-            with lock:
-                member = members.get(name)
-                fh = outer.extractfile(member) if member is not None else None
-            if fh is None:
-                raise ArtifactError(f"{path}: layer {name} missing from the archive",
-                                    hint="the archive is incomplete", code=ExitCode.BAD_INPUT)
-            return fh
-        return open_layer
+        member = members.get(name)
+        if member is None:
+            raise ArtifactError(f"{path}: layer {name} missing from the archive", hint="the archive is incomplete",
+                                code=ExitCode.BAD_INPUT)
+        # every layer gets its own handle: layers are unpacked in parallel threads
+        return lambda: _archive_member(path, member)
 
     layers = [Layer(diff_id, None, None, opener(name), False)
               for diff_id, name in zip(diff_ids, entry["Layers"], strict=True)]
     tags = entry.get("RepoTags") or []
     reference = f"{ref}" + (f" ({tags[0]})" if tags else "")
     return ResolvedImage(reference, None, config_digest, config, layers)
+
+
+class _MemberReader:
+    """One member of a tar archive through a private file handle (plain or compressed archive)."""
+
+    def __init__(self, archive: Path, member: tarfile.TarInfo) -> None:
+        self.tar = tarfile.open(archive, "r:*")  # noqa: SIM115 (closed in close())
+        fh = self.tar.extractfile(member.name)
+        if fh is None:
+            raise ArtifactError(f"{archive}: {member.name} is not a file", hint="the archive is malformed",
+                                code=ExitCode.BAD_INPUT)
+        self.fh = fh
+
+    def read(self, n: int = -1) -> bytes:
+        return self.fh.read(n)
+
+    def close(self) -> None:
+        self.fh.close()
+        self.tar.close()
+
+    def __enter__(self) -> _MemberReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _archive_member(archive: Path, member: tarfile.TarInfo) -> IO[bytes]:
+    return cast(IO[bytes], _MemberReader(archive, member))

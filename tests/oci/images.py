@@ -123,14 +123,36 @@ def zstd_layout(layout: Path, dest: Path) -> Path:
     return dest
 
 
-def malicious_layout(work: Path, members: list[tarfile.TarInfo]) -> Path:
-    """A one-layer-on-top image whose last layer holds ``members`` (crafted, added with umoci)."""
-    layout = work / "evil"
-    run("umoci", "init", "--layout", layout)
-    run("umoci", "new", "--image", f"{layout}:{TAG}")
-    layer = work / "evil.tar"
-    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-        for info in members:
-            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isreg() else None)
-    run("umoci", "raw", "add-layer", "--image", f"{layout}:{TAG}", layer)
-    return layout
+def craft_layout(dest: Path, layers: list[bytes], tag: str = TAG) -> Path:
+    """An OCI layout written by hand (for layers other tools refuse to write): uncompressed layer tars."""
+    (dest / "blobs/sha256").mkdir(parents=True)
+    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    digests = [_blob(dest, data) for data in layers]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": digests}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": _blob(dest, config), "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d,
+                                       "size": len(data)} for d, data in zip(digests, layers, strict=True)]}).encode()
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                "digest": _blob(dest, manifest), "size": len(manifest),
+                                                "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+    (dest / "index.json").write_text(json.dumps(index))
+    return dest
+
+
+def tar_bytes(*members: tuple[str, bytes, str | bytes]) -> bytes:
+    """A layer tar from ``(name, type, data-or-linkname)`` triples; mode 0644 (dirs 0755), owner 0."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+            data = payload if isinstance(payload, bytes) else b""
+            if isinstance(payload, str):
+                info.linkname = payload
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(data) if info.size else None)
+    return buf.getvalue()
