@@ -402,43 +402,55 @@ def _execute_pull(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, op
                   log: Log) -> None:
     bid = remote.build_id
     root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(root / f".{bid}.lock", f"build {bid}"):
-        target = root / bid
-        if target.exists():
-            raise ArtifactError(f"{target} appeared while pulling", hint="another process wrote it; check it",
-                                code=ExitCode.CONFLICT)
-        staging = _staging_dir(root, bid)
-        saved = staging / MANIFEST_NAME
-        if staging.exists() and not (saved.is_file() and saved.read_bytes() == remote.manifest_bytes):
-            shutil.rmtree(staging)  # our own staging from a pull of different content
-            plan.files = [FileStep(f.name, f.size, "send", "missing") for f in plan.files]
-        staging.mkdir(mode=0o755, exist_ok=True)
-        atomic_write_bytes(saved, remote.manifest_bytes)  # names what the staged files were verified against
-        counted = _counting(opts, plan)
+    lock = root / f".{bid}.lock"  # the same lock `build` takes for this id
+    lock_was_there = lock.exists()
+    with exclusive_lock(lock, f"build {bid}"):
         try:
-
-            def fetch(name: str, size: int) -> None:
-                log(f"{bid}: fetching {name} ({_human(size)})")
-                partial = staging / f".{name}.e2b-partial"
-                src.download_file(f"{bid}/{name}", size, partial, _hash(remote.manifest, name), counted)
-                os.replace(partial, staging / name)
-
-            _in_parallel([functools.partial(fetch, step.name, step.size)
-                          for step in plan.files if step.action == "send"])
-        except IntegrityError:
-            shutil.rmtree(staging, ignore_errors=True)  # never publish, never keep unverified bytes
-            raise
-        mismatches = mf.check_manifest(staging, quick=True, manifest=remote.manifest)
-        if mismatches:
-            raise ArtifactError(f"staging {staging} is incomplete: {mismatches[0].message}",
-                                hint="re-run the pull", code=ExitCode.INTERNAL)
-        fd = os.open(staging, os.O_RDONLY)
-        try:
-            os.fsync(fd)
+            _pull_locked(root, remote, plan, src, opts, log)
         finally:
-            os.close(fd)
-        os.rename(staging, target)
-        log(f"{bid}: complete in {target}")
+            if not lock_was_there:  # locks are taken non-blocking, so nobody waits on this inode
+                lock.unlink(missing_ok=True)
+
+
+def _pull_locked(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,
+                 log: Log) -> None:
+    bid = remote.build_id
+    target = root / bid
+    if target.exists():
+        raise ArtifactError(f"{target} appeared while pulling", hint="another process wrote it; check it",
+                            code=ExitCode.CONFLICT)
+    staging = _staging_dir(root, bid)
+    saved = staging / MANIFEST_NAME
+    if staging.exists() and not (saved.is_file() and saved.read_bytes() == remote.manifest_bytes):
+        shutil.rmtree(staging)  # our own staging from a pull of different content
+        plan.files = [FileStep(f.name, f.size, "send", "missing") for f in plan.files]
+    staging.mkdir(mode=0o755, exist_ok=True)
+    atomic_write_bytes(saved, remote.manifest_bytes)  # names what the staged files were verified against
+    counted = _counting(opts, plan)
+
+    def fetch(name: str, size: int) -> None:
+        log(f"{bid}: fetching {name} ({_human(size)})")
+        partial = staging / f".{name}.e2b-partial"
+        src.download_file(f"{bid}/{name}", size, partial, _hash(remote.manifest, name), counted)
+        os.replace(partial, staging / name)
+
+    try:
+        _in_parallel([functools.partial(fetch, step.name, step.size)
+                      for step in plan.files if step.action == "send"])
+    except IntegrityError:
+        shutil.rmtree(staging, ignore_errors=True)  # never publish, never keep unverified bytes
+        raise
+    mismatches = mf.check_manifest(staging, quick=True, manifest=remote.manifest)
+    if mismatches:
+        raise ArtifactError(f"staging {staging} is incomplete: {mismatches[0].message}",
+                            hint="re-run the pull", code=ExitCode.INTERNAL)
+    fd = os.open(staging, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(staging, target)
+    log(f"{bid}: complete in {target}")
 
 
 # ---- ls --------------------------------------------------------------------------------------
