@@ -306,6 +306,12 @@ def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
         remaining -= n
 
 
+def _open(fds: dict[Path, int], path: Path) -> int:
+    if path not in fds:
+        fds[path] = os.open(path, os.O_RDONLY)
+    return fds[path]
+
+
 def write_tar(flat: Flattener, out_path: Path) -> FlatImage:
     """Write the flattened tree to ``out_path`` (a new file); return what it holds."""
     dirs, inodes = flat.plan()
@@ -314,22 +320,27 @@ def write_tar(flat: Flattener, out_path: Path) -> FlatImage:
     out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         for path, node in dirs:
-            os.write(out, _header(path, node.source))
+            if node.source is not None and node.source.info.name.rstrip("/") == path[1:]:
+                raw = _open(fds, node.source.tar_path)
+                _copy_range(raw, out, node.source.info.offset, node.source.info.offset_data - node.source.info.offset)
+            else:
+                os.write(out, _header(path, node.source))
             result.entries.append(_entry(path, node.source, 0))
             result.content_bytes += 4096
         for number, (source, paths) in enumerate(inodes, start=1):
-            os.write(out, _header(paths[0], source))
             info = source.info
-            if info.isreg() and info.size:
-                fd = fds.get(source.tar_path)
-                if fd is None:
-                    fd = fds[source.tar_path] = os.open(source.tar_path, os.O_RDONLY)
-                os.lseek(out, 0, os.SEEK_END)
-                _copy_range(fd, out, info.offset_data, info.size)
-                pad = -info.size % _BLOCK
-                if pad:
-                    os.write(out, b"\0" * pad)
-                result.content_bytes += -(-info.size // 4096) * 4096
+            fd = _open(fds, source.tar_path)
+            data_size = info.size if info.isreg() else 0
+            if info.name.rstrip("/") == paths[0][1:]:
+                # the member as the layer wrote it (extended headers, header, data, padding): one in-kernel copy
+                _copy_range(fd, out, info.offset, info.offset_data - info.offset + data_size + -data_size % _BLOCK)
+            else:
+                os.write(out, _header(paths[0], source))
+                if data_size:
+                    _copy_range(fd, out, info.offset_data, data_size)
+                    if data_size % _BLOCK:
+                        os.write(out, b"\0" * (-data_size % _BLOCK))
+            result.content_bytes += -(-data_size // 4096) * 4096
             for other in paths[1:]:
                 os.write(out, _header(other, source, link_to=paths[0]))
             for path in paths:
