@@ -327,6 +327,10 @@ def _read_remote(src: Storage, build_id: str) -> _Remote:
         manifest = mf.load_manifest(scratch)
         assert manifest is not None
         for name, entry in manifest.files.items():
+            if "/" in name or "\0" in name or name in (".", "..") or not mf.is_artifact_name(name):
+                raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} lists {name!r}, not a build file name",
+                                    hint="refusing to write outside the build directory; check the source",
+                                    code=ExitCode.INTEGRITY)
             info = listing.get(name)
             if entry.blake3 is None:
                 raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} records no hash for {name}",

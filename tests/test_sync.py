@@ -267,3 +267,15 @@ def test_killed_pull_publishes_nothing_and_resumes(s3_remote: Remote, tmp_path: 
     assert 0 < resumed["bytes_sent"] < resumed["bytes_total"]
     assert tree_digest(dst / build_id) == tree_digest(src / build_id)
     assert not staging.exists()
+
+
+def test_pull_refuses_a_manifest_naming_paths_outside_the_build(tmp_path: Path) -> None:
+    remote = Remote(str(tmp_path / "remote"), [], {}, "local")
+    build_id = make_build(tmp_path / "remote")
+    manifest_path = tmp_path / "remote" / build_id / "artifact-manifest.json"
+    doc = json.loads(manifest_path.read_text())
+    doc["files"]["../../escaped"] = doc["files"]["snapfile"]
+    manifest_path.write_text(json.dumps(doc))
+    failed = sync(tmp_path / "dst", remote, "pull", build_id, remote.url)
+    assert_clean_error(failed, INTEGRITY, "../../escaped")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "dst" / build_id).exists()
