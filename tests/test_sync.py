@@ -279,3 +279,23 @@ def test_pull_refuses_a_manifest_naming_paths_outside_the_build(tmp_path: Path) 
     failed = sync(tmp_path / "dst", remote, "pull", build_id, remote.url)
     assert_clean_error(failed, INTEGRITY, "../../escaped")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "dst" / build_id).exists()
+
+
+def test_holes_stay_holes_through_local_push_and_pull(tmp_path: Path) -> None:
+    from e2b_artifacts.manifest import write_manifest
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    remote = Remote(str(tmp_path / "remote"), [], {}, "local")
+    build_id = make_build(src)
+    sparse = src / build_id / "memfile"
+    with sparse.open("wb") as fh:  # 64 MiB with 1 MiB of data at each end: what a fresh rootfs looks like
+        fh.write(os.urandom(1 << 20))
+        fh.seek(63 << 20)
+        fh.write(os.urandom(1 << 20))
+    write_manifest(src / build_id, build_id)
+    sync_json(src, remote, "push", build_id, remote.url, "--part-size", "5")
+    sync_json(dst, remote, "pull", build_id, remote.url, "--range-size", "8")
+    assert tree_digest(dst / build_id) == tree_digest(src / build_id)
+    for copy in (tmp_path / "remote" / build_id / "memfile", dst / build_id / "memfile"):
+        assert copy.stat().st_size == 64 << 20
+        assert copy.stat().st_blocks * 512 <= 4 << 20, f"{copy} lost its holes"

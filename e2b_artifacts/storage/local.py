@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..errors import ArtifactError, ExitCode
-from .base import Multipart, ObjectInfo, Storage
+from .base import Multipart, ObjectInfo, Storage, write_sparse
 
 XATTR = "user.e2b_artifact.blake3"
 TEMP_SUFFIX = ".e2b-partial"
@@ -81,7 +81,7 @@ class LocalStorage(Storage):
     def start_multipart(self, key: str, blake3_hex: str, size: int) -> Multipart:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return _LocalUpload(target, blake3_hex)
+        return _LocalUpload(target, blake3_hex, size)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -97,19 +97,18 @@ class LocalStorage(Storage):
 
 
 class _LocalUpload(Multipart):
-    def __init__(self, target: Path, blake3_hex: str) -> None:
+    def __init__(self, target: Path, blake3_hex: str, size: int) -> None:
         self.target = target
+        self.size = size
         self.blake3_hex = blake3_hex
         self.temp = target.with_name(f".{target.name}{TEMP_SUFFIX}")
         self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def upload_part(self, number: int, offset: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(self.fd, view, offset)
-            view, offset = view[written:], offset + written
+        write_sparse(self.fd, offset, data)  # holes in a sparse rootfs stay holes
 
     def complete(self) -> None:
+        os.ftruncate(self.fd, self.size)
         os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
