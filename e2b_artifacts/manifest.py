@@ -210,6 +210,8 @@ def load_manifest(build_dir: Path) -> Manifest | None:
         raise _malformed(path, f"unsupported hash {doc.get('hash')!r} (this tool writes {HASH_NAME})")
     files: dict[str, FileEntry] = {}
     for name, value in doc["files"].items():
+        if "/" in name or "\0" in name or not is_artifact_name(name):
+            raise _malformed(path, f"files lists {name!r}, not a file name of this build directory")
         size = value.get("size") if isinstance(value, dict) else None
         digest = value.get(HASH_NAME) if isinstance(value, dict) else None
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not (

@@ -102,3 +102,14 @@ def test_hash_file_errors_and_early_stop(tmp_path: Path) -> None:
     assert manifest.hash_file(big, sizes.append) == blake3.blake3(bytes(3 * manifest.READ_SIZE + 5)).hexdigest()
     assert sum(sizes) == 3 * manifest.READ_SIZE + 5
     assert manifest.hash_file(tmp_path / "big") == manifest.hash_file(big)
+
+
+def test_manifest_naming_paths_outside_the_build_is_refused(tmp_path: Path) -> None:
+    d = _build(tmp_path)
+    manifest.write_manifest(d, "b1")
+    doc = json.loads((d / manifest.FILE_NAME).read_text())
+    doc["files"]["../../etc/shadow"] = {"size": 1, "blake3": None}
+    (d / manifest.FILE_NAME).write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"'\.\./\.\./etc/shadow', not a file name") as err:
+        manifest.check_manifest(d, quick=False)
+    assert err.value.code == 8
