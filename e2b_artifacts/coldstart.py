@@ -214,6 +214,11 @@ def restore(build_dir: Path, timestamp: str) -> RestoreResult:
                             code=ExitCode.BAD_INPUT)
     record = json.loads(record_path.read_text())
     moves = [Move(Path(m["from"]), Path(m["to"]), m["what"]) for m in record["moves"]]
+    strays = [m.dest for m in moves if not (m.dest.is_relative_to(quarantine) or (
+        m.dest.parent.name == timestamp and m.dest.parent.parent.name == CACHE_SIDE_DIR))]
+    if strays:
+        raise ArtifactError(f"{record_path} names paths outside the quarantine: " + ", ".join(map(str, strays)),
+                            hint="the record was edited; move the files back by hand", code=ExitCode.BAD_INPUT)
     with exclusive_lock(build_dir.parent / f".{build_dir.name}.lock", f"build {build_dir.name}"):
         busy = [m.source for m in moves if m.source.exists() or m.source.is_symlink()]
         if busy:
