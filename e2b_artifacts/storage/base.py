@@ -100,7 +100,10 @@ class Multipart(abc.ABC):
 
 
 class Storage(abc.ABC):
-    """Objects under one root (a directory, ``s3://bucket/prefix`` or ``gs://bucket/prefix``)."""
+    """Objects under one root (a directory, ``s3://bucket/prefix`` or ``gs://bucket/prefix``).
+
+    Writes only ever create or replace whole objects; the only deletions are of our own unfinished
+    uploads (:meth:`clean_temporaries`, and :meth:`Multipart.abort`)."""
 
     url: str
     min_part_size = 5 * MiB  # S3's floor for every part but the last
@@ -121,9 +124,6 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def start_multipart(self, key: str, blake3_hex: str, size: int) -> Multipart: ...
-
-    @abc.abstractmethod
-    def delete(self, key: str) -> None: ...
 
     @abc.abstractmethod
     def clean_temporaries(self, prefix: str) -> int:

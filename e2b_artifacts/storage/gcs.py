@@ -102,9 +102,6 @@ class GCSStorage(Storage):
     def start_multipart(self, key: str, blake3_hex: str, size: int) -> Multipart:
         return _ComposedUpload(self, key, blake3_hex)
 
-    def delete(self, key: str) -> None:
-        self._delete_full(self._key(key))
-
     def _delete_full(self, name: str) -> None:
         from google.api_core.exceptions import NotFound
 

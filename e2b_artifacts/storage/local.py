@@ -83,9 +83,6 @@ class LocalStorage(Storage):
         target.parent.mkdir(parents=True, exist_ok=True)
         return _LocalUpload(target, blake3_hex, size)
 
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
     def clean_temporaries(self, prefix: str) -> int:
         directory = self._path(prefix)
         if not directory.is_dir():

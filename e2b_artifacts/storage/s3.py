@@ -109,9 +109,6 @@ class S3Storage(Storage):
                           Metadata={HASH_META_KEY: blake3_hex}, ChecksumAlgorithm="CRC32")
         return _S3Upload(self, key, resp["UploadId"])
 
-    def delete(self, key: str) -> None:
-        self._call(key, self.client.delete_object, Key=self._key(key))
-
     def clean_temporaries(self, prefix: str) -> int:
         count = 0
         with _remote_errors(self.url):
