@@ -251,10 +251,11 @@ def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, 
         report.add("kernel", "warn", f"kernel contents not checked: the kernel check failed internally "
                                      f"({type(exc).__name__}: {exc})", f"e2b-artifact --debug kernel check {kernel}")
         return
-    for f in result.findings:
-        status: Status = f.status if f.status in ("ok", "warn", "FAIL") else "warn"
-        hint = getattr(f, "hint", "") or (f"e2b-artifact kernel check {kernel}" if status != "ok" else "")
-        report.add("kernel", status, f.message, hint)
+    for f in getattr(result, "findings", []):
+        raw_status = str(getattr(f, "status", "warn"))
+        status: Status = "FAIL" if raw_status.upper() == "FAIL" else "ok" if raw_status == "ok" else "warn"
+        hint = str(getattr(f, "hint", "") or "") or (f"e2b-artifact kernel check {kernel}" if status != "ok" else "")
+        report.add("kernel", status, str(getattr(f, "message", f)), hint)
 
 
 def _memory_size(report: VerifyReport) -> int | None:
