@@ -88,7 +88,7 @@ def rootfs_tar_from_image(opts: ImageOptions, workdir: Path, progress: Progress 
     t2 = time.monotonic()
     flat = flatten.Flattener()
     for n, tar_path in enumerate(layer_tars):
-        flat.add_layer(n, tar_path)
+        flat.add_layer(n, tar_path, cache.root / "index")
     out = workdir / ".flattened-image.tar"
     out.unlink(missing_ok=True)  # our own temp name inside the staging directory
     result = flatten.write_tar(flat, out)

@@ -19,15 +19,19 @@ hard links right after it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import blake3
 
 from ..errors import ArtifactError, ExitCode
+from ..fsutil import atomic_write_bytes
 from ..rootfs import member_xattrs, safe_member_name
 
 WHITEOUT = ".wh."
@@ -114,10 +118,11 @@ class Flattener:
 
     # -- pass 1 ---------------------------------------------------------------------------
 
-    def add_layer(self, layer: int, tar_path: Path) -> None:
-        members = list(_read_members(layer, tar_path))
+    def add_layer(self, layer: int, tar_path: Path, index_dir: Path | None = None) -> None:
+        """Apply one layer (an uncompressed tar); ``index_dir`` keeps its parsed headers for the next build."""
+        members = read_layer(layer, tar_path, index_dir)
         additions = []
-        for order, (name, info) in enumerate(members):
+        for order, (name, info, content_hash) in enumerate(members):
             base = name.rsplit("/", 1)[-1]
             if base.startswith(WHITEOUT):
                 parent = name.rpartition("/")[0]
@@ -126,13 +131,9 @@ class Flattener:
                 elif not base.startswith(WHITEOUT + WHITEOUT):  # other .wh..wh.* is aufs metadata
                     self._whiteout(f"{parent}/{base[len(WHITEOUT):]}".lstrip("/"), layer)
             else:
-                additions.append((order, name, info))
-        raw = os.open(tar_path, os.O_RDONLY)
-        try:
-            for order, name, info in additions:
-                self._add(layer, order, name, info, tar_path, raw)
-        finally:
-            os.close(raw)
+                additions.append((order, name, info, content_hash))
+        for order, name, info, content_hash in additions:
+            self._add(layer, order, name, info, tar_path, content_hash)
 
     def _walk_to_parent(self, name: str, layer: int, *, create: bool) -> tuple[Node | None, str]:
         parts = name.split("/")
@@ -171,7 +172,8 @@ class Flattener:
             node.children.clear()  # whiteouts run before the layer's additions: everything here is lower
             self.opaques += 1
 
-    def _add(self, layer: int, order: int, name: str, info: tarfile.TarInfo, tar_path: Path, raw: int) -> None:
+    def _add(self, layer: int, order: int, name: str, info: tarfile.TarInfo, tar_path: Path,
+             content_hash: str | None) -> None:
         if not name:  # the root directory itself
             self.root.source = Source(layer, order, info, tar_path, member_xattrs(info))
             return
@@ -187,8 +189,7 @@ class Flattener:
         if not (info.isreg() or info.isdir() or info.issym() or info.ischr() or info.isblk() or info.isfifo()):
             raise _unsafe(layer, f"member {name!r} has unsupported tar type {info.type!r}")
         source = Source(layer, order, info, tar_path, member_xattrs(info))
-        if info.isreg():
-            source.content_hash = _hash_range(raw, info.offset_data, info.size)
+        source.content_hash = content_hash
         if info.isdir():
             if existing is not None and existing.is_dir:
                 existing.source, existing.layer = source, layer  # directories merge
@@ -240,18 +241,61 @@ class Flattener:
         return dirs, inodes
 
 
-def _read_members(layer: int, tar_path: Path) -> Iterator[tuple[str, tarfile.TarInfo]]:
+Member = tuple[str, tarfile.TarInfo, str | None]  # safe name, header, blake3 of a regular file's data
+_INDEX_VERSION = 1
+
+
+def read_layer(layer: int, tar_path: Path, index_dir: Path | None) -> list[Member]:
+    """Every member of a layer tar with its content hash; from the saved index when there is one."""
+    index_file = index_dir / f"{tar_path.name}.v{_INDEX_VERSION}.json" if index_dir is not None else None
+    rows: list[list[Any]] | None = None
+    if index_file is not None and index_file.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            rows = json.loads(index_file.read_text())
+    if rows is None:
+        rows = _scan_layer(layer, tar_path)
+        if index_file is not None:
+            with contextlib.suppress(OSError):
+                index_file.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(index_file, json.dumps(rows).encode())
+    members = []
+    for row in rows:
+        info = _info_from_row(row)
+        try:
+            name = safe_member_name(info.name)
+        except ArtifactError as exc:
+            raise _unsafe(layer, exc.message) from exc
+        members.append((name, info, row[-1]))
+    return members
+
+
+def _scan_layer(layer: int, tar_path: Path) -> list[list[Any]]:
+    rows = []
+    raw = os.open(tar_path, os.O_RDONLY)
     try:
         with tarfile.open(tar_path, "r:", encoding="utf-8", errors="surrogateescape") as tar:
-            for info in tar:
-                try:
-                    name = safe_member_name(info.name)
-                except ArtifactError as exc:
-                    raise _unsafe(layer, exc.message) from exc
-                yield name, info
+            for i in tar:
+                content_hash = _hash_range(raw, i.offset_data, i.size) if i.isreg() and not i.issparse() else None
+                rows.append([i.name, i.type.decode("latin-1"), i.mode, i.uid, i.gid, i.size, i.mtime, i.linkname,
+                             i.devmajor, i.devminor, i.offset, i.offset_data, i.issparse(),
+                             {k: v for k, v in i.pax_headers.items() if k.startswith(_XATTR_PREFIX)},
+                             content_hash])
     except tarfile.TarError as exc:
         raise ArtifactError(f"layer {layer + 1} is not a valid tar: {exc}", hint="the image is damaged",
                             code=ExitCode.BAD_INPUT) from exc
+    finally:
+        os.close(raw)
+    return rows
+
+
+def _info_from_row(row: list[Any]) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(row[0])
+    (info.type, info.mode, info.uid, info.gid, info.size, info.mtime, info.linkname, info.devmajor,
+     info.devminor, info.offset, info.offset_data) = (row[1].encode("latin-1"), *row[2:12])
+    if row[12]:
+        info.sparse = b""  # not None = sparse; only that matters: such members are refused
+    info.pax_headers = row[13]
+    return info
 
 
 def _hash_range(fd: int, offset: int, size: int) -> str:
@@ -306,56 +350,77 @@ def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
         remaining -= n
 
 
-def _open(fds: dict[Path, int], path: Path) -> int:
-    if path not in fds:
-        fds[path] = os.open(path, os.O_RDONLY)
-    return fds[path]
+class _TarWriter:
+    """Appends to the output; adjacent ranges of the same layer tar become one ``copy_file_range``."""
+
+    def __init__(self, out_path: Path) -> None:
+        self.out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.fds: dict[Path, int] = {}
+        self.pending: tuple[int, int, int] | None = None  # fd, start, end
+
+    def copy(self, tar_path: Path, start: int, length: int) -> None:
+        if tar_path not in self.fds:
+            self.fds[tar_path] = os.open(tar_path, os.O_RDONLY)
+        fd = self.fds[tar_path]
+        if self.pending is not None and self.pending[0] == fd and self.pending[2] == start:
+            self.pending = (fd, self.pending[1], start + length)
+            return
+        self.flush()
+        self.pending = (fd, start, start + length)
+
+    def write(self, data: bytes) -> None:
+        self.flush()
+        os.write(self.out, data)
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            fd, start, end = self.pending
+            self.pending = None
+            _copy_range(fd, self.out, start, end - start)
+
+    def close(self) -> None:
+        os.close(self.out)
+        for fd in self.fds.values():
+            os.close(fd)
 
 
 def write_tar(flat: Flattener, out_path: Path) -> FlatImage:
     """Write the flattened tree to ``out_path`` (a new file); return what it holds."""
     dirs, inodes = flat.plan()
     result = FlatImage(whiteouts_applied=flat.whiteouts, opaque_dirs=flat.opaques)
-    fds: dict[Path, int] = {}
-    out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    writer = _TarWriter(out_path)
     try:
         for path, node in dirs:
-            if node.source is not None and node.source.info.name.rstrip("/") == path[1:]:
-                raw = _open(fds, node.source.tar_path)
-                _copy_range(raw, out, node.source.info.offset, node.source.info.offset_data - node.source.info.offset)
+            source = node.source
+            if source is not None and source.info.name.rstrip("/") == path[1:]:
+                writer.copy(source.tar_path, source.info.offset, source.info.offset_data - source.info.offset)
             else:
-                os.write(out, _header(path, node.source))
-            result.entries.append(_entry(path, node.source, 0))
+                writer.write(_header(path, source))
+            result.entries.append(_entry(path, source, 0))
             result.content_bytes += 4096
+            if source is not None and source.xattrs:
+                result.xattrs[path] = source.xattrs
         for number, (source, paths) in enumerate(inodes, start=1):
             info = source.info
-            fd = _open(fds, source.tar_path)
             data_size = info.size if info.isreg() else 0
+            padded = data_size + -data_size % _BLOCK
             if info.name.rstrip("/") == paths[0][1:]:
-                # the member as the layer wrote it (extended headers, header, data, padding): one in-kernel copy
-                _copy_range(fd, out, info.offset, info.offset_data - info.offset + data_size + -data_size % _BLOCK)
+                # the member as the layer wrote it: extended headers, header, data, padding
+                writer.copy(source.tar_path, info.offset, info.offset_data - info.offset + padded)
             else:
-                os.write(out, _header(paths[0], source))
+                writer.write(_header(paths[0], source))
                 if data_size:
-                    _copy_range(fd, out, info.offset_data, data_size)
-                    if data_size % _BLOCK:
-                        os.write(out, b"\0" * (-data_size % _BLOCK))
+                    writer.copy(source.tar_path, info.offset_data, data_size)
+                    writer.write(b"\0" * (padded - data_size))
             result.content_bytes += -(-data_size // 4096) * 4096
             for other in paths[1:]:
-                os.write(out, _header(other, source, link_to=paths[0]))
-            for path in paths:
-                result.entries.append(_entry(path, source, number))
+                writer.write(_header(other, source, link_to=paths[0]))
+            result.entries.extend(_entry(path, source, number) for path in paths)
             if source.xattrs:
-                for path in paths[:1]:
-                    result.xattrs[path] = source.xattrs
-        for path, node in dirs:
-            if node.source is not None and node.source.xattrs:
-                result.xattrs[path] = node.source.xattrs
-        os.write(out, b"\0" * (_BLOCK * 2))
+                result.xattrs[paths[0]] = source.xattrs
+        writer.write(b"\0" * (_BLOCK * 2))
     finally:
-        os.close(out)
-        for fd in fds.values():
-            os.close(fd)
+        writer.close()
     return result
 
 
