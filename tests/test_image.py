@@ -167,6 +167,20 @@ def test_token_auth_with_docker_config(nobody: Unprivileged, envd: Path, layout:
         assert any(line.startswith("auth ") and "private/busy:pull" in line for line in log)
 
 
+def test_basic_auth_with_docker_config(nobody: Unprivileged, envd: Path, layout: Path, fixture_dir: Path) -> None:
+    with registry(fixture_dir / "basic-registry", basic_auth=True) as reg:
+        ref = reg.push(f"oci:{layout}:t", "busy:t")
+        denied = build(nobody, envd, ref, "denied", "--insecure")
+        assert_clean_error(denied, 7, "unauthorized")
+        config_dir = nobody.path("docker/config.json").parent
+        (config_dir / "config.json").write_text(json.dumps({"auths": {reg.host: {"username": USER,
+                                                                                 "password": PASSWORD}}}))
+        nobody.share(config_dir, config_dir / "config.json")
+        proc = build(nobody, envd, ref, "authed", "--insecure", env={"DOCKER_CONFIG": str(config_dir)})
+        assert proc.returncode == 0, proc.stderr
+        assert f"fidelity: {ENTRIES} entries, 0 mismatches" in proc.stderr
+
+
 def evil_layers(case: str, outside: Path) -> list[bytes]:
     return {
         "dotdot": [images.tar_bytes(("../escape", tarfile.REGTYPE, b"evil"))],

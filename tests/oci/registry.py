@@ -123,7 +123,9 @@ class Registry:
 
 
 @contextmanager
-def registry(work: Path, token_realm: str | None = None, bundle: Path | None = None) -> Iterator[Registry]:
+def registry(work: Path, token_realm: str | None = None, bundle: Path | None = None,
+             basic_auth: bool = False) -> Iterator[Registry]:
+    """``token_realm``+``bundle``: token auth; ``basic_auth``: htpasswd (bcrypt) with tester:s3cret."""
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
     config = {"version": 0.1, "log": {"level": "error", "accesslog": {"disabled": True}},
@@ -132,6 +134,12 @@ def registry(work: Path, token_realm: str | None = None, bundle: Path | None = N
     if token_realm:
         config["auth"] = {"token": {"realm": token_realm, "service": SERVICE, "issuer": ISSUER,
                                     "rootcertbundle": str(bundle)}}
+    if basic_auth:
+        import bcrypt
+
+        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
+        (work / "htpasswd").write_text(f"{USER}:{hashed}\n")
+        config["auth"] = {"htpasswd": {"realm": "test-basic", "path": str(work / "htpasswd")}}
     (work / "config.yml").write_text(json.dumps(config))  # JSON is YAML
     log = (work / "registry.log").open("wb")
     proc = subprocess.Popen(["docker-registry", "serve", str(work / "config.yml")], stdout=log,
@@ -148,7 +156,7 @@ def registry(work: Path, token_realm: str | None = None, bundle: Path | None = N
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"docker-registry did not start: {(work / 'registry.log').read_text()}")
             time.sleep(0.1)
-        yield Registry(f"127.0.0.1:{port}", proc, f"{USER}:{PASSWORD}" if token_realm else None)
+        yield Registry(f"127.0.0.1:{port}", proc, f"{USER}:{PASSWORD}" if token_realm or basic_auth else None)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
