@@ -128,6 +128,7 @@ def build_rootfs(opts: ImageOptions, image_path: Path, *, free_mb: int = rootfs.
                                inodes=flat.inodes, xattrs=flat.xattrs)
         t1 = time.monotonic()
         report = fidelity.compare(flat.entries, image_path)
+        report.image = opts.source  # the ext4 is still in the staging directory here
         flat.timings.update(mke2fs=t1 - t0, fidelity=time.monotonic() - t1)
     finally:
         flat.tar_path.unlink(missing_ok=True)
