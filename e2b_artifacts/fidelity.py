@@ -12,6 +12,7 @@ pipe for hashing (nothing extracted, never a mount).
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from .runner import run, which
 
 IGNORED = {"/lost+found"}  # mke2fs always creates it
 _DUMP_BATCH_BYTES = 256 << 20
+_BIG_FILE = 64 << 20  # hashed from a temp file instead of held in memory
 
 
 @dataclass
@@ -147,7 +149,12 @@ def _content_hashes(image: Path, files: Sequence[tuple[str, Inode]]) -> dict[int
     result: dict[int, str] = {}
     batch: list[tuple[int, int]] = []
     batch_bytes = 0
+    big = {ino: size for ino, size in unique.items() if size > _BIG_FILE}
+    if big:
+        result.update(_dump_and_hash(image, list(big)))
     for ino, size in unique.items():
+        if ino in big:
+            continue
         batch.append((ino, size))
         batch_bytes += size
         if batch_bytes >= _DUMP_BATCH_BYTES:
@@ -175,4 +182,23 @@ def _cat_and_hash(image: Path, batch: Sequence[tuple[int, int]]) -> dict[int, st
         pos += len(echo)
         hashes[ino] = blake3.blake3(out[pos:pos + size]).hexdigest()
         pos += size
+    return hashes
+
+
+def _dump_and_hash(image: Path, inodes: Sequence[int]) -> dict[int, str]:
+    """Big files: ``dump <ino>`` one at a time into a private temp dir beside the image, hash, delete."""
+    hashes = {}
+    with tempfile.TemporaryDirectory(prefix=".e2b-artifact-fidelity-", dir=image.parent) as tmp:
+        dest = Path(tmp) / "file"
+        for ino in inodes:
+            run([which("debugfs"), "-R", f"dump <{ino}> {dest}", image])
+            if not dest.exists():
+                raise ArtifactError(f"fidelity check could not read inode {ino} from {image.name}",
+                                    hint="check the image with: e2fsck -fn IMAGE", code=ExitCode.TOOL)
+            h = blake3.blake3()
+            with dest.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+            hashes[ino] = h.hexdigest()
+            dest.unlink()
     return hashes

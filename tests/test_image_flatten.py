@@ -86,8 +86,12 @@ def test_fidelity_sees_every_kind_of_difference(layout: Path, tmp_path: Path, mo
     assert '"leftover whiteout"' in (tmp_path / "report.json").read_text()
 
 
-def test_content_and_link_group_mismatch(layout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("read", ["cat-pipe", "dump-big-files"])
+def test_content_and_link_group_mismatch(layout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         read: str) -> None:
     monkeypatch.setenv("E2B_ARTIFACT_CACHE", str(tmp_path / "cache"))
+    if read == "dump-big-files":
+        monkeypatch.setattr(fidelity, "_BIG_FILE", 2)  # every file but the 1-2 byte ones goes through dump
     work = tmp_path / "w"
     work.mkdir()
     flat = rootfs_tar_from_image(ImageOptions(f"oci-layout:{layout}:t"), work)
@@ -96,6 +100,7 @@ def test_content_and_link_group_mismatch(layout: Path, tmp_path: Path, monkeypat
 
     image = work / "rootfs.ext4"
     rootfs.create_from_tar(flat.tar_path, image, free_mb=4, content_bytes=flat.content_bytes, inodes=flat.inodes)
+    assert fidelity.compare(flat.entries, image).ok
     by_path = {e.path: e for e in flat.entries}
     by_path["/one"].content_hash = "0" * 64
     by_path["/same"].inode = by_path["/one"].inode
