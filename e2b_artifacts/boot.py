@@ -206,7 +206,15 @@ def qemu_last_line(output: str) -> str:
 
 def kernel_has_acpi(kernel: Path) -> tuple[bool | None, str | None]:
     """Whether ``kernel`` was built with CONFIG_ACPI, from the kernel checker; None when unknown."""
-    return None, "kernel ACPI support unknown (kernel checker not available): booting as without ACPI"
+    from .kernel import check_kernel
+
+    try:
+        acpi = check_kernel(kernel).option("ACPI")
+    except ArtifactError as exc:
+        return None, f"kernel ACPI support unknown ({exc.message}): booting as without ACPI"
+    if acpi.value is None:
+        return None, f"kernel ACPI support unknown ({acpi.how()}): booting as without ACPI"
+    return acpi.value == "y", f"kernel: {acpi.describe()} ({acpi.how()})"
 
 
 def _host_boot_id() -> str:

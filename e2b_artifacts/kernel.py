@@ -1,0 +1,175 @@
+"""``kernel check``: can Firecracker boot this guest kernel, and will it find its devices?
+
+The file format is checked as Firecracker's loader does (kernel_image), the config comes from
+IKCONFIG, a config file or the kernel's own symbols and strings (kernel_config), and the rules
+in ``kernels/rules.json`` are applied for the arch and Firecracker version (kernel_rules).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import kernel_image as img
+from .errors import ArtifactError, ExitCode
+from .findings import Status
+from .kernel_config import ConfigFile, OptionReader, OptionValue, find_config
+from .kernel_rules import DiscoveryPath, KernelFinding, check_discovery, check_options, load_rules
+
+
+@dataclass
+class KernelReport:
+    kernel: Path
+    kind: img.Kind
+    arch: str | None
+    version: str | None = None
+    firecracker_version: str | None = None
+    config: ConfigFile | None = None
+    discovery: DiscoveryPath | None = None
+    findings: list[KernelFinding] = field(default_factory=list)
+    _options: OptionReader | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.status == "FAIL" for f in self.findings)
+
+    def option(self, name: str) -> OptionValue:
+        """One CONFIG_ option (without the prefix), with how it was decided."""
+        if self._options is None:
+            return OptionValue(name, None, "unknown", f"the contents of this {self.kind} file were not read")
+        return self._options(name)
+
+    def add(self, check: str, status: Status, message: str, hint: str = "",
+            decided_by: str = "") -> None:
+        self.findings.append(KernelFinding(check, status, message, hint, decided_by))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "kernel": str(self.kernel), "format": self.kind, "arch": self.arch,
+                "version": self.version, "firecracker_version": self.firecracker_version,
+                "config_source": self.config.origin if self.config else None, "device_discovery": self.discovery,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def check_kernel(kernel: Path, *, firecracker_version: str | None = None, arch: str | None = None,
+                 config: Path | None = None) -> KernelReport:
+    """Check ``kernel`` for Firecracker ``firecracker_version`` on ``arch`` (default: the kernel's own)."""
+    data = _read_kernel(kernel)
+    fmt = img.identify(data)
+    target = arch or (fmt.arch if fmt.arch in img.ARCHES else "x86_64")
+    report = KernelReport(kernel, fmt.kind, fmt.arch, firecracker_version=firecracker_version)
+    content = _check_format(report, fmt, data, target)
+    if content is None:
+        return report
+    body, body_elf = content
+    report.version = img.linux_banner(body) or (img.bzimage_version(data) if fmt.kind == "bzimage" else None)
+    if report.version:
+        report.add("kernel.version", "ok", report.version)
+    else:
+        report.add("kernel.version", "warn", "no 'Linux version' banner found")
+    report.config, notes = find_config(body, kernel, config)
+    for note in notes:
+        report.add("kernel.config", "warn", note, "drop --config, or check which kernel it belongs to")
+    rules = load_rules()
+    symbols = img.elf_symbol_names(body, body_elf) if body_elf is not None else None
+    report._options = OptionReader(body, report.config, symbols, rules.evidence)
+    if report.config is not None:
+        report.add("kernel.config", "ok", f"config from {report.config.origin} "
+                                          f"({len(report.config.options())} options)", decided_by="config")
+    else:
+        source = "the symbol table and strings" if symbols is not None else "strings (no symbol table)"
+        report.add("kernel.config", "warn", f"no embedded or sidecar config: options decided from {source}",
+                   f"pass --config FILE (the kernel's .config) or put it beside the kernel as {kernel.name}.config",
+                   decided_by="symbol" if symbols is not None else "string")
+    rules_arch = report.arch if report.arch in img.ARCHES else target
+    report.findings += check_options(rules, report.option, rules_arch)
+    found, report.discovery = check_discovery(rules, report.option, rules_arch, firecracker_version)
+    report.findings.append(found)
+    return report
+
+
+def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
+                  target: str) -> tuple[bytes, img.Elf | None] | None:
+    """Add the format findings; the uncompressed kernel to read options from (None: nothing to read)."""
+    if fmt.arch is not None and fmt.arch != target:
+        report.add("kernel.format", "FAIL", f"{fmt.detail} for {fmt.arch}; the guest is {target}",
+                   f"use a {target} kernel (e2b-artifact kernel list)")
+    if fmt.kind == "elf":
+        if fmt.arch == "aarch64" and target == "aarch64":
+            report.add("kernel.format", "FAIL", "an aarch64 ELF vmlinux: Firecracker on aarch64 boots the arm64 "
+                                                "Image (invalid Image magic number)", "use arch/arm64/boot/Image")
+        for problem in fmt.problems:
+            report.add("kernel.format", "FAIL", problem, "use the vmlinux from the kernel build tree")
+        if fmt.arch == target == "x86_64" and not fmt.problems:
+            report.add("kernel.format", "ok", f"{fmt.detail} (x86-64): " + "; ".join(fmt.notes))
+        return data, fmt.elf if fmt.elf is not None and fmt.elf.elf_class == 2 else None
+    if fmt.kind == "arm64-image":
+        if target == "aarch64":
+            report.add("kernel.format", "ok", "arm64 Image (magic ARM\\x64 at 0x38)")
+        return data, None
+    if fmt.kind == "bzimage":
+        if target == "x86_64":
+            report.add("kernel.format", "FAIL", f"{fmt.detail}: Firecracker on x86_64 boots only an uncompressed "
+                                                "ELF vmlinux (Kernel Loader: failed to load ELF kernel image)",
+                       f"e2b-artifact kernel extract {report.kernel} -o vmlinux, then use vmlinux")
+        try:
+            _method, vmlinux = img.decompress_bzimage(data)
+        except ArtifactError as exc:
+            report.add("kernel.payload", "warn", f"options not checked: {exc.message}", exc.hint)
+            return None
+        return vmlinux, img.parse_elf(vmlinux)
+    if fmt.kind == "gzip":
+        report.add("kernel.format", "FAIL", f"{fmt.detail}: Firecracker needs an uncompressed kernel",
+                   f"gunzip -c {report.kernel} > vmlinux (for a bzImage: e2b-artifact kernel extract)")
+        try:
+            inner = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+        except zlib.error:
+            return None
+        inner_fmt = img.identify(inner)
+        return (inner, inner_fmt.elf) if inner_fmt.kind in ("elf", "arm64-image") else None
+    report.add("kernel.format", "FAIL", fmt.detail,
+               "give the vmlinux (x86_64) or arch/arm64/boot/Image (aarch64); e2b-artifact kernel list shows "
+               "known kernels")
+    return None
+
+
+def extract(bzimage: Path, out: Path) -> tuple[str, int]:
+    """Write the ELF vmlinux inside ``bzimage`` to ``out`` (temp name, then rename); (compression, size)."""
+    data = _read_kernel(bzimage)
+    fmt = img.identify(data)
+    if fmt.kind != "bzimage":
+        raise ArtifactError(f"{bzimage} is not a bzImage ({fmt.detail})",
+                            hint="kernel extract reads a bzImage / vmlinuz; e2b-artifact kernel check says what "
+                                 "it is", code=ExitCode.BAD_INPUT)
+    method, vmlinux = img.decompress_bzimage(data)
+    out_dir = out.parent if str(out.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out_dir)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write to {out_dir}: {exc.strerror}", hint="choose another -o path",
+                            code=ExitCode.BAD_INPUT) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(vmlinux)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return method, len(vmlinux)
+
+
+def _read_kernel(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"kernel not found: {path}", hint="check the path (e2b-artifact kernel list)",
+                            code=ExitCode.BAD_INPUT) from exc
+    except OSError as exc:
+        raise ArtifactError(f"cannot read kernel {path}: {exc.strerror}", hint="check the path and permissions",
+                            code=ExitCode.BAD_INPUT) from exc

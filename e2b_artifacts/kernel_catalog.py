@@ -1,0 +1,320 @@
+"""Known guest kernels (``kernels/catalog.json``), the ones installed, and a verified, resumable fetch.
+
+A fetch downloads into ``$HOST_KERNELS_DIR/.e2b-artifact-fetch/<name>.part`` (resumed with HTTP
+Range, also by the next run after a failure), checks the sha256, then renames into
+``$HOST_KERNELS_DIR/<name>/vmlinux.bin``. Until that rename nothing under a kernel's name changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import ArtifactError, ExitCode
+from .fsutil import exclusive_lock, unused_path
+from .kernel_image import ARCHES, identify
+from .kernel_rules import data_path
+
+KERNEL_FILE = "vmlinux.bin"
+CONFIG_FILE = "vmlinux.bin.config"  # a sidecar kernel_config.sidecar_configs() finds
+FETCH_DIR = ".e2b-artifact-fetch"
+REPLACED_DIR = ".replaced"
+ARCH_DIRS = {"x86_64": "amd64", "aarch64": "arm64"}
+CHUNK = 1 << 20
+MAX_STALLED_ATTEMPTS = 5  # consecutive attempts that added no byte
+RETRY_PAUSE_S = 0.3
+TIMEOUT_S = (15, 60)  # connect, read
+
+Progress = Callable[[int, int | None], None]  # bytes so far, total (None when unknown)
+
+
+@dataclass(frozen=True)
+class CatalogKernel:
+    name: str
+    arch: str
+    source: str
+    url: str
+    config_url: str | None
+    sha256: str | None
+    sha256_source: str | None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class InstalledKernel:
+    name: str
+    path: Path
+    size: int
+    arch: str | None
+    kind: str
+
+
+@dataclass
+class FetchResult:
+    name: str
+    url: str
+    path: Path
+    sha256: str
+    verified: bool  # the digest was compared with a known one
+    state: str  # "installed", "already-installed", "replaced"
+    resumed_from: int = 0
+    restarts: int = 0
+    replaced_to: Path | None = None
+    config: Path | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def load_catalog() -> list[CatalogKernel]:
+    doc = json.loads(data_path("catalog.json").read_text())
+    return [CatalogKernel(**entry) for entry in doc["kernels"]]
+
+
+def installed_kernels(root: Path) -> list[InstalledKernel]:
+    """``<root>/<name>/vmlinux.bin`` and the ``<name>/<amd64|arm64>/vmlinux.bin`` layout, sorted by name."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            for candidate in (entry / KERNEL_FILE, *(entry / d / KERNEL_FILE for d in ARCH_DIRS.values())):
+                if candidate.is_file():
+                    with candidate.open("rb") as fh:
+                        fmt = identify(fh.read(4096))
+                    found.append(InstalledKernel(entry.name, candidate, candidate.stat().st_size, fmt.arch, fmt.kind))
+    return found
+
+
+def resolve(name_or_url: str, arch: str, name: str | None, sha256: str | None) -> CatalogKernel:
+    """A catalog entry for NAME (and arch), or an ad-hoc entry for a URL."""
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ArtifactError(f"--sha256 {sha256!r} is not 64 hex digits", hint="e.g. --sha256 $(sha256sum FILE)",
+                            code=ExitCode.USAGE)
+    if re.match(r"https?://", name_or_url):
+        install_name = name or _name_from_url(name_or_url)
+        return CatalogKernel(_valid_name(install_name), arch, "URL", name_or_url, None,
+                             sha256.lower() if sha256 else None, "--sha256" if sha256 else None)
+    entries = [k for k in load_catalog() if k.name == name_or_url]
+    if not entries:
+        raise ArtifactError(f"{name_or_url!r} is not in the kernel catalog", hint="e2b-artifact kernel list shows the "
+                            "names; or pass a URL", code=ExitCode.USAGE)
+    entry = next((k for k in entries if k.arch == arch), None)
+    if entry is None:
+        raise ArtifactError(f"{name_or_url} is in the catalog for {', '.join(k.arch for k in entries)} only, "
+                            f"not {arch}", hint=f"--arch {entries[0].arch}", code=ExitCode.USAGE)
+    if name is not None or sha256 is not None:
+        entry = CatalogKernel(**{**asdict(entry), "name": _valid_name(name or entry.name),
+                                 "sha256": sha256.lower() if sha256 else entry.sha256,
+                                 "sha256_source": "--sha256" if sha256 else entry.sha256_source})
+    return entry
+
+
+def fetch(entry: CatalogKernel, root: Path, *, force: bool = False, progress: Progress | None = None,
+          note: Callable[[str], None] | None = None) -> FetchResult:
+    """Download ``entry`` into ``root/<name>/vmlinux.bin``: resumable, verified, renamed into place."""
+    say = note or (lambda _msg: None)
+    if not root.is_dir():
+        raise ArtifactError(f"HOST_KERNELS_DIR {root} does not exist", hint="e2b-artifact paths --create, or "
+                            "--set HOST_KERNELS_DIR=DIR", code=ExitCode.BAD_INPUT)
+    staging = root / FETCH_DIR
+    staging.mkdir(exist_ok=True)
+    lock = staging / f"{entry.name}.lock"
+    try:
+        with exclusive_lock(lock, f"fetch of {entry.name}"):
+            try:
+                return _fetch_locked(entry, root, staging, force, progress, say)
+            finally:
+                lock.unlink()  # while still holding it: never another run's lock
+    finally:
+        with contextlib.suppress(OSError):
+            staging.rmdir()  # only when empty: a kept .part is resumed by the next run
+
+
+def _fetch_locked(entry: CatalogKernel, root: Path, staging: Path, force: bool, progress: Progress | None,
+                  say: Callable[[str], None]) -> FetchResult:
+    part = staging / f"{entry.name}.part"
+    resumed_from, restarts = download(entry.url, part, progress, say)
+    digest = _sha256(part)
+    if entry.sha256 is not None and digest != entry.sha256:
+        part.unlink()
+        raise ArtifactError(f"sha256 mismatch for {entry.url}: got {digest}, expected {entry.sha256} "
+                            f"({entry.sha256_source}); nothing installed",
+                            hint="check the URL and --sha256; the download was discarded", code=ExitCode.INTEGRITY)
+    notes = [] if entry.sha256 else [f"no known sha256 for {entry.name}: got {digest} (not verified)"]
+    target_dir = root / entry.name
+    target = target_dir / KERNEL_FILE
+    config_part = _fetch_config(entry, staging, say)
+    if target.is_file():
+        existing = _sha256(target)
+        if existing == digest:
+            part.unlink()
+            if config_part is not None:
+                config_part.unlink()
+            return FetchResult(entry.name, entry.url, target, digest, entry.sha256 is not None, "already-installed",
+                               resumed_from, restarts, notes=tuple(notes))
+        if not force:
+            part.unlink()
+            if config_part is not None:
+                config_part.unlink()
+            raise ArtifactError(f"{target} is already installed with other content (sha256 {existing})",
+                                hint="--force moves the old one to $HOST_KERNELS_DIR/.replaced/ and installs this one",
+                                code=ExitCode.CONFLICT)
+        aside = unused_path(root / REPLACED_DIR / f"{entry.name}.{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}")
+        aside.mkdir(parents=True)
+        old_config = target_dir / CONFIG_FILE
+        for old in (target, old_config):
+            if old.is_file():
+                os.link(old, aside / old.name)  # a second name first: the old kernel is never without one
+        os.chmod(part, 0o644)
+        os.replace(part, target)
+        if config_part is None and old_config.is_file():
+            old_config.unlink()  # kept in the aside directory; it describes the old kernel, not this one
+        installed_config = _place_config(config_part, target_dir)
+        return FetchResult(entry.name, entry.url, target, digest, entry.sha256 is not None, "replaced",
+                           resumed_from, restarts, aside, installed_config, tuple(notes))
+    os.chmod(part, 0o644)
+    if target_dir.is_dir():  # an empty <name>/ (e.g. made by hand)
+        os.replace(part, target)
+        installed_config = _place_config(config_part, target_dir)
+    else:
+        # A fresh name appears in one rename, complete with its config, or not at all.
+        fresh = staging / f"{entry.name}.new"
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir()
+        os.rename(part, fresh / KERNEL_FILE)
+        _place_config(config_part, fresh)
+        os.rename(fresh, target_dir)
+        installed_config = target_dir / CONFIG_FILE if config_part is not None else None
+    return FetchResult(entry.name, entry.url, target, digest, entry.sha256 is not None, "installed",
+                       resumed_from, restarts, config=installed_config, notes=tuple(notes))
+
+
+def download(url: str, part: Path, progress: Progress | None = None,
+             say: Callable[[str], None] = lambda _msg: None) -> tuple[int, int]:
+    """Download ``url`` to ``part``, resuming what is there; (bytes resumed from, restarts from zero)."""
+    import requests
+
+    resumed_from = part.stat().st_size if part.exists() else 0
+    restarts = stalled = 0
+    while True:
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        before = have
+        try:
+            with requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as resp:
+                if resp.status_code == 416 and have:
+                    say(f"server refused the range from {have} bytes: starting again from 0")
+                    part.unlink()
+                    restarts += 1
+                    continue
+                if resp.status_code >= 400:
+                    raise ArtifactError(f"{url}: HTTP {resp.status_code} {resp.reason}",
+                                        hint="check the URL (e2b-artifact kernel list shows the catalog)",
+                                        code=ExitCode.REMOTE)
+                start = _range_start(resp.status_code, resp.headers.get("Content-Range"))
+                if have and start != have:
+                    say(f"server ignored the range request: starting again from 0 (had {have} bytes)")
+                    have, restarts = 0, restarts + 1
+                length = resp.headers.get("Content-Length")
+                total = have + int(length) if length and length.isdigit() else None
+                with part.open("r+b" if have else "wb") as fh:
+                    fh.seek(have)
+                    fh.truncate()
+                    for chunk in resp.iter_content(CHUNK):
+                        fh.write(chunk)
+                        have += len(chunk)
+                        if progress:
+                            progress(have, total)
+                if total is not None and have < total:
+                    raise ConnectionError(f"connection closed at {have} of {total} bytes")
+                return resumed_from, restarts
+        except ArtifactError:
+            raise
+        except (requests.RequestException, ConnectionError, OSError) as exc:
+            have = part.stat().st_size if part.exists() else 0
+            stalled = 0 if have > before else stalled + 1
+            if stalled >= MAX_STALLED_ATTEMPTS:
+                raise ArtifactError(f"{url}: {_reason(exc)} ({MAX_STALLED_ATTEMPTS} attempts made no progress)",
+                                    hint=f"run the same command again: it resumes from the {have} bytes kept",
+                                    code=ExitCode.REMOTE) from exc
+            say(f"download interrupted at {have} bytes ({_reason(exc)}): resuming")
+            time.sleep(RETRY_PAUSE_S * stalled)
+
+
+def _range_start(status: int, content_range: str | None) -> int:
+    if status != 206 or not content_range:
+        return 0
+    m = re.match(r"bytes (\d+)-", content_range)
+    return int(m.group(1)) if m else 0
+
+
+def _fetch_config(entry: CatalogKernel, staging: Path, say: Callable[[str], None]) -> Path | None:
+    """The catalog's sibling .config, best effort: a kernel without one is still installed."""
+    if not entry.config_url:
+        return None
+    part = staging / f"{entry.name}.config.part"
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()
+    try:
+        download(entry.config_url, part)
+    except ArtifactError as exc:
+        say(f"config not fetched ({exc.message}): the check decides from the kernel itself")
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+        return None
+    return part
+
+
+def _place_config(config_part: Path | None, directory: Path) -> Path | None:
+    if config_part is None:
+        return None
+    os.chmod(config_part, 0o644)
+    os.replace(config_part, directory / CONFIG_FILE)
+    return directory / CONFIG_FILE
+
+
+def _name_from_url(url: str) -> str:
+    parts = [p for p in urlparse(url).path.split("/") if p]
+    if not parts:
+        raise ArtifactError(f"cannot tell a kernel name from {url}", hint="pass --name NAME", code=ExitCode.USAGE)
+    # E2B's bucket layout: .../kernels/<name>/vmlinux.bin (or .../<name>/<amd64|arm64>/vmlinux.bin)
+    meaningful = [p for p in parts if p not in (KERNEL_FILE, *ARCH_DIRS.values())]
+    return meaningful[-1] if parts[-1] == KERNEL_FILE and meaningful else parts[-1]
+
+
+def _valid_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name):
+        raise ArtifactError(f"{name!r} cannot be a kernel name (a directory under HOST_KERNELS_DIR)",
+                            hint="pass --name with letters, digits, '.', '_', '+' or '-'", code=ExitCode.USAGE)
+    return name
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_arch() -> str:
+    machine = os.uname().machine
+    return {"arm64": "aarch64"}.get(machine, machine) if machine in (*ARCHES, "arm64") else "x86_64"

@@ -1,0 +1,306 @@
+"""Guest kernel file formats: x86-64 ELF vmlinux, bzImage (and its compressed payload), arm64 Image.
+
+Only the header fields Firecracker's loader looks at are read (struct, no ELF library): the
+identification, the program headers (PT_LOAD, the Xen PVH note) and, for config evidence, the
+section headers and ``.symtab``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import re
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import ArtifactError, ExitCode
+
+Kind = Literal["elf", "bzimage", "arm64-image", "gzip", "unknown"]
+ARCH_OF_MACHINE = {62: "x86_64", 183: "aarch64", 3: "i386", 40: "arm", 243: "riscv64"}
+ARCHES = ("x86_64", "aarch64")
+
+ELF_MAGIC = b"\x7fELF"
+ARM64_MAGIC = 0x644D5241  # "ARM\x64", u32 LE at 0x38 of an arm64 Image
+ARM64_MAGIC_OFFSET = 0x38
+BZIMAGE_MAGIC = b"HdrS"
+BZIMAGE_MAGIC_OFFSET = 0x202
+GZIP_MAGIC = b"\x1f\x8b"
+PT_LOAD, PT_NOTE = 1, 4
+SHT_SYMTAB = 2
+XEN_ELFNOTE_PHYS32_ENTRY = 18  # the PVH entry point note (CONFIG_PVH)
+MIN_ENTRY = 0x100000  # Firecracker's HIMEM_START: a kernel entry below it is refused
+
+_ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")
+_PHDR = struct.Struct("<IIQQQQQQ")
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_SYM = struct.Struct("<IBBHQQ")
+_BANNER = re.compile(rb"Linux version (\d[^\n\x00]{0,300})")
+
+
+@dataclass(frozen=True)
+class Segment:
+    type: int
+    offset: int
+    paddr: int
+    filesz: int
+    memsz: int
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    type: int
+    offset: int
+    size: int
+    link: int
+
+
+@dataclass(frozen=True)
+class Elf:
+    elf_class: int  # 1 = 32-bit, 2 = 64-bit
+    little_endian: bool
+    machine: int
+    entry: int
+    phoff: int
+    phentsize: int
+    segments: tuple[Segment, ...] = ()
+    sections: tuple[Section, ...] = ()
+    pvh: bool = False  # a Xen PHYS32_ENTRY note: Firecracker v1.12+ boots it through PVH
+
+
+@dataclass(frozen=True)
+class KernelFormat:
+    """What a kernel file is, and what Firecracker's loader would say about it."""
+
+    kind: Kind
+    arch: str | None  # x86_64, aarch64, another ELF machine's name, or None
+    problems: tuple[str, ...] = ()  # loader errors Firecracker would raise for this arch's format
+    elf: Elf | None = None
+    detail: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+
+def identify(data: bytes) -> KernelFormat:
+    """Identify ``data`` (a whole kernel file) from its magic numbers and headers."""
+    if data[:4] == ELF_MAGIC:
+        return _identify_elf(data)
+    if len(data) >= ARM64_MAGIC_OFFSET + 4 and struct.unpack_from("<I", data, ARM64_MAGIC_OFFSET)[0] == ARM64_MAGIC:
+        return KernelFormat("arm64-image", "aarch64", detail="arm64 Image")
+    # "MZ" at 0 only with CONFIG_EFI_STUB; the setup header ("HdrS", boot flag 0xAA55) is always there.
+    if data[BZIMAGE_MAGIC_OFFSET:BZIMAGE_MAGIC_OFFSET + 4] == BZIMAGE_MAGIC and data[0x1FE:0x200] == b"\x55\xaa":
+        version = struct.unpack_from("<H", data, 0x206)[0] if len(data) >= 0x208 else 0
+        return KernelFormat("bzimage", "x86_64", detail=f"bzImage (boot protocol {version >> 8}.{version & 0xff:02d})")
+    if data[:2] == GZIP_MAGIC:
+        return KernelFormat("gzip", None, detail="a gzip file (a compressed vmlinuz or Image.gz)")
+    return KernelFormat("unknown", None, detail="not a kernel (no ELF, bzImage or arm64 Image magic)")
+
+
+def parse_elf(data: bytes) -> Elf:
+    """The ELF header, program headers (with the PVH note) and section headers of a 64-bit LE ELF."""
+    if len(data) < _ELF_HEADER.size:
+        raise ArtifactError("truncated ELF header", hint="the file is cut short; fetch the kernel again",
+                            code=ExitCode.BAD_INPUT)
+    (ident, _type, machine, _version, entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize, shnum,
+     shstrndx) = _ELF_HEADER.unpack_from(data)
+    elf = Elf(ident[4], ident[5] == 1, machine, entry, phoff, phentsize)
+    if elf.elf_class != 2 or not elf.little_endian:
+        return elf
+    segments = tuple(Segment(p[0], p[2], p[4], p[5], p[6]) for p in _table(data, _PHDR, phoff, phentsize, phnum))
+    raw_sections = list(_table(data, _SHDR, shoff, shentsize, shnum))
+    names = raw_sections[shstrndx] if shstrndx < len(raw_sections) else None
+    sections = tuple(Section(_cstr(data, names[4] + s[0]) if names else "", s[1], s[4], s[5], s[6])
+                     for s in raw_sections)
+    pvh = any(_has_pvh_note(data, s) for s in segments if s.type == PT_NOTE)
+    return Elf(elf.elf_class, True, machine, entry, phoff, phentsize, segments, sections, pvh)
+
+
+def elf_symbol_names(data: bytes, elf: Elf) -> frozenset[str] | None:
+    """Names in ``.symtab``; None when the ELF has none (stripped, as a bzImage payload always is)."""
+    for sec in elf.sections:
+        if sec.type != SHT_SYMTAB or sec.link >= len(elf.sections):
+            continue
+        strtab = elf.sections[sec.link]
+        strings = data[strtab.offset:strtab.offset + strtab.size]
+        names = set()
+        for name_off, *_ in _SYM.iter_unpack(data[sec.offset:sec.offset + sec.size - sec.size % _SYM.size]):
+            if name_off:
+                end = strings.find(b"\0", name_off)
+                names.add(strings[name_off:end].decode("latin-1"))
+        return frozenset(names)
+    return None
+
+
+def linux_banner(data: bytes) -> str | None:
+    """``Linux version 6.1.102 (user@host) ...`` from an uncompressed kernel."""
+    m = _BANNER.search(data)
+    return "Linux version " + m.group(1).decode("latin-1").strip() if m else None
+
+
+def bzimage_version(data: bytes) -> str | None:
+    """The setup header's kernel_version string (what `file` prints for a bzImage)."""
+    if len(data) < 0x210:
+        return None
+    pointer = struct.unpack_from("<H", data, 0x20E)[0]
+    if not pointer:
+        return None
+    text = _cstr(data, pointer + 0x200)
+    return f"Linux version {text}" if text[:1].isdigit() else None
+
+
+# ------------------------------------------------------------------------------------------- bzImage
+
+
+Decompressor = Callable[[bytes], bytes]
+
+
+def bzimage_payload(data: bytes) -> tuple[str, bytes]:
+    """The compression name and the compressed payload of a bzImage (boot protocol >= 2.08)."""
+    protocol = struct.unpack_from("<H", data, 0x206)[0]
+    if protocol < 0x208:
+        raise ArtifactError(f"bzImage boot protocol {protocol >> 8}.{protocol & 0xff:02d} has no payload fields "
+                            "(needs 2.08+, Linux 2.6.26+)", hint="use the vmlinux from that kernel's build tree",
+                            code=ExitCode.BAD_INPUT)
+    setup_sects = data[0x1F1] or 4
+    payload_offset, payload_length = struct.unpack_from("<II", data, 0x248)
+    start = (setup_sects + 1) * 512 + payload_offset
+    payload = data[start:start + payload_length]
+    for magic, name in _PAYLOAD_MAGICS:
+        if payload.startswith(magic):
+            return name, payload
+    raise ArtifactError(f"unknown bzImage payload compression (starts {payload[:6].hex(' ')})",
+                        hint="supported: gzip, xz, lzma, lz4, zstd, bzip2; the kernel's scripts/extract-vmlinux "
+                             "may know it", code=ExitCode.BAD_INPUT)
+
+
+def decompress_bzimage(data: bytes) -> tuple[str, bytes]:
+    """The ELF vmlinux inside a bzImage, and the compression it used."""
+    method, payload = bzimage_payload(data)
+    try:
+        vmlinux = _DECOMPRESSORS[method](payload)
+    except ArtifactError:
+        raise
+    except Exception as exc:  # each codec raises its own error type on corrupt input
+        raise ArtifactError(f"cannot decompress the {method} payload: {exc}",
+                            hint="the bzImage is damaged or truncated; fetch it again",
+                            code=ExitCode.BAD_INPUT) from exc
+    if vmlinux[:4] != ELF_MAGIC:
+        raise ArtifactError(f"the {method} payload is not an ELF (starts {vmlinux[:4].hex(' ')})",
+                            hint="the bzImage is damaged", code=ExitCode.BAD_INPUT)
+    return method, vmlinux
+
+
+def _gzip(payload: bytes) -> bytes:
+    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
+
+
+def _xz(payload: bytes) -> bytes:
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(payload)
+
+
+def _lzma(payload: bytes) -> bytes:
+    return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(payload)
+
+
+def _bzip2(payload: bytes) -> bytes:
+    return bz2.BZ2Decompressor().decompress(payload)
+
+
+def _zstd(payload: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj().decompress(payload)
+
+
+LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
+LZ4_LEGACY_BLOCK = 8 << 20
+
+
+def _lz4_legacy(payload: bytes) -> bytes:
+    """The kernel's LZ4 legacy frame: magic, then (u32 LE size, block)*; a size word of the whole follows."""
+    try:
+        import lz4.block  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise ArtifactError("this bzImage's payload is LZ4 and the lz4 package is not installed",
+                            hint="pip install 'e2b-artifact[verify]' (or pip install lz4)", code=ExitCode.TOOL) from exc
+    out, pos = [], 4
+    while pos + 4 <= len(payload):
+        if payload[pos:pos + 4] == LZ4_LEGACY_MAGIC:  # concatenated frames
+            pos += 4
+            continue
+        size = struct.unpack_from("<I", payload, pos)[0]
+        if size == 0 or pos + 4 + size > len(payload):  # the trailing uncompressed-size word
+            break
+        out.append(lz4.block.decompress(payload[pos + 4:pos + 4 + size], uncompressed_size=LZ4_LEGACY_BLOCK))
+        pos += 4 + size
+    return b"".join(out)
+
+
+_PAYLOAD_MAGICS = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x5d\x00\x00", "lzma"),
+    (LZ4_LEGACY_MAGIC, "lz4"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+)
+_DECOMPRESSORS: dict[str, Decompressor] = {
+    "gzip": _gzip, "xz": _xz, "lzma": _lzma, "lz4": _lz4_legacy, "zstd": _zstd, "bzip2": _bzip2,
+}
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _identify_elf(data: bytes) -> KernelFormat:
+    elf = parse_elf(data)
+    if elf.elf_class != 2 or not elf.little_endian:
+        what = f"{'32' if elf.elf_class == 1 else '64'}-bit {'little' if elf.little_endian else 'big'}-endian"
+        return KernelFormat("elf", ARCH_OF_MACHINE.get(elf.machine), elf=elf, detail=f"ELF ({what})",
+                            problems=("Kernel Loader: invalid ELF class or byte order (needs ELF64 little-endian)",))
+    problems = []
+    if elf.phentsize != _PHDR.size:
+        problems.append(f"Kernel Loader: invalid program header size {elf.phentsize} (needs {_PHDR.size})")
+    if elf.phoff < _ELF_HEADER.size:
+        problems.append(f"Kernel Loader: program headers at {elf.phoff}, inside the ELF header")
+    if elf.entry < MIN_ENTRY:
+        problems.append(f"Kernel Loader: entry point {elf.entry:#x} below {MIN_ENTRY:#x} (HIMEM_START)")
+    loads = [s for s in elf.segments if s.type == PT_LOAD]
+    if not loads:
+        problems.append("Kernel Loader: no PT_LOAD segment")
+    notes = []
+    if loads:
+        low, high = min(s.paddr for s in loads), max(s.paddr + s.memsz for s in loads)
+        notes.append(f"loads {(high - low) / (1 << 20):.1f} MiB at {low:#x}-{high:#x}")
+    notes.append("PVH entry note present (Firecracker v1.12+ boots it via PVH)" if elf.pvh
+                 else "no PVH entry note (Linux 64-bit boot protocol)")
+    arch = ARCH_OF_MACHINE.get(elf.machine, f"ELF machine {elf.machine}")
+    return KernelFormat("elf", arch, tuple(problems), elf, detail="ELF64 vmlinux", notes=tuple(notes))
+
+
+def _table(data: bytes, entry: struct.Struct, offset: int, entsize: int, count: int) -> list[tuple[int, ...]]:
+    if not offset or entsize < entry.size or offset + entsize * count > len(data):
+        return []
+    return [entry.unpack_from(data, offset + i * entsize) for i in range(count)]
+
+
+def _cstr(data: bytes, offset: int, limit: int = 512) -> str:
+    end = data.find(b"\0", offset, offset + limit)
+    return data[offset:end if end >= 0 else offset + limit].decode("latin-1")
+
+
+def _has_pvh_note(data: bytes, seg: Segment) -> bool:
+    pos, end = seg.offset, min(seg.offset + seg.filesz, len(data))
+    while pos + 12 <= end:
+        namesz, descsz, note_type = struct.unpack_from("<III", data, pos)
+        name = data[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+        if note_type == XEN_ELFNOTE_PHYS32_ENTRY and name == b"Xen":
+            return True
+        pos += 12 + _align4(namesz) + _align4(descsz)
+    return False
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
