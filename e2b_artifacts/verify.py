@@ -82,11 +82,7 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyRe
     _check_files(report)
     md = _check_metadata(report)
     arch = _arch(md)
-    kernel = _check_host_binaries(report, settings, md, arch)
-    guest_arch = (kernel_arch(kernel) if kernel else None) or arch
-    if guest_arch != arch:
-        report.add("kernel", "FAIL", f"{kernel} is an {guest_arch} kernel; the build is {arch}",
-                   f"e2b-artifact kernel check {kernel}")
+    guest_arch = _check_host_binaries(report, settings, md, arch) or arch
     rootfs = build_dir / ROOTFS
     init_mode = md.ext.get("init") if md is not None else None
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -181,22 +177,9 @@ def _arch(md: metadata.Metadata | None) -> str:
     return value if isinstance(value, str) and value in ARCH_DIRS else "x86_64"
 
 
-def kernel_arch(path: Path) -> str | None:
-    """x86_64 for an x86-64 ELF vmlinux, aarch64 for an arm64 Image or ELF; None when unknown."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(64)
-    except OSError:
-        return None
-    if head[:4] == b"\x7fELF" and len(head) >= 20:
-        return {62: "x86_64", 183: "aarch64"}.get(int.from_bytes(head[18:20], "little"))
-    if head[0x38:0x3C] == b"ARM\x64":
-        return "aarch64"
-    return None
-
-
 def _check_host_binaries(report: VerifyReport, settings: Settings, md: metadata.Metadata | None,
-                         arch: str) -> Path | None:
+                         arch: str) -> str | None:
+    """Locate the kernel and Firecracker; check the kernel. Returns the kernel's arch when it is known."""
     if md is None:
         return None
     kernel = _locate(report, settings, "HOST_KERNELS_DIR", md.kernel_version, "vmlinux.bin", arch,
@@ -205,9 +188,7 @@ def _check_host_binaries(report: VerifyReport, settings: Settings, md: metadata.
     _locate(report, settings, "FIRECRACKER_VERSIONS_DIR", md.firecracker_version, "firecracker", arch,
             f"install Firecracker {md.firecracker_version} at $FIRECRACKER_VERSIONS_DIR/"
             f"{md.firecracker_version}/firecracker")
-    if kernel is not None:
-        _check_kernel(report, kernel, md.firecracker_version, arch)
-    return kernel
+    return _check_kernel(report, kernel, md.firecracker_version, arch) if kernel is not None else None
 
 
 def _locate(report: VerifyReport, settings: Settings, var: str, version: str, file_name: str, arch: str,
@@ -233,22 +214,23 @@ def _locate(report: VerifyReport, settings: Settings, var: str, version: str, fi
     return None
 
 
-def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, arch: str) -> None:
+def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, arch: str) -> str | None:
     from .kernel import check_kernel
 
     try:
         result = check_kernel(kernel, firecracker_version=firecracker_version, arch=arch)
     except ArtifactError as exc:
         report.add("kernel", "FAIL", exc.message, exc.hint or f"e2b-artifact kernel check {kernel}")
-        return
+        return None
     except Exception as exc:  # a bug in the kernel checker must not hide the rest of the report
         report.add("kernel", "warn", f"kernel contents not checked: the kernel check failed internally "
                                      f"({type(exc).__name__}: {exc})", f"e2b-artifact --debug kernel check {kernel}")
-        return
+        return None
     for f in result.findings:
         hint = f.hint or (f"e2b-artifact kernel check {kernel} --firecracker-version {firecracker_version}"
                           if f.status != "ok" else "")
         report.add(f.check, f.status, f.message, hint)
+    return result.arch if result.arch in ARCH_DIRS else None
 
 
 def _memory_size(report: VerifyReport) -> int | None:

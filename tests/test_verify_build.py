@@ -273,7 +273,7 @@ def test_kernel_and_firecracker_present_and_kernel_arch_used_for_envd(env: Env) 
     found = statuses(doc)
     assert ("kernel", "ok", f"{kernel} present") in found
     assert ("firecracker", "ok", f"{firecracker} present") in found
-    assert ("kernel", "FAIL", f"{kernel} is an aarch64 kernel; the build is x86_64") in found
+    assert ("kernel.format", "FAIL", "arm64 Image for aarch64; the guest is x86_64") in found
     assert any(c == "rootfs.envd" and s == "FAIL" and "x86_64 ELF; the kernel is aarch64" in m for c, s, m in found)
 
 
