@@ -135,8 +135,10 @@ def elf_symbol_names(data: bytes, elf: Elf) -> frozenset[str] | None:
 
 def linux_banner(data: bytes) -> str | None:
     """``Linux version 6.1.102 (user@host) ...`` from an uncompressed kernel."""
-    m = _BANNER.search(data)
-    return "Linux version " + m.group(1).decode("latin-1").strip() if m else None
+    # linux_proc_banner ("... #%s ...") can come first; the full uts banner has the build number after '#'.
+    found = [m.group(1).decode("latin-1").strip() for m in _BANNER.finditer(data)]
+    full = [b for b in found if re.search(r"#\d", b)]
+    return "Linux version " + (full or found)[0] if found else None
 
 
 def bzimage_version(data: bytes) -> str | None:
