@@ -13,6 +13,16 @@ from pathlib import Path
 from .errors import ArtifactError, ExitCode
 
 
+def read_input(path: Path, what: str, *, missing_hint: str, hint: str = "check the path and its permissions") -> bytes:
+    """The bytes of an input file, or an :class:`ArtifactError` naming ``what`` and the fix."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{what} not found: {path}", hint=missing_hint, code=ExitCode.BAD_INPUT) from exc
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {what} {path}: {exc.strerror}", hint=hint, code=ExitCode.BAD_INPUT) from exc
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to a temp name beside ``path``, fsync, then rename over it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ArtifactError, ExitCode
+from .fsutil import read_input
 
 METADATA_SIZE = 64
 MAPPING_SIZE = 40
@@ -123,11 +124,7 @@ def _uuid(raw: bytes) -> str:
 
 
 def read_header(path: Path) -> Header:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ArtifactError(f"cannot read {path}: {exc.strerror}", hint="check the file and its permissions",
-                            code=ExitCode.BAD_INPUT) from exc
+    data = read_input(path, "header", missing_hint="check the build directory (e2b-artifact verify)")
     return parse_header(data, str(path))
 
 

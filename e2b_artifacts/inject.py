@@ -23,6 +23,7 @@ from typing import Literal
 from . import e2fsprogs
 from .e2fsprogs import Ext4Image, Inode, quote
 from .errors import ArtifactError, ExitCode
+from .fsutil import read_input
 
 InitMode = Literal["envd", "systemd"]
 ENVD_PATH = "/usr/bin/envd"
@@ -120,15 +121,8 @@ def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = Tru
 
 
 def _read_envd(envd: Path) -> bytes:
-    if not envd.is_file():
-        raise ArtifactError(f"envd not found at {envd}",
-                            hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default /fc-envd/envd)",
-                            code=ExitCode.BAD_INPUT)
-    try:
-        return envd.read_bytes()
-    except OSError as exc:
-        raise ArtifactError(f"cannot read {envd}: {exc.strerror}", hint="check its permissions",
-                            code=ExitCode.BAD_INPUT) from exc
+    return read_input(envd, "envd", missing_hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default "
+                                                   "/fc-envd/envd)")
 
 
 def _blocks(n: int) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 from . import kernel_image as img
 from .errors import ArtifactError, ExitCode
 from .findings import Status
+from .fsutil import read_input
 from .kernel_config import ConfigFile, OptionReader, OptionValue, find_config
 from .kernel_rules import DiscoveryPath, KernelFinding, check_discovery, check_options, load_rules
 
@@ -165,11 +166,4 @@ def extract(bzimage: Path, out: Path) -> tuple[str, int]:
 
 
 def _read_kernel(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"kernel not found: {path}", hint="check the path (e2b-artifact kernel list)",
-                            code=ExitCode.BAD_INPUT) from exc
-    except OSError as exc:
-        raise ArtifactError(f"cannot read kernel {path}: {exc.strerror}", hint="check the path and permissions",
-                            code=ExitCode.BAD_INPUT) from exc
+    return read_input(path, "kernel", missing_hint="check the path (e2b-artifact kernel list)")

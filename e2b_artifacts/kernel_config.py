@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import ArtifactError, ExitCode
+from .fsutil import read_input
 
 DecidedBy = Literal["config", "symbol", "string", "unknown"]
 IKCFG_START, IKCFG_END = b"IKCFG_ST", b"IKCFG_ED"
@@ -165,9 +165,5 @@ def _show(s: bytes | str) -> str:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ArtifactError(f"cannot read config {path}: {exc.strerror}",
-                            hint="pass the kernel's .config (e.g. /boot/config-<version>) with --config",
-                            code=ExitCode.BAD_INPUT) from exc
+    fix = "pass the kernel's .config (e.g. /boot/config-<version>) with --config"
+    return read_input(path, "config", missing_hint=fix, hint=fix)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ArtifactError, ExitCode
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, read_input
 
 FILE_NAME = "metadata.json"
 CURRENT_VERSION = 2
@@ -91,14 +91,7 @@ class Metadata:
 
 def read(path: Path) -> Metadata:
     """Parse ``path`` in any known form; errors name the file and the field."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path}: file not found", hint="build the template first (e2b-artifact build)",
-                            code=ExitCode.BAD_INPUT) from exc
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read: {exc.strerror}", hint="check permissions",
-                            code=ExitCode.BAD_INPUT) from exc
+    raw = read_input(path, "metadata file", missing_hint="build the template first (e2b-artifact build)")
     return parse(raw, str(path))
 
 
