@@ -261,7 +261,9 @@ def boot(spec: BootSpec) -> BootResult:
             argv = [str(spec.firecracker_bin), "--api-sock", str(sock)]
             configure: Callable[[], None] | None = _firecracker_configure(sock, spec.kernel, disk, kernel_args, spec)
         else:
-            kernel_args = f"{BASE_KERNEL_ARGS} {QEMU_EXTRA_ARGS} {spec.extra_args}".strip()
+            tcg_acpi = _tcg_acpi_args(notes) if acpi and accel == "tcg" else ""
+            kernel_args = f"{BASE_KERNEL_ARGS} {QEMU_EXTRA_ARGS} {tcg_acpi} {spec.extra_args}".strip()
+            kernel_args = " ".join(kernel_args.split())
             disk = scratch / "rootfs.qcow2"
             argv = _qemu_argv(spec, accel, acpi, kernel_args, disk)
             configure = None
@@ -285,6 +287,36 @@ def boot(spec: BootSpec) -> BootResult:
     if not result.ok:
         result.findings = diagnose_file(spec.console_log)
     return result
+
+
+def _tcg_acpi_args(notes: list[str]) -> str:
+    """``tsc_early_khz=`` for a QEMU/TCG boot with ACPI on, so the guest does not need the PIT's interrupt.
+
+    Under QEMU's microvm with ACPI on (its MADT has no IRQ0 override) no PIT interrupt reaches a Linux
+    6.1 guest: jiffies stand still. The guest then boots only if its TSC calibration, which polls the
+    PIT counter and is timing-sensitive under TCG, succeeds; measured with the acpi-nocmdline test
+    kernel, 4 of 8 boots instead hung for good after "tsc: Marking TSC unstable due to could not
+    calculate TSC khz" (in "Calibrating delay loop"), and 8 of 8 booted with ``tsc_early_khz``. Under
+    TCG the guest TSC counts at the host's rate; /proc/cpuinfo's "cpu MHz" is close enough (it only
+    scales guest time). KVM guests (and Firecracker) know their TSC rate and are unaffected.
+    """
+    khz = _host_tsc_khz()
+    if khz is None:
+        notes.append("QEMU/TCG with ACPI: host TSC frequency unknown, the guest may hang calibrating its TSC")
+        return ""
+    notes.append(f"QEMU/TCG with ACPI: tsc_early_khz={khz} added (microvm's ACPI tables route no PIT "
+                 "interrupt; the guest's own TSC calibration fails about half the time under TCG)")
+    return f"tsc_early_khz={khz}"
+
+
+def _host_tsc_khz() -> int | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", text, re.MULTILINE)
+    khz = round(float(m.group(1)) * 1000) if m else 0
+    return khz if khz > 0 else None
 
 
 def _throwaway_disk(rootfs: Path, disk: Path, vmm: str) -> None:
