@@ -209,12 +209,17 @@ def kernel_has_acpi(kernel: Path) -> tuple[bool | None, str | None]:
     from .kernel import check_kernel
 
     try:
-        acpi = check_kernel(kernel).option("ACPI")
+        report = check_kernel(kernel)
     except ArtifactError as exc:
         return None, f"kernel ACPI support unknown ({exc.message}): booting as without ACPI"
+    acpi, pci = report.option("ACPI"), report.option("PCI")
     if acpi.value is None:
         return None, f"kernel ACPI support unknown ({acpi.how()}): booting as without ACPI"
-    return acpi.value == "y", f"kernel: {acpi.describe()} ({acpi.how()})"
+    note = f"kernel: {acpi.describe()} ({acpi.how()})"
+    if acpi.value == "y" and pci.value != "y":
+        note += (f"; {pci.describe()}: QEMU's ACPI tables need CONFIG_PCI in the guest (without it Linux 6.1 cannot "
+                 "load them and finds no disk), so a QEMU boot of this kernel may fail where Firecracker's may not")
+    return acpi.value == "y", note
 
 
 def _host_boot_id() -> str:

@@ -20,7 +20,14 @@ from .errors import ArtifactError, ExitCode
 from .findings import Status
 from .fsutil import read_input
 from .kernel_config import ConfigFile, OptionReader, OptionValue, find_config
-from .kernel_rules import DiscoveryPath, KernelFinding, check_discovery, check_options, load_rules
+from .kernel_rules import (
+    DiscoveryPath,
+    KernelFinding,
+    check_acpi_companion,
+    check_discovery,
+    check_options,
+    load_rules,
+)
 
 
 @dataclass
@@ -90,6 +97,9 @@ def check_kernel(kernel: Path, *, firecracker_version: str | None = None, arch: 
     report.findings += check_options(rules, report.option, rules_arch)
     found, report.discovery = check_discovery(rules, report.option, rules_arch, firecracker_version)
     report.findings.append(found)
+    cmdline_too = report.option(rules.discovery.cmdline_option).value == "y"
+    if caveat := check_acpi_companion(rules, report.option, report.discovery, cmdline_too):
+        report.findings.append(caveat)
     return report
 
 

@@ -45,6 +45,7 @@ class Discovery:
     acpi_option: str
     symptom: str
     fix: str
+    acpi_companion: Rule  # what an ACPI-only kernel should also have (a warning: Firecracker may boot it without)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ def load_rules() -> RuleSet:
     d = doc["device_discovery"]
     since = parse_firecracker_version(d["acpi_since_firecracker"])
     assert since is not None
-    discovery = Discovery(since, d["cmdline_option"], d["acpi_option"], d["symptom"], d["fix"])
+    c = d["acpi_companion"]
+    companion = Rule("acpi-pci", c["option"], "y", "warn", ("x86_64",), c["why"], c["symptom"], c["fix"])
+    discovery = Discovery(since, d["cmdline_option"], d["acpi_option"], d["symptom"], d["fix"], companion)
     return RuleSet(evidence, rules, discovery)
 
 
@@ -146,3 +149,15 @@ def check_discovery(rules: RuleSet, option: OptionLookup, arch: str,
     need_fc = "" if fc is None or fc >= d.acpi_since else f" (and Firecracker >= {since} for ACPI)"
     return KernelFinding(check, "FAIL", f"no way to find the virtio-mmio devices under Firecracker {fc_name}: "
                                         f"you will see: {d.symptom}; {how}", d.fix + need_fc, decided), None
+
+
+def check_acpi_companion(rules: RuleSet, option: OptionLookup, path: DiscoveryPath | None,
+                         cmdline_too: bool) -> KernelFinding | None:
+    """A warning when the kernel relies on ACPI alone and lacks what ACPI boots are documented to need."""
+    c = rules.discovery.acpi_companion
+    value = option(c.option)
+    if path != "acpi" or cmdline_too or value.value == "y":
+        return None
+    return KernelFinding(f"kernel.{c.id}", "warn", f"{value.describe()} ({value.how()}) on a kernel that finds its "
+                                                   f"devices only through ACPI: {c.why} You may see: {c.symptom}",
+                         c.fix, value.decided_by)

@@ -57,6 +57,16 @@ def test_signal_and_other_init_errors_are_decoded() -> None:
     assert diagnose_text("all good\nRun /sbin/init as init process\n") == []
 
 
+def test_acpi_tables_failure_comes_before_the_missing_disk() -> None:
+    """The console of an ACPI-only Linux 6.1 without CONFIG_PCI under QEMU microvm acpi=on (test kernel boot)."""
+    log = ("[    0.031000] ACPI Error: AE_BAD_PARAMETER, During Region initialization (20220331/tbxfload-52)\n"
+           "[    0.031500] ACPI: Unable to load the System Description Tables\n"
+           '[    0.300000] VFS: Cannot open root device "vda" or unknown-block(0,0): error -6\n')
+    found = diagnose_text(log)
+    assert [m.rule.id for m in found] == ["acpi-tables", "device-discovery"]
+    assert "CONFIG_PCI=y" in found[0].rule.fix
+
+
 def test_cli_lists_each_failure_with_line_cause_and_fix(tmp_path: Path) -> None:
     log = tmp_path / "mixed.log"
     log.write_text(SAMPLE_LOG)

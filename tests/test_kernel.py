@@ -246,6 +246,22 @@ def test_device_discovery_rule(tmp_path: Path, cmdline: str, acpi: str, fc: str 
         assert "virtio-mmio: probe of virtio-mmio.0 failed with error -22" in found.message and found.hint
 
 
+@pytest.mark.parametrize(("cmdline", "pci", "warned"), [("n", "n", True), ("n", "y", False), ("y", "n", False)])
+def test_acpi_only_kernel_without_pci_is_warned(tmp_path: Path, cmdline: str, pci: str, warned: bool) -> None:
+    """Measured under QEMU microvm: Linux 6.1 with ACPI but no PCI cannot load the ACPI tables."""
+    k = tmp_path / "vmlinux"
+    k.write_bytes(craft_elf())
+    (tmp_path / "vmlinux.config").write_text(config_text(VIRTIO_MMIO_CMDLINE_DEVICES=cmdline, ACPI="y", PCI=pci))
+    report = check_kernel(k, firecracker_version=FC_NEW)
+    caveats = [f for f in report.findings if f.check == "kernel.acpi-pci"]
+    assert next(f for f in report.findings if f.check == "kernel.devices").status == "ok"
+    if warned:
+        assert [(f.status, f.decided_by) for f in caveats] == [("warn", "config")]
+        assert "CONFIG_PCI is not set" in caveats[0].message and "CONFIG_PCI=y" in caveats[0].hint
+    else:
+        assert caveats == []
+
+
 def test_module_is_not_enough_and_says_what_the_user_sees(tmp_path: Path) -> None:
     k = tmp_path / "vmlinux"
     k.write_bytes(craft_elf())
