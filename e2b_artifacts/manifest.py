@@ -16,13 +16,11 @@ so the extra file is ignored there.
 
 from __future__ import annotations
 
-import io
 import json
+import mmap
 import os
-import queue
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,8 +35,7 @@ FILE_NAME = "artifact-manifest.json"
 FORMAT = 1
 HASH_NAME = "blake3"
 # 4 MiB reads with blake3's own threads measured fastest here (vs mmap, 1 and 16 MiB buffers).
-READ_SIZE = 4 << 20
-READ_AHEAD = 2  # chunks read while one is hashed: from a cold cache ~15% faster than reading in turn
+HASH_WINDOW = 256 << 20  # bytes mapped at a time (a multiple of the page size)
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".temp", ".swp", "~")
 BACKUP_RE = re.compile(r"\.(orig|backup|bak|before-cold-start)(\.\d+)?$")
 
@@ -61,9 +58,13 @@ def is_artifact_name(name: str) -> bool:
 
 
 def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    """BLAKE3 of a file's content as hex, hashed on all cores while a reader thread fetches the next chunks.
+    """BLAKE3 of a file's content as hex, hashed on all cores straight from the page cache.
 
-    ``progress`` (optional) receives the number of bytes hashed after each chunk.
+    The file is mapped HASH_WINDOW bytes at a time: no copy into user space, which measured 1.7x
+    faster than a read-ahead thread from a warm cache (2 GiB: 0.21 s against 0.37 s, ``cat`` 0.27 s)
+    and no slower from a cold one. A file truncated by another process while it is hashed would
+    fault (SIGBUS); builds are published by rename and never truncated in place.
+    ``progress`` (optional) receives the number of bytes hashed after each window.
     """
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     try:
@@ -71,54 +72,22 @@ def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
     except OSError as exc:
         raise _unreadable(path, exc) from exc
     with fh:
-        # Larger kernel read-ahead; per-chunk WILLNEED hints measured slower from a cold cache.
-        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        for chunk in _read_ahead(fh, path):
-            hasher.update(chunk)
-            if progress is not None:
-                progress(len(chunk))
-    return hasher.hexdigest()
-
-
-def _read_ahead(fh: io.FileIO, path: Path) -> Iterator[memoryview]:
-    """Chunks of ``fh``; a thread reads up to READ_AHEAD chunks ahead (the disk never waits for the hash).
-
-    Each chunk is valid until the next one is requested.
-    """
-    free: queue.Queue[bytearray] = queue.Queue()
-    filled: queue.Queue[tuple[bytearray, int] | OSError] = queue.Queue()
-    for _ in range(READ_AHEAD + 1):
-        free.put(bytearray(READ_SIZE))
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            buf = free.get()
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        offset = 0
+        while offset < size:
+            length = min(HASH_WINDOW, size - offset)
             try:
-                n = fh.readinto(buf) or 0
+                window = mmap.mmap(fd, length, prot=mmap.PROT_READ, offset=offset)
             except OSError as exc:
-                filled.put(exc)
-                return
-            filled.put((buf, n))
-            if n == 0:
-                return
-
-    thread = threading.Thread(target=reader, name="hash-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = filled.get()
-            if isinstance(item, OSError):
-                raise _unreadable(path, item)
-            buf, n = item
-            if n == 0:
-                return
-            yield memoryview(buf)[:n]
-            free.put(buf)
-    finally:
-        stop.set()
-        free.put(bytearray(0))  # wake the reader if it waits for a buffer; it then stops
-        thread.join()
+                raise _unreadable(path, exc) from exc
+            with window:
+                window.madvise(mmap.MADV_SEQUENTIAL)
+                hasher.update(window)
+            offset += length
+            if progress is not None:
+                progress(length)
+    return hasher.hexdigest()
 
 
 def _unreadable(path: Path, exc: OSError) -> ArtifactError:

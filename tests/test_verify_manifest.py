@@ -84,11 +84,12 @@ def test_size_only_entries_and_malformed(tmp_path: Path) -> None:
         manifest.load_manifest(d)
 
 
-def test_hash_file_errors_and_early_stop(tmp_path: Path) -> None:
+def test_hash_file_errors_and_early_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ArtifactError, match="cannot read"):
         manifest.hash_file(tmp_path)  # a directory
     big = tmp_path / "big"
-    big.write_bytes(bytes(3 * manifest.READ_SIZE + 5))
+    monkeypatch.setattr(manifest, "HASH_WINDOW", 1 << 16)  # several windows without a large file
+    big.write_bytes(bytes(3 * manifest.HASH_WINDOW + 5))
     seen: list[int] = []
 
     def stop_after_one(n: int) -> None:
@@ -96,11 +97,14 @@ def test_hash_file_errors_and_early_stop(tmp_path: Path) -> None:
         raise RuntimeError("consumer gave up")
 
     with pytest.raises(RuntimeError, match="gave up"):
-        manifest.hash_file(big, stop_after_one)  # the read-ahead thread must stop, not hang
-    assert seen == [manifest.READ_SIZE]
+        manifest.hash_file(big, stop_after_one)  # the caller's exception stops the hashing
+    assert seen == [manifest.HASH_WINDOW]
     sizes: list[int] = []
-    assert manifest.hash_file(big, sizes.append) == blake3.blake3(bytes(3 * manifest.READ_SIZE + 5)).hexdigest()
-    assert sum(sizes) == 3 * manifest.READ_SIZE + 5
+    assert manifest.hash_file(big, sizes.append) == blake3.blake3(bytes(3 * manifest.HASH_WINDOW + 5)).hexdigest()
+    assert sizes == [manifest.HASH_WINDOW] * 3 + [5]
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert manifest.hash_file(empty) == blake3.blake3(b"").hexdigest()
     assert manifest.hash_file(tmp_path / "big") == manifest.hash_file(big)
 
 
