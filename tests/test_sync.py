@@ -238,6 +238,7 @@ def test_pull_of_a_missing_build_and_bad_locations(tmp_path: Path) -> None:
     (tmp_path / "remote").mkdir()
     missing = sync(tmp_path / "dst", remote, "pull", str(uuid.uuid4()), remote.url)
     assert_clean_error(missing, 3, "not a complete build")
+    assert_clean_error(cli("sync", "ls", str(tmp_path / "no-such-dir")), 3, "is not a directory")
     bad = cli("sync", "ls", "ftp://host/x")
     assert_clean_error(bad, 2, "unsupported location scheme")
     wrong_flag = cli("sync", "ls", "gs://bucket/x", "--endpoint-url", "http://127.0.0.1:1")

@@ -155,9 +155,14 @@ def pull_command(app: AppState, /, build_id: str, src: str, **kwargs: Any) -> No
 def ls_command(location: str, endpoint_url: str | None, as_json: bool) -> None:
     """List the builds at LOCATION and whether each is complete (metadata.json present)."""
     from ..storage import open_storage
+    from ..storage.local import LocalStorage
     from ..sync import list_builds
 
-    builds = list_builds(open_storage(location, endpoint_url=endpoint_url))
+    store = open_storage(location, endpoint_url=endpoint_url)
+    if isinstance(store, LocalStorage) and not store.root.is_dir():
+        raise ArtifactError(f"{store.root} is not a directory", hint="check the path (a typo, or a mount that is "
+                            "not there: e2b-artifact paths)", code=ExitCode.BAD_INPUT)
+    builds = list_builds(store)
     lines = [f"{b.build_id}  {'complete' if b.complete else 'INCOMPLETE'}"
              f"{'' if b.has_manifest else ' (no manifest)'}  {b.files} files  {b.bytes} bytes" for b in builds]
     if not builds:
