@@ -46,6 +46,7 @@ from typing import IO, Any, Literal
 from . import runner
 from .diagnose import Finding, clean, diagnose_file
 from .errors import ArtifactError, ExitCode
+from .versions import parse_firecracker_version
 
 Vmm = Literal["auto", "firecracker", "qemu"]
 Accel = Literal["auto", "kvm", "tcg"]
@@ -147,14 +148,6 @@ class _VmmError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------- choices
-
-
-def parse_firecracker_version(version: str | None) -> tuple[int, int] | None:
-    """``v1.12.1_d990331`` -> (1, 12); None when it does not look like a version."""
-    if not version:
-        return None
-    m = re.match(r"v?(\d+)\.(\d+)", version)
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def qemu_acpi(firecracker_version: str | None, kernel_has_acpi: bool | None) -> bool:

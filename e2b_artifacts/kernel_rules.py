@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -13,6 +12,7 @@ from typing import Any, Literal
 from .errors import ArtifactError, ExitCode
 from .findings import Finding, Status
 from .kernel_config import Evidence, OptionValue
+from .versions import parse_firecracker_version
 
 DiscoveryPath = Literal["cmdline", "acpi", "device-tree"]
 OptionLookup = Callable[[str], OptionValue]
@@ -40,7 +40,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Discovery:
-    acpi_since: tuple[int, int]
+    acpi_since: tuple[int, ...]  # (major, minor)
     cmdline_option: str
     acpi_option: str
     symptom: str
@@ -80,12 +80,6 @@ def load_rules() -> RuleSet:
     companion = Rule("acpi-pci", c["option"], "y", "warn", ("x86_64",), c["why"], c["symptom"], c["fix"])
     discovery = Discovery(since, d["cmdline_option"], d["acpi_option"], d["symptom"], d["fix"], companion)
     return RuleSet(evidence, rules, discovery)
-
-
-def parse_firecracker_version(version: str | None) -> tuple[int, int] | None:
-    """``v1.12.1_d990331`` -> (1, 12); None when absent or not a version."""
-    m = re.match(r"v?(\d+)\.(\d+)", version or "")
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def check_options(rules: RuleSet, option: OptionLookup, arch: str) -> list[KernelFinding]:

@@ -22,6 +22,8 @@ from typing import Literal
 
 import crcmod  # type: ignore[import-untyped]
 
+from .versions import parse_firecracker_version
+
 X86_64_MAGIC = 0x0710_1984_8664_0000
 AARCH64_MAGIC = 0x0710_1984_AAAA_0000
 ARCH_OF_MAGIC = {X86_64_MAGIC: "x86_64", AARCH64_MAGIC: "aarch64"}
@@ -56,7 +58,6 @@ FIRST_BINCODE = (1, 7)
 FIRST_BITCODE = (1, 15)
 LAST_KNOWN = (1, 16)
 _SEMVER = re.compile(rb"(\d{1,4})\.(\d{1,4})\.(\d{1,4})")
-_FC_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -166,14 +167,6 @@ def _parse_semver_eras(snap: Snapfile, data: bytes, body_end: int) -> None:
         snap.snapshot_version, snap.version_certain = found.group().decode(), False
     else:
         snap.version_certain = False
-
-
-def parse_firecracker_version(text: str) -> tuple[int, int, int] | None:
-    """``v1.12.1_d990331`` -> (1, 12, 1); ``None`` when it does not look like a release."""
-    m = _FC_VERSION.match(text.strip())
-    if not m:
-        return None
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
 def snapshot_version_of(fc: tuple[int, int, int]) -> str | None:

@@ -38,12 +38,6 @@ def test_qemu_acpi_follows_firecracker(version: str | None, kernel_acpi: bool | 
     assert boot.qemu_acpi(version, kernel_acpi) is expected
 
 
-def test_parse_firecracker_version() -> None:
-    assert boot.parse_firecracker_version("v1.12.1_d990331") == (1, 12)
-    assert boot.parse_firecracker_version("1.7.0") == (1, 7)
-    assert boot.parse_firecracker_version("latest") is None
-
-
 def test_missing_inputs_are_clean_errors(tmp_path: Path) -> None:
     spec = boot.BootSpec(kernel=tmp_path / "nope", rootfs=tmp_path / "nope.ext4", console_log=tmp_path / "c.log")
     with pytest.raises(ArtifactError, match="kernel not found"):

@@ -26,7 +26,8 @@ import pytest
 from e2b_artifacts import boot, kernel_image
 from e2b_artifacts.kernel import check_kernel, extract
 from e2b_artifacts.kernel_config import ConfigFile, OptionReader, ikconfig, sidecar_configs
-from e2b_artifacts.kernel_rules import load_rules, parse_firecracker_version
+from e2b_artifacts.kernel_rules import load_rules
+from e2b_artifacts.versions import parse_firecracker_version
 from tests import kernels
 from tests.conftest import REPO, cli
 
@@ -275,10 +276,12 @@ def test_module_is_not_enough_and_says_what_the_user_sees(tmp_path: Path) -> Non
 
 
 def test_firecracker_versions() -> None:
-    assert parse_firecracker_version("v1.12.1_d990331") == (1, 12)
-    assert parse_firecracker_version("v1.7.0") == (1, 7)
-    assert parse_firecracker_version("1.10") == (1, 10)
-    assert parse_firecracker_version("latest") is None
+    assert parse_firecracker_version("v1.12.1_d990331") == (1, 12, 1)
+    assert parse_firecracker_version("v1.7.0") == (1, 7, 0)
+    assert parse_firecracker_version("1.10") == (1, 10, 0)
+    for missing in ("latest", "", None):
+        assert parse_firecracker_version(missing) is None
+    assert parse_firecracker_version("v1.8.0") >= (1, 8) > parse_firecracker_version("v1.7.9")  # type: ignore[operator]
 
 
 def test_packaging_lists_every_package_and_ships_kernels_data() -> None:
