@@ -25,12 +25,12 @@ from .errors import ArtifactError, ExitCode
 from .fsutil import exclusive_lock, unused_path
 from .kernel_image import ARCHES, identify
 from .kernel_rules import data_path
+from .settings import HOST_ARCH_DIRS
 
 KERNEL_FILE = "vmlinux.bin"
 CONFIG_FILE = "vmlinux.bin.config"  # a sidecar kernel_config.sidecar_configs() finds
 FETCH_DIR = ".e2b-artifact-fetch"
 REPLACED_DIR = ".replaced"
-ARCH_DIRS = {"x86_64": "amd64", "aarch64": "arm64"}
 CHUNK = 1 << 20
 MAX_STALLED_ATTEMPTS = 5  # consecutive attempts that added no byte
 RETRY_PAUSE_S = 0.3
@@ -90,7 +90,7 @@ def installed_kernels(root: Path) -> list[InstalledKernel]:
         for entry in sorted(root.iterdir()):
             if entry.name.startswith(".") or not entry.is_dir():
                 continue
-            for candidate in (entry / KERNEL_FILE, *(entry / d / KERNEL_FILE for d in ARCH_DIRS.values())):
+            for candidate in (entry / KERNEL_FILE, *(entry / d / KERNEL_FILE for d in HOST_ARCH_DIRS.values())):
                 if candidate.is_file():
                     with candidate.open("rb") as fh:
                         fmt = identify(fh.read(4096))
@@ -291,7 +291,7 @@ def _name_from_url(url: str) -> str:
     if not parts:
         raise ArtifactError(f"cannot tell a kernel name from {url}", hint="pass --name NAME", code=ExitCode.USAGE)
     # E2B's bucket layout: .../kernels/<name>/vmlinux.bin (or .../<name>/<amd64|arm64>/vmlinux.bin)
-    meaningful = [p for p in parts if p not in (KERNEL_FILE, *ARCH_DIRS.values())]
+    meaningful = [p for p in parts if p not in (KERNEL_FILE, *HOST_ARCH_DIRS.values())]
     return meaningful[-1] if parts[-1] == KERNEL_FILE and meaningful else parts[-1]
 
 

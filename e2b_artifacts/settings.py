@@ -66,6 +66,15 @@ class Resolved:
         return Path(self.value)
 
 
+# Upstream HEAD keeps host binaries per arch (<dir>/<version>/amd64/<file>), 2025 releases flat.
+HOST_ARCH_DIRS = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def host_file_candidates(base: Path, version: str, file_name: str, arch: str = "x86_64") -> tuple[Path, Path]:
+    """Where the orchestrator looks for a kernel or Firecracker binary: the per-arch path first, then the flat one."""
+    return base / version / HOST_ARCH_DIRS[arch] / file_name, base / version / file_name
+
+
 def parse_env_file(path: Path) -> dict[str, str]:
     """Read KEY=VALUE lines (``#`` comments, optional ``export``, shell quoting)."""
     try:

@@ -23,7 +23,7 @@ from .coldstart import QUARANTINE_DIR
 from .errors import ArtifactError, ExitCode
 from .findings import Finding, Status
 from .fsutil import unused_path
-from .settings import Settings
+from .settings import HOST_ARCH_DIRS, Settings, host_file_candidates
 from .verify_rootfs import check_build_rootfs
 
 ROOTFS = "rootfs.ext4"
@@ -33,7 +33,6 @@ HEADERS = ("memfile.header", "rootfs.ext4.header")
 COMPRESSED_SUFFIXES = (".zstd", ".lz4")
 SNAPFILE_READ_LIMIT = 64 << 20  # beyond Firecracker's 10 MB bound: report the size, do not read it all
 NO_SNAPSHOT = "no snapshot: sandboxes cold-boot from rootfs"
-ARCH_DIRS = {"x86_64": "amd64", "aarch64": "arm64"}
 AREA_ORDER = ("files", "metadata", "kernel", "firecracker", "rootfs", "snapshot", "header", "manifest")
 
 
@@ -174,7 +173,7 @@ def _check_metadata(report: VerifyReport) -> metadata.Metadata | None:
 
 def _arch(md: metadata.Metadata | None) -> str:
     value = md.ext.get("arch") if md is not None else None
-    return value if isinstance(value, str) and value in ARCH_DIRS else "x86_64"
+    return value if isinstance(value, str) and value in HOST_ARCH_DIRS else "x86_64"
 
 
 def _check_host_binaries(report: VerifyReport, settings: Settings, md: metadata.Metadata | None,
@@ -199,7 +198,7 @@ def _locate(report: VerifyReport, settings: Settings, var: str, version: str, fi
         report.add(check, "warn", f"{var} not set: {file_name} not checked", f"set {var} (e2b-artifact paths)")
         return None
     root = Path(resolved.value)
-    flat, per_arch = root / version / file_name, root / version / ARCH_DIRS[arch] / file_name
+    per_arch, flat = host_file_candidates(root, version, file_name, arch)
     for candidate in (per_arch, flat):
         if candidate.is_file():
             report.add(check, "ok", f"{candidate} present")
@@ -230,7 +229,7 @@ def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, 
         hint = f.hint or (f"e2b-artifact kernel check {kernel} --firecracker-version {firecracker_version}"
                           if f.status != "ok" else "")
         report.add(f.check, f.status, f.message, hint)
-    return result.arch if result.arch in ARCH_DIRS else None
+    return result.arch if result.arch in HOST_ARCH_DIRS else None
 
 
 def _memory_size(report: VerifyReport) -> int | None:

@@ -112,7 +112,9 @@ def command(app: AppState, build: str | None, rootfs_path: Path | None, kernel_p
 
 def _host_file(base: Path, version: str, name: str, must_exist: bool = True) -> Path:
     """``<base>/<version>/amd64/<name>`` (upstream HEAD) or ``<base>/<version>/<name>`` (2025)."""
-    for candidate in (base / version / "amd64" / name, base / version / name):
+    from ..settings import host_file_candidates
+
+    for candidate in host_file_candidates(base, version, name):
         if candidate.is_file():
             return candidate
     flat = base / version / name
