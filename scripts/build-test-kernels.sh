@@ -7,7 +7,15 @@
 #
 # Each variant is tinyconfig + a minimal Firecracker-like fragment (below) + the variant's own options,
 # built out-of-tree. After olddefconfig every wanted option is checked in the final .config (Kconfig
-# dependencies drop options silently); a mismatch fails the build.
+# dependencies drop options silently); a mismatch fails the build, as does a bzImage whose payload is
+# not compressed as the config says.
+#
+# Several variants in one run build incrementally, in the order below: the first from scratch, each
+# further one from a copy of the object directory of the closest variant already built in this run
+# (fewest differing fragment lines; the ACPI one last), configured the same way (tinyconfig + fragment
+# + olddefconfig); Kbuild's per-symbol dependencies recompile only what the changed options touch. An
+# incremental build that fails is retried from scratch. Object directories are deleted once no later
+# variant of the run needs them, and at the end.
 #
 #   cmdline-ikconfig     IKCONFIG=y, VIRTIO_MMIO_CMDLINE_DEVICES=y, no ACPI        bzImage: gzip
 #   cmdline-noikconfig   no IKCONFIG, VIRTIO_MMIO_CMDLINE_DEVICES=y, no ACPI       bzImage: xz
@@ -156,7 +164,7 @@ check_config() {
     if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
       name=${BASH_REMATCH[1]}
       if ! grep -qxF -- "$line" "$config"; then
-        log "$variant: wanted $line, got: $(grep -E "^(# )?$name[= ]" "$config" || echo 'absent')"
+        log "$variant: wanted $line, got: $(grep -E "^(# )?${name}[= ]" "$config" || echo 'absent')"
         bad=1
       fi
     elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
@@ -170,12 +178,81 @@ check_config() {
   ((bad == 0)) || die "$variant: the final .config lacks wanted options (a Kconfig dependency dropped them)"
 }
 
+# Object directories of this run, kept as seeds for the variants still to build (variant -> dir, and
+# the build order for ties). A variant starts from a copy of the closest one; Kbuild's per-symbol
+# dependency files (include/config/, fixdep) then recompile only what the changed options touch.
+# Every build of the run happens at the same path ($RUN_DIR/build; a finished one is moved to
+# $RUN_DIR/seed-<variant>): objtool's build records absolute paths, and objtool rebuilt at another path
+# would be newer than every object and so recompile all of them.
+declare -A SEED_OBJ=()
+SEED_ORDER=()
+RUN_DIR=
+cleanup_objs() { [[ -z $RUN_DIR ]] || rm -rf "$RUN_DIR"; }
+
+# How far apart two variants are: the number of fragment lines only one of them has.
+fragment_distance() { comm -3 <(fragment "$1" | sort) <(fragment "$2" | sort) | wc -l; }
+
+# The kept seed closest to a variant (the latest built one on a tie); nothing when no seed is kept.
+best_seed() {
+  local variant=$1 s d best='' best_d=''
+  for s in "${SEED_ORDER[@]}"; do
+    [[ -n ${SEED_OBJ[$s]:-} ]] || continue
+    d=$(fragment_distance "$variant" "$s")
+    if [[ -z $best_d ]] || ((d <= best_d)); then best=$s best_d=$d; fi
+  done
+  printf '%s\n' "$best"
+}
+
+# The compression of a bzImage's payload (boot protocol: setup_sects at 0x1f1, payload_offset at 0x248).
+bzimage_compression() {
+  local f=$1 sects off magic
+  sects=$(od -An -tu1 -j$((0x1f1)) -N1 "$f" | tr -d ' ')
+  ((sects)) || sects=4
+  off=$(od -An -tu4 -j$((0x248)) -N4 "$f" | tr -d ' ')
+  magic=$(od -An -tx1 -j$(((sects + 1) * 512 + off)) -N6 "$f" | tr -d ' \n')
+  case $magic in
+    1f8b*) echo gzip ;; fd377a585a00) echo xz ;; 28b52ffd*) echo zstd ;; 02214c18*) echo lz4 ;;
+    5d00*) echo lzma ;; 425a68*) echo bzip2 ;; 894c5a4f*) echo lzo ;; *) echo "unknown ($magic)" ;;
+  esac
+}
+
+# Configure and build a variant in obj (empty, or a copy of another variant's object directory).
+# Configuration problems are fatal; a failed make returns 1 (the caller may retry from scratch).
+make_variant() {
+  local variant=$1 src=$2 obj=$3
+  local make=(make -C "$src" O="$obj" ARCH=x86_64 -j"$(nproc)")
+  # Kconfig's chatter (every override of tinyconfig is a warning) goes to a log, shown on failure.
+  # tinyconfig starts from nothing: a seed's .config does not leak into the new one.
+  "${make[@]}" -s tinyconfig >"$obj/config.log" 2>&1 || { cat "$obj/config.log" >&2; die "$variant: tinyconfig failed"; }
+  fragment "$variant" >"$obj/fragment.config"
+  # Later assignments win in Kconfig's reader: the fragment overrides tinyconfig's choices.
+  cat "$obj/fragment.config" >>"$obj/.config"
+  "${make[@]}" -s olddefconfig >>"$obj/config.log" 2>&1 || { cat "$obj/config.log" >&2; die "$variant: olddefconfig failed"; }
+  check_config "$variant" "$obj/.config"
+  log "$variant: building vmlinux and bzImage with $(nproc) jobs"
+  if ! "${make[@]}" vmlinux bzImage >"$obj/build.log" 2>&1; then
+    tail -n 40 "$obj/build.log" >&2
+    log "$variant: kernel build failed (full log: $obj/build.log)"
+    return 1
+  fi
+  # The build must not have changed the configuration behind our back.
+  check_config "$variant" "$obj/.config"
+  # Nor may a seed's bzImage (another compressor) have survived.
+  local want got
+  want=$(sed -n 's/^CONFIG_KERNEL_\(GZIP\|XZ\|ZSTD\|LZ4\|LZMA\|BZIP2\|LZO\)=y$/\1/p' "$obj/.config" | tr '[:upper:]' '[:lower:]')
+  got=$(bzimage_compression "$obj/arch/x86/boot/bzImage")
+  [[ $got == "$want" ]] || { log "$variant: bzImage payload is $got, the config says $want"; return 1; }
+}
+
+# build_variant VARIANT VERSION [LATER...]: LATER are the variants this run builds afterwards (for
+# which object directories are kept as seeds).
 build_variant() {
-  local variant=$1 version=$2 dir src obj tmp start
+  local variant=$1 version=$2 dir src obj tmp start seed
+  shift 2
   dir=$(variant_dir "$variant" "$version")
   if is_complete "$dir"; then
     log "$variant: cached in $dir"
-    printf '%s\n' "$dir"
+    RESULT[$variant]=$dir
     return
   fi
   # One build at a time per cache (two test runs may ask at once); the other one then finds it done.
@@ -189,30 +266,31 @@ build_variant() {
   if is_complete "$dir"; then
     exec {lock}>&-
     log "$variant: built meanwhile by another run: $dir"
-    printf '%s\n' "$dir"
+    RESULT[$variant]=$dir
     return
   fi
   src=$(ensure_source "$version")
   start=$SECONDS
-  obj=$(mktemp -d "$CACHE/.obj-$variant.XXXXXX")
-  # shellcheck disable=SC2064
-  trap "rm -rf '$obj'" EXIT
-  local make=(make -C "$src" O="$obj" ARCH=x86_64 -j"$(nproc)")
-  log "$variant: configuring in $obj"
-  # Kconfig's chatter (every override of tinyconfig is a warning) goes to a log, shown on failure.
-  "${make[@]}" -s tinyconfig >"$obj/config.log" 2>&1 || { cat "$obj/config.log" >&2; die "$variant: tinyconfig failed"; }
-  fragment "$variant" >"$obj/fragment.config"
-  # Later assignments win in Kconfig's reader: the fragment overrides tinyconfig's choices.
-  cat "$obj/fragment.config" >>"$obj/.config"
-  "${make[@]}" -s olddefconfig >>"$obj/config.log" 2>&1 || { cat "$obj/config.log" >&2; die "$variant: olddefconfig failed"; }
-  check_config "$variant" "$obj/.config"
-  log "$variant: building vmlinux and bzImage with $(nproc) jobs"
-  if ! "${make[@]}" vmlinux bzImage >"$obj/build.log" 2>&1; then
-    tail -n 40 "$obj/build.log" >&2
-    die "$variant: kernel build failed (full log: $obj/build.log)"
+  [[ -n $RUN_DIR ]] || RUN_DIR=$(mktemp -d "$CACHE/.obj.XXXXXX")
+  obj=$RUN_DIR/build
+  rm -rf "$obj"
+  seed=$(best_seed "$variant")
+  if [[ -n $seed ]]; then
+    log "$variant: configuring in $obj, starting from the objects of $seed"
+    cp -a --reflink=auto "${SEED_OBJ[$seed]}" "$obj"
+    # The build number (uname -v "#1") as in a build from scratch.
+    rm -f "$obj/.version" "$obj/arch/x86/boot/bzImage"
+  else
+    log "$variant: configuring in $obj"
+    mkdir "$obj"
   fi
-  # The build must not have changed the configuration behind our back.
-  check_config "$variant" "$obj/.config"
+  if ! make_variant "$variant" "$src" "$obj"; then
+    [[ -n $seed ]] || die "$variant: kernel build failed (full log: $obj/build.log)"
+    log "$variant: the build from the objects of $seed failed; building from scratch"
+    rm -rf "$obj"
+    mkdir "$obj"
+    make_variant "$variant" "$src" "$obj" || die "$variant: kernel build failed (full log: $obj/build.log)"
+  fi
   tmp=$(mktemp -d "$CACHE/.$variant.XXXXXX")
   cp "$obj/vmlinux" "$tmp/vmlinux"
   cp "$obj/arch/x86/boot/bzImage" "$tmp/bzImage"
@@ -221,9 +299,22 @@ build_variant() {
   chmod 0755 "$tmp"
   rm -rf "$dir"
   mv "$tmp" "$dir"
-  rm -rf "$obj"
-  trap - EXIT
   exec {lock}>&-
+  # Keep object directories only while a later variant of this run (not built meanwhile) would start
+  # from them. A seed that is not the closest now never becomes so: later builds only add seeds.
+  mv "$obj" "$RUN_DIR/seed-$variant"
+  SEED_OBJ[$variant]=$RUN_DIR/seed-$variant
+  SEED_ORDER+=("$variant")
+  local s later needed
+  for s in "${SEED_ORDER[@]}"; do
+    [[ -n ${SEED_OBJ[$s]:-} ]] || continue
+    needed=0
+    for later in "$@"; do
+      is_complete "$(variant_dir "$later" "$version")" && continue
+      [[ $(best_seed "$later") == "$s" ]] && { needed=1; break; }
+    done
+    ((needed)) || { rm -rf "${SEED_OBJ[$s]}"; SEED_OBJ[$s]=; }
+  done
   # Older builds of this variant (another fragment or source version) are of no further use.
   local old
   for old in "$CACHE/$variant"-*; do
@@ -231,11 +322,12 @@ build_variant() {
     log "$variant: removing the outdated build $old"
     rm -rf "$old"
   done
-  log "$variant: built in $((SECONDS - start)) s: $dir (vmlinux $(stat -c %s "$dir/vmlinux") B," \
-    "bzImage $(stat -c %s "$dir/bzImage") B)"
-  printf '%s\n' "$dir"
+  log "$variant: built in $((SECONDS - start)) s${seed:+ (from $seed)}: $dir (vmlinux $(stat -c %s "$dir/vmlinux") B," \
+    "bzImage $(stat -c %s "$dir/bzImage") B, $(bzimage_compression "$dir/bzImage"))"
+  RESULT[$variant]=$dir
 }
 
+declare -A RESULT=()
 main() {
   local print_dir=0 variant version
   local -a wanted=()
@@ -264,7 +356,19 @@ main() {
       lz4 zstd
     version=$(source_version)
   fi
-  for variant in "${wanted[@]}"; do build_variant "$variant" "$version"; done
+  # Build in the order of VARIANTS (each one close to an earlier one; ACPI, the farthest, last); print
+  # the results in the order asked for.
+  local -a order=()
+  for variant in "${VARIANTS[@]}"; do
+    [[ " ${wanted[*]} " == *" $variant "* ]] && order+=("$variant")
+  done
+  trap cleanup_objs EXIT
+  local i
+  for i in "${!order[@]}"; do build_variant "${order[i]}" "$version" "${order[@]:i+1}"; done
+  cleanup_objs
+  RUN_DIR=
+  trap - EXIT
+  for variant in "${wanted[@]}"; do printf '%s\n' "${RESULT[$variant]}"; done
 }
 
 main "$@"
