@@ -253,15 +253,14 @@ def boot(spec: BootSpec) -> BootResult:
         acpi = qemu_acpi(spec.firecracker_version, spec.kernel_has_acpi)  # what Firecracker would offer, too
         if vmm == "firecracker":
             assert spec.firecracker_bin is not None
-            kernel_args = f"{BASE_KERNEL_ARGS} {FIRECRACKER_EXTRA_ARGS} {spec.extra_args}".strip()
+            kernel_args = _join_args(BASE_KERNEL_ARGS, FIRECRACKER_EXTRA_ARGS, spec.extra_args)
             disk = scratch / "rootfs.ext4"
             sock = scratch / "fc.sock"
             argv = [str(spec.firecracker_bin), "--api-sock", str(sock)]
             configure: Callable[[], None] | None = _firecracker_configure(sock, spec.kernel, disk, kernel_args, spec)
         else:
             tcg_acpi = _tcg_acpi_args(notes) if acpi and accel == "tcg" else ""
-            kernel_args = f"{BASE_KERNEL_ARGS} {QEMU_EXTRA_ARGS} {tcg_acpi} {spec.extra_args}".strip()
-            kernel_args = " ".join(kernel_args.split())
+            kernel_args = _join_args(BASE_KERNEL_ARGS, QEMU_EXTRA_ARGS, tcg_acpi, spec.extra_args)
             disk = scratch / "rootfs.qcow2"
             argv = _qemu_argv(spec, accel, acpi, kernel_args, disk)
             configure = None
@@ -285,6 +284,10 @@ def boot(spec: BootSpec) -> BootResult:
     if not result.ok:
         result.findings = diagnose_file(spec.console_log)
     return result
+
+
+def _join_args(*parts: str) -> str:
+    return " ".join(p.strip() for p in parts if p.strip())
 
 
 def _tcg_acpi_args(notes: list[str]) -> str:

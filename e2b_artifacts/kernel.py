@@ -7,9 +7,6 @@ in ``kernels/rules.json`` are applied for the arch and Firecracker version (kern
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +15,7 @@ from typing import Any
 from . import kernel_image as img
 from .errors import ArtifactError, ExitCode
 from .findings import Status
-from .fsutil import read_input
+from .fsutil import atomic_write_bytes, read_input
 from .kernel_config import ConfigFile, OptionReader, OptionValue, find_config
 from .kernel_rules import (
     DiscoveryPath,
@@ -87,7 +84,7 @@ def check_kernel(kernel: Path, *, firecracker_version: str | None = None, arch: 
     report._options = OptionReader(body, report.config, symbols, rules.evidence)
     if report.config is not None:
         report.add("kernel.config", "ok", f"config from {report.config.origin} "
-                                          f"({len(report.config.options())} options)", decided_by="config")
+                                          f"({len(report.config.options)} options)", decided_by="config")
     else:
         source = "the symbol table and strings" if symbols is not None else "strings (no symbol table)"
         report.add("kernel.config", "warn", f"no embedded or sidecar config: options decided from {source}",
@@ -97,8 +94,7 @@ def check_kernel(kernel: Path, *, firecracker_version: str | None = None, arch: 
     report.findings += check_options(rules, report.option, rules_arch)
     found, report.discovery = check_discovery(rules, report.option, rules_arch, firecracker_version)
     report.findings.append(found)
-    cmdline_too = report.option(rules.discovery.cmdline_option).value == "y"
-    if caveat := check_acpi_companion(rules, report.option, report.discovery, cmdline_too):
+    if caveat := check_acpi_companion(rules, report.option, report.discovery):
         report.findings.append(caveat)
     return report
 
@@ -137,7 +133,7 @@ def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
         report.add("kernel.format", "FAIL", f"{fmt.detail}: Firecracker needs an uncompressed kernel",
                    f"gunzip -c {report.kernel} > vmlinux (for a bzImage: e2b-artifact kernel extract)")
         try:
-            inner = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+            inner = img.gunzip(data)
         except zlib.error:
             return None
         inner_fmt = img.identify(inner)
@@ -157,21 +153,11 @@ def extract(bzimage: Path, out: Path) -> tuple[str, int]:
                             hint="kernel extract reads a bzImage / vmlinuz; e2b-artifact kernel check says what "
                                  "it is", code=ExitCode.BAD_INPUT)
     method, vmlinux = img.decompress_bzimage(data)
-    out_dir = out.parent if str(out.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out_dir)
+        atomic_write_bytes(out, vmlinux)
     except OSError as exc:
-        raise ArtifactError(f"cannot write to {out_dir}: {exc.strerror}", hint="choose another -o path",
+        raise ArtifactError(f"cannot write {out}: {exc.strerror}", hint="choose another -o path",
                             code=ExitCode.BAD_INPUT) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(vmlinux)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return method, len(vmlinux)
 
 

@@ -160,15 +160,11 @@ def _fetch_locked(entry: CatalogKernel, root: Path, staging: Path, force: bool, 
     if target.is_file():
         existing = _sha256(target)
         if existing == digest:
-            part.unlink()
-            if config_part is not None:
-                config_part.unlink()
+            _discard(part, config_part)
             return FetchResult(entry.name, entry.url, target, digest, entry.sha256 is not None, "already-installed",
                                resumed_from, restarts, notes=tuple(notes))
         if not force:
-            part.unlink()
-            if config_part is not None:
-                config_part.unlink()
+            _discard(part, config_part)
             raise ArtifactError(f"{target} is already installed with other content (sha256 {existing})",
                                 hint="--force moves the old one to $HOST_KERNELS_DIR/.replaced/ and installs this one",
                                 code=ExitCode.CONFLICT)
@@ -278,6 +274,12 @@ def _fetch_config(entry: CatalogKernel, staging: Path, say: Callable[[str], None
     return part
 
 
+def _discard(*downloads: Path | None) -> None:
+    for path in downloads:
+        if path is not None:
+            path.unlink()
+
+
 def _place_config(config_part: Path | None, directory: Path) -> Path | None:
     if config_part is None:
         return None
@@ -308,11 +310,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def default_arch() -> str:

@@ -7,6 +7,7 @@ then byte strings); else unknown.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from .fsutil import read_input
+from .kernel_image import gunzip
 
 DecidedBy = Literal["config", "symbol", "string", "unknown"]
 IKCFG_START, IKCFG_END = b"IKCFG_ST", b"IKCFG_ED"
@@ -35,6 +37,7 @@ class ConfigFile:
             kind, _, path = self.origin.partition(" ")
             object.__setattr__(self, "label", f"{kind} {Path(path).name}" if path else kind)
 
+    @functools.cached_property
     def options(self) -> dict[str, str]:
         return parse_config(self.text.decode("utf-8", errors="replace"))
 
@@ -85,7 +88,7 @@ def ikconfig(data: bytes) -> bytes | None:
         return None
     try:
         # The decompressor stops at the end of the gzip member; IKCFG_ED and the rest are ignored.
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[pos + len(IKCFG_START):])
+        return gunzip(data[pos + len(IKCFG_START):])
     except zlib.error:
         return None
 
@@ -110,9 +113,10 @@ def find_config(data: bytes, kernel: Path, explicit: Path | None) -> tuple[Confi
     given = ConfigFile(f"--config {explicit}", _read(explicit)) if explicit is not None else None
     embedded = ikconfig(data)
     if embedded is not None:
-        if given is not None and given.options() != parse_config(embedded.decode("utf-8", errors="replace")):
+        found = ConfigFile("IKCONFIG", embedded)
+        if given is not None and given.options != found.options:
             notes.append(f"{explicit} differs from the config embedded in the kernel; the embedded one is used")
-        return ConfigFile("IKCONFIG", embedded), notes
+        return found, notes
     if given is not None:
         return given, notes
     for candidate in sidecar_configs(kernel):
@@ -128,7 +132,6 @@ class OptionReader:
                  evidence: Mapping[str, Evidence]) -> None:
         self._data = data
         self._config = config
-        self._options = config.options() if config is not None else None
         self._symbols = symbols
         self._evidence = evidence
         self._cache: dict[str, OptionValue] = {}
@@ -139,9 +142,9 @@ class OptionReader:
         return self._cache[name]
 
     def _decide(self, name: str) -> OptionValue:
-        if self._options is not None and self._config is not None:
+        if self._config is not None:
             # Kconfig leaves options whose dependencies are off out of .config entirely: that is "not set".
-            return OptionValue(name, self._options.get(name, "n"), "config", self._config.label)
+            return OptionValue(name, self._config.options.get(name, "n"), "config", self._config.label)
         evidence = self._evidence.get(name, Evidence())
         if self._symbols is not None and evidence.symbols:
             symbols = self._symbols

@@ -194,8 +194,9 @@ def decompress_bzimage(data: bytes) -> tuple[str, bytes]:
     return method, vmlinux
 
 
-def _gzip(payload: bytes) -> bytes:
-    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
+def gunzip(data: bytes) -> bytes:
+    """The first gzip member of ``data``; bytes after it (a bzImage's tail, IKCFG_ED) are ignored."""
+    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
 
 
 def _xz(payload: bytes) -> bytes:
@@ -249,7 +250,7 @@ _PAYLOAD_MAGICS = (
     (b"BZh", "bzip2"),
 )
 _DECOMPRESSORS: dict[str, Decompressor] = {
-    "gzip": _gzip, "xz": _xz, "lzma": _lzma, "lz4": _lz4_legacy, "zstd": _zstd, "bzip2": _bzip2,
+    "gzip": gunzip, "xz": _xz, "lzma": _lzma, "lz4": _lz4_legacy, "zstd": _zstd, "bzip2": _bzip2,
 }
 
 

@@ -145,12 +145,11 @@ def check_discovery(rules: RuleSet, option: OptionLookup, arch: str,
                                         f"you will see: {d.symptom}; {how}", d.fix + need_fc, decided), None
 
 
-def check_acpi_companion(rules: RuleSet, option: OptionLookup, path: DiscoveryPath | None,
-                         cmdline_too: bool) -> KernelFinding | None:
+def check_acpi_companion(rules: RuleSet, option: OptionLookup, path: DiscoveryPath | None) -> KernelFinding | None:
     """A warning when the kernel relies on ACPI alone and lacks what ACPI boots are documented to need."""
     c = rules.discovery.acpi_companion
     value = option(c.option)
-    if path != "acpi" or cmdline_too or value.value == "y":
+    if path != "acpi" or option(rules.discovery.cmdline_option).value == "y" or value.value == "y":
         return None
     return KernelFinding(f"kernel.{c.id}", "warn", f"{value.describe()} ({value.how()}) on a kernel that finds its "
                                                    f"devices only through ACPI: {c.why} You may see: {c.symptom}",

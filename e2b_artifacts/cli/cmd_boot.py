@@ -114,10 +114,11 @@ def _host_file(base: Path, version: str, name: str, must_exist: bool = True) -> 
     """``<base>/<version>/amd64/<name>`` (upstream HEAD) or ``<base>/<version>/<name>`` (2025)."""
     from ..settings import host_file_candidates
 
-    for candidate in host_file_candidates(base, version, name):
+    candidates = host_file_candidates(base, version, name)
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    flat = base / version / name
+    flat = candidates[-1]
     if must_exist:
         raise ArtifactError(f"{flat} does not exist", hint=f"put the kernel there, fix HOST_KERNELS_DIR "
                             f"(now {base}), or pass --kernel PATH", code=ExitCode.BAD_INPUT)
