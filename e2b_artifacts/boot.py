@@ -198,21 +198,34 @@ def qemu_last_line(output: str) -> str:
 
 
 def kernel_has_acpi(kernel: Path) -> tuple[bool | None, str | None]:
-    """Whether ``kernel`` was built with CONFIG_ACPI, from the kernel checker; None when unknown."""
+    """Whether ``kernel`` can take its devices from QEMU's ACPI tables, from the kernel checker; None when unknown.
+
+    That is CONFIG_ACPI, except for a kernel without CONFIG_PCI (it cannot load QEMU microvm's
+    tables) that also reads ``virtio_mmio.device=``: it boots through that path, which Firecracker
+    offers too, instead of failing where Firecracker would not.
+    """
     from .kernel import check_kernel
+    from .kernel_rules import load_rules
 
     try:
         report = check_kernel(kernel)
     except ArtifactError as exc:
         return None, f"kernel ACPI support unknown ({exc.message}): booting as without ACPI"
-    acpi, pci = report.option("ACPI"), report.option("PCI")
+    discovery = load_rules().discovery
+    acpi = report.option(discovery.acpi_option)
+    pci, cmdline = report.option(discovery.acpi_companion.option), report.option(discovery.cmdline_option)
     if acpi.value is None:
         return None, f"kernel ACPI support unknown ({acpi.how()}): booting as without ACPI"
     note = f"kernel: {acpi.describe()} ({acpi.how()})"
-    if acpi.value == "y" and pci.value != "y":
-        note += (f"; {pci.describe()}: QEMU's ACPI tables need CONFIG_PCI in the guest (without it Linux 6.1 cannot "
-                 "load them and finds no disk), so a QEMU boot of this kernel may fail where Firecracker's may not")
-    return acpi.value == "y", note
+    if acpi.value != "y" or pci.value == "y":
+        return acpi.value == "y", note
+    if cmdline.value == "y":
+        return False, (f"{note}; {pci.describe()}: QEMU's ACPI tables need CONFIG_PCI in the guest, so QEMU boots "
+                       f"it with acpi=off through the virtio_mmio.device= path ({cmdline.describe()}), which "
+                       "Firecracker offers too")
+    return True, (f"{note}; {pci.describe()}: QEMU's ACPI tables need CONFIG_PCI in the guest (without it Linux 6.1 "
+                  "cannot load them and finds no disk), so a QEMU boot of this kernel may fail where Firecracker's "
+                  "may not")
 
 
 def _host_boot_id() -> str:

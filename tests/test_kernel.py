@@ -406,6 +406,24 @@ def test_boot_asks_the_checker_for_acpi(built: dict[str, kernels.BuiltKernel], t
     assert acpi is False and note is not None and "decided by symbol" in note
 
 
+@pytest.mark.parametrize(("cmdline", "pci", "offered", "said"), [
+    ("y", "y", True, None),
+    ("y", "n", False, "acpi=off through the virtio_mmio.device= path"),  # QEMU's tables need PCI; cmdline works
+    ("n", "n", True, "may fail where Firecracker's may not"),  # no other path: boot it as Firecracker would
+])
+def test_boot_offers_acpi_only_where_qemu_tables_can_load(tmp_path: Path, cmdline: str, pci: str, offered: bool,
+                                                          said: str | None) -> None:
+    k = tmp_path / "vmlinux"
+    k.write_bytes(craft_elf())
+    (tmp_path / "vmlinux.config").write_text(config_text(VIRTIO_MMIO_CMDLINE_DEVICES=cmdline, ACPI="y", PCI=pci))
+    acpi, note = boot.kernel_has_acpi(k)
+    assert acpi is offered and note is not None and note.startswith("kernel: CONFIG_ACPI=y (decided by config")
+    if said is None:
+        assert "CONFIG_PCI" not in note
+    else:
+        assert said in note and "CONFIG_PCI is not set" in note
+
+
 def test_debian_cloud_kernel(tmp_path: Path) -> None:
     deb = kernels.debian_cloud_kernel()
     bz = check_kernel(deb.vmlinuz, firecracker_version=FC_NEW)
