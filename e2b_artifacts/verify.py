@@ -214,7 +214,7 @@ def _locate(report: VerifyReport, settings: Settings, var: str, version: str, fi
 
 
 def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, arch: str) -> str | None:
-    from .kernel import check_kernel
+    from .kernel.check import check_kernel
 
     try:
         result = check_kernel(kernel, firecracker_version=firecracker_version, arch=arch)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from e2b_artifacts import boot
 from e2b_artifacts.errors import ArtifactError
+from e2b_artifacts.vm import boot
 from tests.conftest import cli, make_ext4, sha256
 
 STANDIN = Path(__file__).parent / "boot" / "firecracker_standin.py"

@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
-from e2b_artifacts import boot, kernel_image
-from e2b_artifacts.kernel import check_kernel, extract
-from e2b_artifacts.kernel_config import ConfigFile, OptionReader, ikconfig, sidecar_configs
-from e2b_artifacts.kernel_rules import load_rules
+from e2b_artifacts.kernel import image as kernel_image
+from e2b_artifacts.kernel.check import check_kernel, extract
+from e2b_artifacts.kernel.config import ConfigFile, OptionReader, ikconfig, sidecar_configs
+from e2b_artifacts.kernel.rules import load_rules
 from e2b_artifacts.versions import parse_firecracker_version
+from e2b_artifacts.vm import boot
 from tests import kernels
 from tests.conftest import REPO, cli
 

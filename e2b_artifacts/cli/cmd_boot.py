@@ -46,7 +46,7 @@ def command(app: AppState, build: str | None, rootfs_path: Path | None, kernel_p
     after the kernel started it. On failure the console log is diagnosed.
     Exit 0 on pass, 1 on fail or hang.
     """
-    from ..boot import BootSpec, boot, default_console_log, kernel_has_acpi
+    from ..vm.boot import BootSpec, boot, default_console_log, kernel_has_acpi
 
     settings = app.settings
     kernel_version: str | None = None

@@ -29,7 +29,7 @@ def command() -> None:
 def check(kernel: Path, firecracker_version: str | None, arch: str | None, config_file: Path | None,
           as_json: bool) -> None:
     """Check KERNEL (vmlinux, bzImage or arm64 Image) for Firecracker. Exit 0 pass, 1 a FAIL."""
-    from ..kernel import check_kernel
+    from ..kernel.check import check_kernel
 
     report = check_kernel(kernel, firecracker_version=firecracker_version, arch=arch, config=config_file)
     fc = firecracker_version or "Firecracker version not given"
@@ -47,7 +47,7 @@ def check(kernel: Path, firecracker_version: str | None, arch: str | None, confi
 @json_option
 def extract_cmd(bzimage: Path, out: Path, as_json: bool) -> None:
     """Write the ELF vmlinux inside BZIMAGE (gzip, xz, lzma, lz4, zstd or bzip2 payload) to OUT."""
-    from ..kernel import extract
+    from ..kernel.check import extract
 
     method, size = extract(bzimage, out)
     emit(as_json, {"ok": True, "bzimage": str(bzimage), "output": str(out), "compression": method, "size": size},
@@ -59,7 +59,7 @@ def extract_cmd(bzimage: Path, out: Path, as_json: bool) -> None:
 @click.pass_obj
 def list_cmd(app: AppState, as_json: bool) -> None:
     """The kernel catalog, and the kernels installed under $HOST_KERNELS_DIR."""
-    from ..kernel_catalog import installed_kernels, load_catalog
+    from ..kernel.catalog import installed_kernels, load_catalog
 
     root = app.settings["HOST_KERNELS_DIR"].path
     catalog = load_catalog()
@@ -95,8 +95,8 @@ def fetch_cmd(app: AppState, name_or_url: str, sha256: str | None, name: str | N
     Exit 0 installed and passing, 1 installed but the check failed, 6 installed with other
     content (use --force), 7 network or HTTP error, 8 sha256 mismatch (nothing installed).
     """
-    from ..kernel import check_kernel
-    from ..kernel_catalog import default_arch, fetch, resolve
+    from ..kernel.catalog import default_arch, fetch, resolve
+    from ..kernel.check import check_kernel
 
     root = app.settings["HOST_KERNELS_DIR"].path
     entry = resolve(name_or_url, arch or default_arch(), name, sha256)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .fsutil import read_input
-from .kernel_image import gunzip
+from ..fsutil import read_input
+from .image import gunzip
 
 DecidedBy = Literal["config", "symbol", "string", "unknown"]
 IKCFG_START, IKCFG_END = b"IKCFG_ST", b"IKCFG_ED"

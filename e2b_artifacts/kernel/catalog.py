@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import ArtifactError, ExitCode
-from .fsutil import exclusive_lock, unused_path
-from .kernel_image import ARCHES, identify
-from .kernel_rules import data_path
-from .settings import HOST_ARCH_DIRS
+from ..errors import ArtifactError, ExitCode
+from ..fsutil import exclusive_lock, unused_path
+from ..settings import HOST_ARCH_DIRS
+from .image import ARCHES, identify
+from .rules import data_path
 
 KERNEL_FILE = "vmlinux.bin"
-CONFIG_FILE = "vmlinux.bin.config"  # a sidecar kernel_config.sidecar_configs() finds
+CONFIG_FILE = "vmlinux.bin.config"  # a sidecar config.sidecar_configs() finds
 FETCH_DIR = ".e2b-artifact-fetch"
 REPLACED_DIR = ".replaced"
 CHUNK = 1 << 20

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import ArtifactError, ExitCode
+from ..errors import ArtifactError, ExitCode
 
 Kind = Literal["elf", "bzimage", "arm64-image", "gzip", "unknown"]
 ARCH_OF_MACHINE = {62: "x86_64", 183: "aarch64", 3: "i386", 40: "arm", 243: "riscv64"}

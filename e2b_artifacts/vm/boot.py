@@ -43,10 +43,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Literal
 
-from . import runner
-from .diagnose import Finding, clean, diagnose_file
-from .errors import ArtifactError, ExitCode
-from .versions import parse_firecracker_version
+from .. import runner
+from ..diagnose import Finding, clean, diagnose_file
+from ..errors import ArtifactError, ExitCode
+from ..versions import parse_firecracker_version
 
 Vmm = Literal["auto", "firecracker", "qemu"]
 Accel = Literal["auto", "kvm", "tcg"]
@@ -204,8 +204,8 @@ def kernel_has_acpi(kernel: Path) -> tuple[bool | None, str | None]:
     tables) that also reads ``virtio_mmio.device=``: it boots through that path, which Firecracker
     offers too, instead of failing where Firecracker would not.
     """
-    from .kernel import check_kernel
-    from .kernel_rules import load_rules
+    from ..kernel.check import check_kernel
+    from ..kernel.rules import load_rules
 
     try:
         report = check_kernel(kernel)

@@ -9,10 +9,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ArtifactError, ExitCode
-from .findings import Finding, Status
-from .kernel_config import Evidence, OptionValue
-from .versions import parse_firecracker_version
+from ..errors import ArtifactError, ExitCode
+from ..findings import Finding, Status
+from ..versions import parse_firecracker_version
+from .config import Evidence, OptionValue
 
 DiscoveryPath = Literal["cmdline", "acpi", "device-tree"]
 OptionLookup = Callable[[str], OptionValue]
@@ -57,7 +57,7 @@ class RuleSet:
 
 def data_path(name: str) -> Path:
     """A file of the ``kernels/`` data: shipped inside the package, or at the top of a source checkout."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent.parent
     for base in (package_dir / "kernels", package_dir.parent / "kernels"):
         if (base / name).is_file():
             return base / name

@@ -1,8 +1,8 @@
 """``kernel check``: can Firecracker boot this guest kernel, and will it find its devices?
 
-The file format is checked as Firecracker's loader does (kernel_image), the config comes from
-IKCONFIG, a config file or the kernel's own symbols and strings (kernel_config), and the rules
-in ``kernels/rules.json`` are applied for the arch and Firecracker version (kernel_rules).
+The file format is checked as Firecracker's loader does (kernel.image), the config comes from
+IKCONFIG, a config file or the kernel's own symbols and strings (kernel.config), and the rules
+in ``kernels/rules.json`` are applied for the arch and Firecracker version (kernel.rules).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import kernel_image as img
-from .errors import ArtifactError, ExitCode
-from .findings import Status
-from .fsutil import atomic_write_bytes, read_input
-from .kernel_config import ConfigFile, OptionReader, OptionValue, find_config
-from .kernel_rules import (
+from ..errors import ArtifactError, ExitCode
+from ..findings import Status
+from ..fsutil import atomic_write_bytes, read_input
+from . import image as img
+from .config import ConfigFile, OptionReader, OptionValue, find_config
+from .rules import (
     DiscoveryPath,
     KernelFinding,
     check_acpi_companion,
