@@ -21,7 +21,7 @@ from . import header as header_mod
 from . import manifest, metadata, snapshot
 from .coldstart import QUARANTINE_DIR
 from .errors import ArtifactError, ExitCode
-from .findings import Finding, Status
+from .findings import Finding, Fix, Status
 from .fsutil import unused_path
 from .settings import HOST_ARCH_DIRS, Settings, host_file_candidates
 from .verify_rootfs import check_build_rootfs
@@ -32,6 +32,7 @@ SNAPFILE = "snapfile"
 HEADERS = ("memfile.header", "rootfs.ext4.header")
 COMPRESSED_SUFFIXES = (".zstd", ".lz4")
 SNAPFILE_READ_LIMIT = 64 << 20  # beyond Firecracker's 10 MB bound: report the size, do not read it all
+SNAPSHOT_FILES = (MEMFILE, SNAPFILE, HEADERS[0])  # what a cold start moves aside
 NO_SNAPSHOT = "no snapshot: sandboxes cold-boot from rootfs"
 AREA_ORDER = ("files", "metadata", "kernel", "firecracker", "rootfs", "snapshot", "header", "manifest")
 
@@ -43,8 +44,8 @@ class VerifyReport:
     findings: list[Finding] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
 
-    def add(self, check: str, status: Status, message: str, hint: str = "") -> None:
-        self.findings.append(Finding(check, status, message, hint))
+    def add(self, check: str, status: Status, message: str, hint: str = "", *, fix: Fix = Fix.NONE) -> None:
+        self.findings.append(Finding(check, status, message, hint, fix=fix))
 
     def counts(self) -> dict[str, int]:
         return {s: sum(f.status == s for f in self.findings) for s in ("ok", "warn", "FAIL")}
@@ -119,14 +120,14 @@ def _check_files(report: VerifyReport) -> None:
         report.add("files", "ok", f"{ROOTFS} present ({(d / ROOTFS).stat().st_size} bytes)")
     elif ROOTFS in names:
         report.add("files", "FAIL", f"{ROOTFS} is not a regular file (a dangling link or a directory?)",
-                   "put the image itself there: e2b-artifact build ...")
+                   "put the image itself there: e2b-artifact build ...", fix=Fix.BUILD_REBUILD)
     elif any(ROOTFS + s in names for s in COMPRESSED_SUFFIXES):
         report.add("files", "warn", f"{ROOTFS} stored compressed only: rootfs checks skipped")
     else:
-        report.add("files", "FAIL", f"{ROOTFS} missing", "build it: e2b-artifact build ...")
+        report.add("files", "FAIL", f"{ROOTFS} missing", "build it: e2b-artifact build ...", fix=Fix.BUILD_REBUILD)
     if metadata.FILE_NAME not in names:
         report.add("files", "FAIL", f"{metadata.FILE_NAME} missing (upstream then assumes the legacy v1 layout)",
-                   f"write it: e2b-artifact build ..., or restore it from a backup of {bid}")
+                   f"write it: e2b-artifact build ..., or restore it from a backup of {bid}", fix=Fix.BUILD_REBUILD)
     has_mem = MEMFILE in names or any(MEMFILE + s in names for s in COMPRESSED_SUFFIXES)
     has_snap = SNAPFILE in names
     if has_mem and has_snap:
@@ -137,7 +138,8 @@ def _check_files(report: VerifyReport) -> None:
     else:
         lone, other = (SNAPFILE, MEMFILE) if has_snap else (MEMFILE, SNAPFILE)
         report.add("files", "FAIL", f"{lone} without {other}: they come as a pair",
-                   f"e2b-artifact cold-start {bid} (moves the lone file aside; restore undoes it)")
+                   f"e2b-artifact cold-start {bid} (moves the lone file aside; restore undoes it)",
+                   fix=Fix.SNAPSHOT_QUARANTINE)
     leftovers = sorted(n for n in names if manifest.is_temp_name(n) or (
         n.startswith(".") and n != QUARANTINE_DIR and n not in (".", "..")))
     if leftovers:
@@ -157,17 +159,20 @@ def _check_metadata(report: VerifyReport) -> metadata.Metadata | None:
     if md.form == "camel":
         report.add("metadata", "FAIL", "hand-written camelCase keys (buildID, kernelVersion, ...): upstream's "
                                        "orchestrator does not read them and treats the build as legacy v1",
-                   f"e2b-artifact verify --fix {report.build_id} (rewrites it as version 2, keeps the original)")
+                   f"e2b-artifact verify --fix {report.build_id} (rewrites it as version 2, keeps the original)",
+                   fix=Fix.METADATA_REWRITE)
     elif md.form == "v1":
         report.add("metadata", "warn", 'version "v1": upstream reads it as legacy v1 (old rootfs path, '
                                        "not usable as a FROM base)",
-                   f"e2b-artifact verify --fix {report.build_id} (rewrites it as version 2, keeps the original)")
+                   f"e2b-artifact verify --fix {report.build_id} (rewrites it as version 2, keeps the original)",
+                   fix=Fix.METADATA_REWRITE)
     else:
         report.add("metadata", "ok", f"version 2; kernel {md.kernel_version}, Firecracker {md.firecracker_version}")
     if md.build_id != report.build_id:
         report.add("metadata", "FAIL", f"template.build_id {md.build_id!r} differs from the directory name "
                                        f"{report.build_id!r} (the orchestrator looks builds up by directory)",
-                   f"e2b-artifact clone {report.build_id} --build-id NEW gives a consistent copy; or fix build_id")
+                   f"e2b-artifact clone {report.build_id} --build-id NEW gives a consistent copy; or fix build_id",
+                   fix=Fix.BUILD_CLONE)
     return md
 
 
@@ -209,7 +214,8 @@ def _locate(report: VerifyReport, settings: Settings, var: str, version: str, fi
                    f"run verify on the orchestrator host, or set {var} as the orchestrator has it")
         return None
     report.add(check, "FAIL", f"{flat} missing ({var} from {resolved.source}); the orchestrator stats it before "
-                              "every sandbox start", hint)
+                              "every sandbox start", hint,
+               fix=Fix.KERNEL_INSTALL if check == "kernel" else Fix.FIRECRACKER_INSTALL)
     return None
 
 
@@ -228,7 +234,7 @@ def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, 
     for f in result.findings:
         hint = f.hint or (f"e2b-artifact kernel check {kernel} --firecracker-version {firecracker_version}"
                           if f.status != "ok" else "")
-        report.add(f.check, f.status, f.message, hint)
+        report.add(f.check, f.status, f.message, hint, fix=f.fix)
     return result.arch if result.arch in HOST_ARCH_DIRS else None
 
 
@@ -253,7 +259,8 @@ def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: st
     size = path.stat().st_size
     if size > SNAPFILE_READ_LIMIT:
         report.add("snapshot.size", "FAIL", f"snapfile is {size} bytes; Firecracker refuses more than "
-                                            f"{snapshot.MAX_SNAPFILE_BYTES}", f"e2b-artifact cold-start {bid}")
+                                            f"{snapshot.MAX_SNAPFILE_BYTES}", f"e2b-artifact cold-start {bid}",
+                   fix=Fix.SNAPSHOT_QUARANTINE)
         return
     try:
         data = path.read_bytes()
@@ -274,7 +281,8 @@ def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: st
              "version": f"run the Firecracker that took the snapshot (template.firecracker_version), or {cold}"}
     for issue in result.issues:
         report.add(f"snapshot.{issue.code}", issue.severity, issue.message,
-                   hints.get(issue.code, cold) if issue.severity != "ok" else "")
+                   hints.get(issue.code, cold) if issue.severity != "ok" else "",
+                   fix=Fix.SNAPSHOT_QUARANTINE if issue.severity == "FAIL" else Fix.NONE)
 
 
 def _check_headers(report: VerifyReport) -> None:
@@ -298,7 +306,7 @@ def _check_one_header(report: VerifyReport, name: str, hdr: header_mod.Header, c
     problems = hdr.problems()
     hint = "re-export the build; the header is optional: moving it aside makes the orchestrator map the data 1:1"
     report.add(check, "FAIL" if problems else "ok", summary + ("" if not problems else ": " + "; ".join(problems[:5])),
-               hint if problems else "")
+               hint if problems else "", fix=Fix.BUILD_REBUILD if problems else Fix.NONE)
     if hdr.mappings is None:
         report.add(check, "warn", hdr.note or "mappings not decoded",
                    "pip install 'e2b-artifact[verify]'" if "lz4" in hdr.note else
@@ -330,7 +338,8 @@ def _check_one_header(report: VerifyReport, name: str, hdr: header_mod.Header, c
         ", ".join(chain) if chain else "(no data from any build: all zero)")
     if failures:
         report.add(check, "FAIL", chain_text + "; " + "; ".join(failures),
-                   "copy the missing parent builds into storage (e2b-artifact sync ...), or rebuild this template")
+                   "copy the missing parent builds into storage (e2b-artifact sync ...), or rebuild this template",
+                   fix=Fix.PARENTS_SYNC)
     else:
         report.add(check, "ok", chain_text)
 
@@ -356,7 +365,7 @@ def _check_manifest(report: VerifyReport, quick: bool, checked: Callable[[str], 
         return
     if found is None:
         report.add("manifest", "warn", f"no {manifest.FILE_NAME}: file integrity not checked",
-                   f"e2b-artifact verify --fix {report.build_id} records the current files")
+                   f"e2b-artifact verify --fix {report.build_id} records the current files", fix=Fix.MANIFEST_WRITE)
         return
     try:
         mismatches = manifest.check_manifest(report.build_dir, quick=quick, manifest=found, checked=checked)
@@ -367,48 +376,45 @@ def _check_manifest(report: VerifyReport, quick: bool, checked: Callable[[str], 
     for m in bad:
         report.add("manifest", "FAIL", m.message,
                    "the file changed after it was built: restore it from a good copy or rebuild; "
-                   "for snapshot files, e2b-artifact cold-start " + report.build_id)
+                   "for snapshot files, e2b-artifact cold-start " + report.build_id,
+                   fix=Fix.SNAPSHOT_QUARANTINE if m.name in SNAPSHOT_FILES else Fix.FILE_RESTORE)
     unlisted = [m.name for m in mismatches if m.problem == "unlisted"]
     if unlisted:
         report.add("manifest", "warn", f"not listed in {manifest.FILE_NAME} (added after the build?): "
                                        + ", ".join(unlisted),
-                   f"if they are intended, e2b-artifact verify --fix {report.build_id} adds them")
+                   f"if they are intended, e2b-artifact verify --fix {report.build_id} adds them",
+                   fix=Fix.NONE if bad else Fix.MANIFEST_ADD)  # no new entries while listed files mismatch
     if not bad:
         what = "sizes" if quick else "sizes and BLAKE3"
         report.add("manifest", "ok", f"{len(found.files)} files match ({what}); upstream ignores this extra file")
 
 
 def _fix(build_dir: Path, settings: Settings, report: VerifyReport) -> list[str]:
-    """Safe repairs: metadata in the current form, manifest for new files, cold start on a bad snapshot."""
+    """Safe repairs: metadata in the current form, manifest for new files, cold start on a bad snapshot.
+
+    Decided by the findings' fix codes alone (set where each check is made), never by their messages."""
     fixed: list[str] = []
-    failed = {f.check for f in report.findings if f.status == "FAIL"}
-    warned = {f.check for f in report.findings if f.status == "warn"}
+    codes = {f.fix for f in report.findings}
     md_path = build_dir / metadata.FILE_NAME
-    if any(f.check == "metadata" and ("camelCase" in f.message or '"v1"' in f.message) for f in report.findings):
+    if Fix.METADATA_REWRITE in codes:
         md = metadata.read(md_path)
         original = unused_path(build_dir / (metadata.FILE_NAME + ".orig"))
         shutil.copy2(md_path, original)
         md.write(md_path)
         manifest.update_manifest_entry(build_dir, metadata.FILE_NAME)
         fixed.append(f"rewrote {md_path} in the current form (version 2); original kept as {original}")
-    snapshot_names = {"memfile", "snapfile", "memfile.header"}
-    bad_snapshot = any(c.startswith("snapshot.") for c in failed) or any(
-        f.status == "FAIL" and ((f.check == "files" and "come as a pair" in f.message)
-                                or (f.check == "manifest" and f.message.split(":", 1)[0] in snapshot_names))
-        for f in report.findings)
-    if bad_snapshot:
+    if Fix.SNAPSHOT_QUARANTINE in codes:
         from .coldstart import cold_start
 
         result = cold_start(build_dir, settings)
         fixed.append(f"snapshot quarantined in {result.quarantine}; undo: {result.restore_command}")
         fixed.extend(f"moved {m.source} -> {m.dest}" for m in result.moves)
-    if "manifest" in warned and not any(c == "manifest" for c in failed):
-        if manifest.load_manifest(build_dir) is None:
-            manifest.write_manifest(build_dir, report.build_id)
-            fixed.append(f"wrote {build_dir / manifest.FILE_NAME} from the current files")
-        elif any("not listed" in f.message for f in report.findings if f.check == "manifest"):
-            for m in manifest.check_manifest(build_dir, quick=True):
-                if m.problem == "unlisted":
-                    manifest.update_manifest_entry(build_dir, m.name)
-                    fixed.append(f"added {m.name} to {manifest.FILE_NAME}")
+    if Fix.MANIFEST_WRITE in codes and manifest.load_manifest(build_dir) is None:
+        manifest.write_manifest(build_dir, report.build_id)
+        fixed.append(f"wrote {build_dir / manifest.FILE_NAME} from the current files")
+    elif Fix.MANIFEST_ADD in codes:
+        for m in manifest.check_manifest(build_dir, quick=True):
+            if m.problem == "unlisted":
+                manifest.update_manifest_entry(build_dir, m.name)
+                fixed.append(f"added {m.name} to {manifest.FILE_NAME}")
     return fixed

@@ -18,7 +18,7 @@ from . import e2fsprogs
 from . import header as header_mod
 from .e2fsprogs import Ext4Image, Inode
 from .errors import ArtifactError
-from .findings import Finding, Status
+from .findings import Finding, Fix, Status
 
 ENVD_PATH = "/usr/bin/envd"
 INIT_PATH = "/sbin/init"
@@ -129,14 +129,15 @@ def check_rootfs(image: Path, *, init_mode: str | None, arch: str, image_label: 
         fsck = e2fsprogs.fsck(image)
     except ArtifactError as exc:
         return [Finding("rootfs.fsck", "FAIL", f"{image_label}: {exc.message}",
-                        "rebuild it: e2b-artifact build ...")]
+                        "rebuild it: e2b-artifact build ...", fix=Fix.BUILD_REBUILD)]
     if fsck.clean:
         findings.append(Finding("rootfs.fsck", "ok", "e2fsck -fn: clean"))
     else:
         lines = [ln.strip() for ln in fsck.output.splitlines()
                  if ln.strip() and not ln.startswith(("e2fsck ", "Pass "))]
         findings.append(Finding("rootfs.fsck", "FAIL", f"e2fsck -fn found problems: {'; '.join(lines[:3])}",
-                                "repair a copy with e2fsck -fy, or rebuild: e2b-artifact build ..."))
+                                "repair a copy with e2fsck -fy, or rebuild: e2b-artifact build ...",
+                                fix=Fix.BUILD_REBUILD))
     view = Ext4Image(image)
     stats = view.stat_many([INIT_PATH, ENVD_PATH, UNIT_PATH, *MOUNT_POINTS,
                             *(f"{d}/envd.service" for d in WANTS_DIRS)])
@@ -148,10 +149,11 @@ def check_rootfs(image: Path, *, init_mode: str | None, arch: str, image_label: 
         _check_unit(view, stats, findings, inject_hint)
         if init_target == ENVD_PATH:
             findings.append(Finding("rootfs.init", "warn", f"init mode systemd, but /sbin/init resolves to "
-                                                           f"{ENVD_PATH}: envd.service never runs", inject_hint))
+                                                           f"{ENVD_PATH}: envd.service never runs", inject_hint,
+                                    fix=Fix.ROOTFS_INJECT))
     elif init_target is not None and init_target != ENVD_PATH:
         findings.append(Finding("rootfs.init", "warn", f"init mode envd, but /sbin/init resolves to {init_target}, "
-                                                       f"not {ENVD_PATH}", inject_hint))
+                                                       f"not {ENVD_PATH}", inject_hint, fix=Fix.ROOTFS_INJECT))
     return findings
 
 
@@ -159,16 +161,17 @@ def _check_init(view: Ext4Image, findings: list[Finding], hint: str) -> str | No
     try:
         target = view.resolve(INIT_PATH)
     except ArtifactError as exc:
-        findings.append(Finding("rootfs.init", "FAIL", f"/sbin/init: {exc.message}", hint))
+        findings.append(Finding("rootfs.init", "FAIL", f"/sbin/init: {exc.message}", hint, fix=Fix.ROOTFS_INJECT))
         return None
     node = view.stat(target)
     if node is None or node.kind != "file":
         findings.append(Finding("rootfs.init", "FAIL", f"/sbin/init resolves to {target}, which is a "
-                                                       f"{node.kind if node else 'missing file'}, not a file", hint))
+                                                       f"{node.kind if node else 'missing file'}, not a file", hint,
+                                fix=Fix.ROOTFS_INJECT))
         return target
     if not node.executable:
         findings.append(Finding("rootfs.init", "FAIL", f"/sbin/init resolves to {target}, mode {node.mode:04o}: "
-                                                       "not executable", hint))
+                                                       "not executable", hint, fix=Fix.ROOTFS_INJECT))
         return target
     via = "" if target == INIT_PATH else f" (-> {target})"
     findings.append(Finding("rootfs.init", "ok", f"/sbin/init{via} is an executable file, mode {node.mode:04o}"))
@@ -180,7 +183,8 @@ def _check_mount_points(stats: dict[str, Inode | None], findings: list[Finding],
     if missing:
         findings.append(Finding("rootfs.mountpoints", "FAIL",
                                 f"{', '.join(missing)} missing or not a directory (the guest mounts proc, sysfs, "
-                                "devtmpfs there)", hint.replace(" --envd PATH", " --envd PATH (creates them)")))
+                                "devtmpfs there)", hint.replace(" --envd PATH", " --envd PATH (creates them)"),
+                                fix=Fix.ROOTFS_INJECT))
     else:
         findings.append(Finding("rootfs.mountpoints", "ok", "/proc, /sys, /dev exist"))
 
@@ -188,18 +192,19 @@ def _check_mount_points(stats: dict[str, Inode | None], findings: list[Finding],
 def _check_envd(view: Ext4Image, node: Inode | None, arch: str, mode: str, findings: list[Finding],
                 hint: str) -> None:
     if node is None:
-        findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} missing", hint))
+        findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} missing", hint, fix=Fix.ROOTFS_INJECT))
         return
     if node.kind != "file" or not node.executable:
         findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} is a {node.kind}, mode {node.mode:04o}: "
-                                                       "not an executable file", hint))
+                                                       "not an executable file", hint, fix=Fix.ROOTFS_INJECT))
         return
     data = view.read(ENVD_PATH)
     elf = elf_info(data)
     if elf is not None:
         if elf.machine != arch:
             findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} is an {elf.machine} ELF; the kernel is "
-                                                           f"{arch}", f"build envd for {arch}, then {hint}"))
+                                                           f"{arch}", f"build envd for {arch}, then {hint}",
+                                    fix=Fix.ENVD_REPLACE))
         elif elf.interpreter is None:
             findings.append(Finding("rootfs.envd", "ok", f"{ENVD_PATH}: static {elf.machine} ELF ({mode} mode)"))
         else:
@@ -212,35 +217,37 @@ def _check_envd(view: Ext4Image, node: Inode | None, arch: str, mode: str, findi
                            note="; upstream envd is a static ELF")
         return
     findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} is neither an ELF executable nor a #! script",
-                            hint))
+                            hint, fix=Fix.ENVD_REPLACE))
 
 
 def _check_interpreter(view: Ext4Image, interpreter: str, what: str, findings: list[Finding], hint: str, *,
                        ok_status: Status, note: str = "") -> None:
     if not interpreter.startswith("/"):
         findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH}: {what} {interpreter!r} is not an absolute path",
-                                hint))
+                                hint, fix=Fix.ENVD_REPLACE))
         return
     try:
         target = view.resolve(interpreter)
         node = view.stat(target)
     except ArtifactError as exc:
         findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH}: {what} {interpreter}: {exc.message}",
-                                f"install it in the image, or use a static envd; then {hint}"))
+                                f"install it in the image, or use a static envd; then {hint}", fix=Fix.ENVD_REPLACE))
         return
     if node is None or node.kind != "file":
         findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH}: {what} {interpreter} is not a file in the image",
-                                f"install it in the image, or use a static envd; then {hint}"))
+                                f"install it in the image, or use a static envd; then {hint}", fix=Fix.ENVD_REPLACE))
         return
     status = ok_status
     findings.append(Finding("rootfs.envd", status, f"{ENVD_PATH}: {what} {interpreter} present in the image{note}",
-                            "" if status == "ok" else "use upstream's static envd build"))
+                            "" if status == "ok" else "use upstream's static envd build",
+                            fix=Fix.NONE if status == "ok" else Fix.ENVD_REPLACE))
 
 
 def _check_unit(view: Ext4Image, stats: dict[str, Inode | None], findings: list[Finding], hint: str) -> None:
     unit = stats.get(UNIT_PATH)
     if unit is None:
-        findings.append(Finding("rootfs.systemd", "FAIL", f"systemd mode: {UNIT_PATH} missing", hint))
+        findings.append(Finding("rootfs.systemd", "FAIL", f"systemd mode: {UNIT_PATH} missing", hint,
+                                fix=Fix.ROOTFS_INJECT))
         return
     enabled = []
     for directory in WANTS_DIRS:
@@ -258,4 +265,5 @@ def _check_unit(view: Ext4Image, stats: dict[str, Inode | None], findings: list[
         findings.append(Finding("rootfs.systemd", "ok", f"envd.service present, enabled ({', '.join(enabled)})"))
     else:
         findings.append(Finding("rootfs.systemd", "FAIL", "envd.service present but not enabled "
-                                                          "(no valid link in a *.target.wants directory)", hint))
+                                                          "(no valid link in a *.target.wants directory)", hint,
+                                fix=Fix.ROOTFS_INJECT))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactError, ExitCode
-from ..findings import Status
+from ..findings import Fix, Status
 from ..fsutil import atomic_write_bytes, read_input
 from . import image as img
 from .config import ConfigFile, OptionReader, OptionValue, find_config
@@ -50,8 +50,8 @@ class KernelReport:
         return self._options(name)
 
     def add(self, check: str, status: Status, message: str, hint: str = "",
-            decided_by: str = "") -> None:
-        self.findings.append(KernelFinding(check, status, message, hint, decided_by))
+            decided_by: str = "", *, fix: Fix = Fix.NONE) -> None:
+        self.findings.append(KernelFinding(check, status, message, hint, decided_by, fix=fix))
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "kernel": str(self.kernel), "format": self.kind, "arch": self.arch,
@@ -104,13 +104,15 @@ def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
     """Add the format findings; the uncompressed kernel to read options from (None: nothing to read)."""
     if fmt.arch is not None and fmt.arch != target:
         report.add("kernel.format", "FAIL", f"{fmt.detail} for {fmt.arch}; the guest is {target}",
-                   f"use a {target} kernel (e2b-artifact kernel list)")
+                   f"use a {target} kernel (e2b-artifact kernel list)", fix=Fix.KERNEL_REPLACE)
     if fmt.kind == "elf":
         if fmt.arch == "aarch64" and target == "aarch64":
             report.add("kernel.format", "FAIL", "an aarch64 ELF vmlinux: Firecracker on aarch64 boots the arm64 "
-                                                "Image (invalid Image magic number)", "use arch/arm64/boot/Image")
+                                                "Image (invalid Image magic number)", "use arch/arm64/boot/Image",
+                       fix=Fix.KERNEL_REPLACE)
         for problem in fmt.problems:
-            report.add("kernel.format", "FAIL", problem, "use the vmlinux from the kernel build tree")
+            report.add("kernel.format", "FAIL", problem, "use the vmlinux from the kernel build tree",
+                       fix=Fix.KERNEL_REPLACE)
         if fmt.arch == target == "x86_64" and not fmt.problems:
             report.add("kernel.format", "ok", f"{fmt.detail} (x86-64): " + "; ".join(fmt.notes))
         return data, fmt.elf if fmt.elf is not None and fmt.elf.elf_class == 2 else None
@@ -122,7 +124,8 @@ def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
         if target == "x86_64":
             report.add("kernel.format", "FAIL", f"{fmt.detail}: Firecracker on x86_64 boots only an uncompressed "
                                                 "ELF vmlinux (Kernel Loader: failed to load ELF kernel image)",
-                       f"e2b-artifact kernel extract {report.kernel} -o vmlinux, then use vmlinux")
+                       f"e2b-artifact kernel extract {report.kernel} -o vmlinux, then use vmlinux",
+                       fix=Fix.KERNEL_EXTRACT)
         try:
             _method, vmlinux = img.decompress_bzimage(data)
         except ArtifactError as exc:
@@ -131,7 +134,8 @@ def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
         return vmlinux, img.parse_elf(vmlinux)
     if fmt.kind == "gzip":
         report.add("kernel.format", "FAIL", f"{fmt.detail}: Firecracker needs an uncompressed kernel",
-                   f"gunzip -c {report.kernel} > vmlinux (for a bzImage: e2b-artifact kernel extract)")
+                   f"gunzip -c {report.kernel} > vmlinux (for a bzImage: e2b-artifact kernel extract)",
+                   fix=Fix.KERNEL_EXTRACT)
         try:
             inner = img.gunzip(data)
         except zlib.error:
@@ -140,7 +144,7 @@ def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
         return (inner, inner_fmt.elf) if inner_fmt.kind in ("elf", "arm64-image") else None
     report.add("kernel.format", "FAIL", fmt.detail,
                "give the vmlinux (x86_64) or arch/arm64/boot/Image (aarch64); e2b-artifact kernel list shows "
-               "known kernels")
+               "known kernels", fix=Fix.KERNEL_REPLACE)
     return None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ArtifactError, ExitCode
-from ..findings import Finding, Status
+from ..findings import Finding, Fix, Status
 from ..versions import parse_firecracker_version
 from .config import Evidence, OptionValue
 
@@ -101,7 +101,8 @@ def check_options(rules: RuleSet, option: OptionLookup, arch: str) -> list[Kerne
             module = " (a module is not loaded: no initrd)" if value.value == "m" else ""
             findings.append(KernelFinding(check, rule.severity,
                                           f"{value.describe()}{module}: {rule.why}; you will see: {rule.symptom} "
-                                          f"({value.how()})", rule.fix, value.decided_by))
+                                          f"({value.how()})", rule.fix, value.decided_by,
+                                          fix=Fix.NONE if rule.severity == "ok" else Fix.KERNEL_REBUILD))
     return findings
 
 
@@ -136,13 +137,14 @@ def check_discovery(rules: RuleSet, option: OptionLookup, arch: str,
                                             f"arguments, which this kernel ignores; its ACPI path needs Firecracker "
                                             f">= {since}; you will see: {d.symptom}; {how}",
                              f"use Firecracker >= {since} (e.g. v1.12.1_d990331), or rebuild with "
-                             f"CONFIG_{d.cmdline_option}=y", decided), None
+                             f"CONFIG_{d.cmdline_option}=y", decided, fix=Fix.KERNEL_REBUILD), None
     if cmdline.value is None or acpi.value is None:
         return KernelFinding(check, "warn", f"device discovery unknown: {how}",
                              "pass the kernel's .config with --config FILE", decided), None
     need_fc = "" if fc is None or fc >= d.acpi_since else f" (and Firecracker >= {since} for ACPI)"
     return KernelFinding(check, "FAIL", f"no way to find the virtio-mmio devices under Firecracker {fc_name}: "
-                                        f"you will see: {d.symptom}; {how}", d.fix + need_fc, decided), None
+                                        f"you will see: {d.symptom}; {how}", d.fix + need_fc, decided,
+                         fix=Fix.KERNEL_REBUILD), None
 
 
 def check_acpi_companion(rules: RuleSet, option: OptionLookup, path: DiscoveryPath | None) -> KernelFinding | None:
@@ -153,4 +155,4 @@ def check_acpi_companion(rules: RuleSet, option: OptionLookup, path: DiscoveryPa
         return None
     return KernelFinding(f"kernel.{c.id}", "warn", f"{value.describe()} ({value.how()}) on a kernel that finds its "
                                                    f"devices only through ACPI: {c.why} You may see: {c.symptom}",
-                         c.fix, value.decided_by)
+                         c.fix, value.decided_by, fix=Fix.KERNEL_REBUILD)
