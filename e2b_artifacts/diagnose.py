@@ -26,7 +26,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
-class Rule:
+class LogRule:
+    """A known failure: the log lines that show it, its cause, its fix."""
+
     id: str
     title: str
     patterns: tuple[re.Pattern[str], ...]
@@ -40,8 +42,10 @@ class Rule:
 
 
 @dataclass
-class Finding:
-    rule: Rule
+class LogMatch:
+    """A rule and the log lines that matched it."""
+
+    rule: LogRule
     lines: list[tuple[int, str]] = field(default_factory=list)  # (1-based line number, text)
     count: int = 0
     detail: str | None = None
@@ -89,12 +93,12 @@ def _port(line: str) -> str | None:
 DECODERS: dict[str, Callable[[str], str | None]] = {"init-exit-status": _exit_status, "port": _port}
 
 
-def _rule(raw: dict[str, Any], source: str) -> Rule:
+def _rule(raw: dict[str, Any], source: str) -> LogRule:
     try:
         decoder = raw.get("decoder")
         if decoder is not None and decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}")
-        return Rule(id=str(raw["id"]), title=str(raw["title"]),
+        return LogRule(id=str(raw["id"]), title=str(raw["title"]),
                     patterns=tuple(re.compile(p) for p in raw["patterns"]),
                     cause=str(raw["cause"]), fix=str(raw["fix"]),
                     commands=tuple(str(c) for c in raw.get("commands", ())), decoder=decoder)
@@ -104,7 +108,7 @@ def _rule(raw: dict[str, Any], source: str) -> Rule:
                             code=ExitCode.BAD_INPUT) from exc
 
 
-def load_rules(path: Path | None = None) -> tuple[Rule, ...]:
+def load_rules(path: Path | None = None) -> tuple[LogRule, ...]:
     """The rules of the bundled knowledge base, or of ``path``."""
     if path is None:
         return _bundled_rules()
@@ -118,7 +122,7 @@ def load_rules(path: Path | None = None) -> tuple[Rule, ...]:
 
 
 @cache
-def _bundled_rules() -> tuple[Rule, ...]:
+def _bundled_rules() -> tuple[LogRule, ...]:
     text = resources.files("e2b_artifacts").joinpath("data/diagnose.json").read_text()
     return tuple(_rule(r, "data/diagnose.json") for r in json.loads(text)["rules"])
 
@@ -128,31 +132,31 @@ def clean(line: str) -> str:
     return _ANSI.sub("", line).replace("\r", "").rstrip()
 
 
-def diagnose_lines(lines: Iterable[str], rules: tuple[Rule, ...] | None = None) -> list[Finding]:
-    """One finding per rule that matched, in order of its first matching line."""
+def diagnose_lines(lines: Iterable[str], rules: tuple[LogRule, ...] | None = None) -> list[LogMatch]:
+    """One match per rule that matched, in order of its first matching line."""
     rules = _bundled_rules() if rules is None else rules
-    findings: dict[str, Finding] = {}
+    matches: dict[str, LogMatch] = {}
     for number, raw in enumerate(lines, 1):
         line = clean(raw)
         if not line:
             continue
         for rule in rules:
             if rule.matches(line):
-                finding = findings.setdefault(rule.id, Finding(rule))
-                finding.count += 1
-                if len(finding.lines) < MAX_LINES_PER_FINDING:
-                    finding.lines.append((number, line))
-                if finding.detail is None and rule.decoder is not None:
-                    finding.detail = DECODERS[rule.decoder](line)
+                match = matches.setdefault(rule.id, LogMatch(rule))
+                match.count += 1
+                if len(match.lines) < MAX_LINES_PER_FINDING:
+                    match.lines.append((number, line))
+                if match.detail is None and rule.decoder is not None:
+                    match.detail = DECODERS[rule.decoder](line)
                 break
-    return list(findings.values())
+    return list(matches.values())
 
 
-def diagnose_text(text: str, rules: tuple[Rule, ...] | None = None) -> list[Finding]:
+def diagnose_text(text: str, rules: tuple[LogRule, ...] | None = None) -> list[LogMatch]:
     return diagnose_lines(text.splitlines(), rules)
 
 
-def diagnose_file(path: Path, rules: tuple[Rule, ...] | None = None) -> list[Finding]:
+def diagnose_file(path: Path, rules: tuple[LogRule, ...] | None = None) -> list[LogMatch]:
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:
             return diagnose_lines(fh, rules)

@@ -34,7 +34,9 @@ _BIG_FILE = 64 << 20  # hashed from a temp file instead of held in memory
 
 
 @dataclass
-class Mismatch:
+class PathMismatch:
+    """One field of one path where the image differs from the tar."""
+
     path: str
     field: str
     expected: Any
@@ -45,7 +47,7 @@ class Mismatch:
 class FidelityReport:
     image: str
     entries: int
-    mismatches: list[Mismatch] = field(default_factory=list)
+    mismatches: list[PathMismatch] = field(default_factory=list)
     checked: list[str] = field(default_factory=lambda: ["type", "mode", "uid", "gid", "size", "content",
                                                          "symlink target", "xattrs", "device numbers",
                                                          "hard-link groups", "missing/extra paths",
@@ -80,11 +82,11 @@ def compare(expected: Sequence[FlatEntry], image: Path) -> FidelityReport:
     wanted = {e.path: e for e in expected}
     for path in sorted(actual_paths.keys() - wanted.keys()):
         name = path.rsplit("/", 1)[-1]
-        add(Mismatch(path, "leftover whiteout" if name.startswith(WHITEOUT) else "extra path", None, "present"))
+        add(PathMismatch(path, "leftover whiteout" if name.startswith(WHITEOUT) else "extra path", None, "present"))
     present = [e for e in expected if e.path in actual_paths]
     for e in expected:
         if e.path not in actual_paths:
-            add(Mismatch(e.path, "missing path", e.kind, None))
+            add(PathMismatch(e.path, "missing path", e.kind, None))
     # stat by inode number: no path lookups, and hard links are read once
     by_ino = view.stat_many([f"<{ino}>" for ino in dict.fromkeys(actual_paths[e.path] for e in present)])
     stats = {e.path: by_ino[f"<{actual_paths[e.path]}>"] for e in present}
@@ -93,7 +95,7 @@ def compare(expected: Sequence[FlatEntry], image: Path) -> FidelityReport:
     for e in present:
         node = stats[e.path]
         if node is None:
-            add(Mismatch(e.path, "missing path", e.kind, None))
+            add(PathMismatch(e.path, "missing path", e.kind, None))
             continue
         _compare_one(e, node, hashes.get(node.ino), add)
     _compare_link_groups(present, stats, add)
@@ -116,7 +118,7 @@ def _compare_one(e: FlatEntry, node: Inode, content_hash: str | None, add: Any) 
     checks.append(("xattrs", _xattr_view(e.xattrs), _xattr_view(node.xattrs)))
     for name, want, got in checks:
         if want != got:
-            add(Mismatch(e.path, name, want, got))
+            add(PathMismatch(e.path, name, want, got))
 
 
 def _xattr_view(values: dict[str, bytes]) -> dict[str, str]:
@@ -138,7 +140,7 @@ def _compare_link_groups(present: Iterable[FlatEntry], stats: dict[str, Inode | 
             continue
         want, got = by_tar[e.inode], by_ext4[node.ino]
         if want != got:
-            add(Mismatch(e.path, "hard-link group", sorted(want), sorted(got)))
+            add(PathMismatch(e.path, "hard-link group", sorted(want), sorted(got)))
 
 
 def _content_hashes(image: Path, files: Sequence[tuple[str, Inode]]) -> dict[int, str]:

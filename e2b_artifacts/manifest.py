@@ -121,7 +121,7 @@ class Manifest:
 
 
 @dataclass(frozen=True)
-class Mismatch:
+class FileMismatch:
     """One way the build directory differs from its manifest."""
 
     name: str
@@ -199,7 +199,7 @@ def _malformed(path: Path, detail: str) -> ArtifactError:
 
 def check_manifest(build_dir: Path, *, quick: bool = False, manifest: Manifest | None = None,
                    progress: Callable[[int], None] | None = None,
-                   checked: Callable[[str], None] | None = None) -> list[Mismatch]:
+                   checked: Callable[[str], None] | None = None) -> list[FileMismatch]:
     """Compare ``build_dir`` with its manifest: sizes, and (unless ``quick``) BLAKE3 of the data.
 
     Files are read largest first; ``checked`` (optional) is called with each name once it is done.
@@ -208,31 +208,31 @@ def check_manifest(build_dir: Path, *, quick: bool = False, manifest: Manifest |
     manifest = manifest or load_manifest(build_dir)
     if manifest is None:
         return []
-    mismatches: list[Mismatch] = []
+    mismatches: list[FileMismatch] = []
     present = {p.name for p in artifact_files(build_dir)}
     for name, expected in sorted(manifest.files.items(), key=lambda item: (-item[1].size, item[0])):
         _check_entry(build_dir, name, expected, name in present, quick, progress, mismatches)
         if checked is not None:
             checked(name)
-    mismatches.extend(Mismatch(name, "unlisted") for name in sorted(present - manifest.files.keys()))
+    mismatches.extend(FileMismatch(name, "unlisted") for name in sorted(present - manifest.files.keys()))
     return mismatches
 
 
 def _check_entry(build_dir: Path, name: str, expected: FileEntry, present: bool, quick: bool,
-                 progress: Callable[[int], None] | None, mismatches: list[Mismatch]) -> None:
+                 progress: Callable[[int], None] | None, mismatches: list[FileMismatch]) -> None:
     path = build_dir / name
     if not present:
         problem: Problem = "not-a-file" if path.exists() or path.is_symlink() else "missing"
-        mismatches.append(Mismatch(name, problem))
+        mismatches.append(FileMismatch(name, problem))
         return
     size = path.stat().st_size
     if size != expected.size:
-        mismatches.append(Mismatch(name, "size", str(expected.size), str(size)))
+        mismatches.append(FileMismatch(name, "size", str(expected.size), str(size)))
         return
     if not quick and expected.blake3 is not None:
         digest = hash_file(path, progress)
         if digest != expected.blake3:
-            mismatches.append(Mismatch(name, "hash", expected.blake3, digest))
+            mismatches.append(FileMismatch(name, "hash", expected.blake3, digest))
 
 
 def update_manifest_entry(build_dir: Path, name: str) -> Manifest | None:

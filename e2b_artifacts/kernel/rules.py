@@ -27,7 +27,9 @@ class KernelFinding(Finding):
 
 
 @dataclass(frozen=True)
-class Rule:
+class OptionRule:
+    """A kernel option a Firecracker guest needs, why, and what goes wrong without it."""
+
     id: str
     option: str
     need: str
@@ -45,13 +47,13 @@ class Discovery:
     acpi_option: str
     symptom: str
     fix: str
-    acpi_companion: Rule  # what an ACPI-only kernel should also have (a warning: Firecracker may boot it without)
+    acpi_companion: OptionRule  # what an ACPI-only kernel should also have (a warning: Firecracker may boot it without)
 
 
 @dataclass(frozen=True)
 class RuleSet:
     evidence: dict[str, Evidence]
-    rules: tuple[Rule, ...]
+    rules: tuple[OptionRule, ...]
     discovery: Discovery
 
 
@@ -71,13 +73,13 @@ def load_rules() -> RuleSet:
     doc: dict[str, Any] = json.loads(data_path("rules.json").read_text())
     evidence = {name: Evidence(tuple(e.get("symbols", ())), tuple(s.encode("latin-1") for s in e.get("strings", ())))
                 for name, e in doc["evidence"].items()}
-    rules = tuple(Rule(r["id"], r["option"], r["need"], r["severity"], tuple(r["arch"]), r["why"], r["symptom"],
+    rules = tuple(OptionRule(r["id"], r["option"], r["need"], r["severity"], tuple(r["arch"]), r["why"], r["symptom"],
                        r["fix"]) for r in doc["rules"])
     d = doc["device_discovery"]
     since = parse_firecracker_version(d["acpi_since_firecracker"])
     assert since is not None
     c = d["acpi_companion"]
-    companion = Rule("acpi-pci", c["option"], "y", "warn", ("x86_64",), c["why"], c["symptom"], c["fix"])
+    companion = OptionRule("acpi-pci", c["option"], "y", "warn", ("x86_64",), c["why"], c["symptom"], c["fix"])
     discovery = Discovery(since, d["cmdline_option"], d["acpi_option"], d["symptom"], d["fix"], companion)
     return RuleSet(evidence, rules, discovery)
 

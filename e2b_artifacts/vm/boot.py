@@ -44,7 +44,7 @@ from types import FrameType
 from typing import IO, Any, Literal
 
 from .. import runner
-from ..diagnose import Finding, clean, diagnose_file
+from ..diagnose import LogMatch, clean, diagnose_file
 from ..errors import ArtifactError, ExitCode
 from ..versions import parse_firecracker_version
 
@@ -115,7 +115,7 @@ class BootResult:
     time_to_init: float | None = None
     time_to_marker: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[LogMatch] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
