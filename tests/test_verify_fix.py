@@ -157,7 +157,7 @@ CASES: dict[str, tuple[Callable[[Path], None], Callable[[Path, list[str]], None]
 }
 
 
-def _subclasses(cls: type) -> Iterator[type]:
+def _subclasses(cls: type[Finding]) -> Iterator[type[Finding]]:
     for sub in cls.__subclasses__():
         yield sub
         yield from _subclasses(sub)
@@ -171,7 +171,9 @@ def reworded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every finding made from now on gets a message and hint that share no word with the original."""
     numbers = itertools.count()
     for cls in (Finding, *_subclasses(Finding)):
-        def init(self: Finding, *args: Any, _original: Callable[..., None] = cls.__init__, **kwargs: Any) -> None:
+        original: Callable[..., None] = vars(cls)["__init__"]  # each dataclass has its own generated __init__
+
+        def init(self: Finding, *args: Any, _original: Callable[..., None] = original, **kwargs: Any) -> None:
             _original(self, *args, **kwargs)
             object.__setattr__(self, "message", f"{REWORDED} {next(numbers)}")
             object.__setattr__(self, "hint", REWORDED)
