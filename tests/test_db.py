@@ -341,3 +341,21 @@ def test_goose_default_table_and_no_goose_table(pg: pgserver.PgServer, tmp_path:
     assert "warn db.goose: no goose table" in proc.stdout  # judged by columns alone
     assert "missing snapshots.env_secure" in proc.stdout
     assert run(tmp_path, "db", "check", "--db", url, "--apply").returncode == 0
+
+
+def test_renumbered_migration_with_its_columns_present_is_not_flagged(pg: pgserver.PgServer, tmp_path: Path) -> None:
+    """Upstream renamed 20250611172307_cluster_node_for_builds.sql: current goose tables lack that version,
+    the columns exist, and newer versions are recorded. Nothing to run, so nothing to warn about."""
+    db = make_db(pg)
+    with psycopg.connect(db.url) as conn:
+        conn.execute("DELETE FROM public._migrations WHERE version_id = 20250611172307")
+    check = run(tmp_path, "db", "check", "--db", db.url, "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    report = json.loads(check.stdout)
+    assert not [f for f in report["findings"] if f["status"] != "ok"], report["findings"]
+    assert "20250611172307" not in check.stdout + check.stderr
+    build_id = make_build(tmp_path)
+    reg = run(tmp_path, "register", build_id, "--db", db.url)
+    assert reg.returncode == 0, reg.stdout + reg.stderr
+    assert "not recorded in goose" not in reg.stdout + reg.stderr
+
