@@ -20,8 +20,12 @@ if [ "$want_boot" = 1 ]; then
   mkdir -p "$kernels/$kernel_version"
   ln -sfn "$kernel_dir/vmlinux" "$kernels/$kernel_version/vmlinux.bin"
   host=(--set "HOST_KERNELS_DIR=$kernels")
-  command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null ||
-    apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends qemu-system-x86 qemu-utils >&2
+  if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-img >/dev/null; then
+    log=${E2B_ARTIFACT_SETUP_LOG:-$repo/.setup.log}
+    echo "demo: apt-get install qemu-system-x86 qemu-utils (output in $log)" >&2
+    apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends qemu-system-x86 qemu-utils \
+      >>"$log" 2>&1 || { echo "error: installing QEMU failed"; echo "hint: see $log"; exit 4; } >&2
+  fi
 fi
 build_id=$("$tool" --storage "$storage" build \
   --rootfs-tar "$repo/fixtures/sample-rootfs.tar" \

@@ -9,10 +9,26 @@ python=${PYTHON:-python3}
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 say() { echo "setup: $*" >&2; }
+# apt's and pip's own output goes to this log; the terminal gets one line per step.
+log=${E2B_ARTIFACT_SETUP_LOG:-$repo/.setup.log}
+: >"$log"
+# step DESCRIPTION CMD...: run CMD with its output in the log; on failure, name the step and the log.
+step() {
+  local what=$1; shift
+  say "$what"
+  local rc=0
+  "$@" >>"$log" 2>&1 || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "error: setup step failed: $what (exit $rc)" >&2
+    echo "hint: the full output is in $log; its last lines:" >&2
+    tail -n 5 "$log" | sed 's/^/  | /' >&2
+    exit 4
+  fi
+}
 export DEBIAN_FRONTEND=noninteractive
-apt_install() { apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "$@" >&2; }
+apt_install() { step "apt-get install $*" apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "$@"; }
 updated=0
-apt_update() { [ "$updated" = 1 ] || { apt-get -o DPkg::Lock::Timeout=900 update -q >&2; updated=1; }; }
+apt_update() { [ "$updated" = 1 ] || { step "apt-get update" apt-get -o DPkg::Lock::Timeout=900 update -q; updated=1; }; }
 missing() { for p in "$@"; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done; }
 as_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -36,7 +52,10 @@ if [ -z "$current" ] || ! version_ge "$current" 1.47.1; then
         > /etc/apt/sources.list.d/bookworm-backports.sources
     fi
     apt_update
-    apt_install -t bookworm-backports e2fsprogs || say "backports unavailable: using e2fsprogs $current (slower debugfs fix-up path)"
+    if ! apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends -t bookworm-backports e2fsprogs \
+        >>"$log" 2>&1; then
+      say "backports unavailable: using e2fsprogs $current (slower debugfs fix-up path; details in $log)"
+    fi
   else
     apt_update
     apt_install e2fsprogs
@@ -52,7 +71,6 @@ fi
 need=$(missing "${packages[@]}")
 if [ -n "$need" ]; then
   as_root $need
-  say "installing: $need"
   apt_update
   # shellcheck disable=SC2086
   apt_install $need
@@ -60,16 +78,16 @@ fi
 
 if [ ! -x "$venv/bin/python" ]; then
   say "creating virtualenv $venv"
-  if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+  if ! "$python" -m venv "$venv" >>"$log" 2>&1; then
     as_root python3-venv
     apt_update
     apt_install python3-venv python3-pip
     rm -rf "$venv"
-    "$python" -m venv "$venv"
+    step "creating virtualenv $venv" "$python" -m venv "$venv"
   fi
 fi
 extras=""
 [ "$want_test" = 1 ] && extras="[test]"
-say "installing e2b-artifact$extras into $venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo$extras" >&2
+step "pip install e2b-artifact$extras into $venv" \
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo$extras"
 say "ready: $venv/bin/e2b-artifact"
