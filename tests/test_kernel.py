@@ -272,6 +272,9 @@ def test_module_is_not_enough_and_says_what_the_user_sees(tmp_path: Path) -> Non
     found = {f.check: f for f in check_kernel(k).findings}
     mmio = found["kernel.virtio-mmio"]
     assert mmio.status == "FAIL" and "CONFIG_VIRTIO_MMIO=m" in mmio.message
+    # No ok line may contradict that FAIL: the command-line path finds nothing without the driver.
+    assert found["kernel.devices"].status == "FAIL"
+    assert found["kernel.devices"].message.startswith("no devices found: the virtio-mmio driver is not built in")
     assert "VFS: Unable to mount root fs" in found["kernel.rootfs-ext4"].message
     assert found["kernel.rootfs-ext4"].hint == "rebuild with CONFIG_EXT4_FS=y"
 
@@ -435,6 +438,8 @@ def test_debian_cloud_kernel(tmp_path: Path) -> None:
     mmio = next(f for f in report.findings if f.check == "kernel.virtio-mmio")
     assert mmio.status == "FAIL" and mmio.decided_by == "config"
     assert mmio.message.startswith("CONFIG_VIRTIO_MMIO=m (a module is not loaded")
+    devices = next(f for f in report.findings if f.check == "kernel.devices")
+    assert devices.status == "FAIL" and "through ACPI" in devices.message  # not "ok ... found through ACPI"
     assert report.config is not None and report.config.text == deb.config.read_bytes()
     # Without the config the stripped payload still tells: the driver is not built in.
     alone = next(f for f in check_kernel(out).findings if f.check == "kernel.virtio-mmio")
