@@ -30,7 +30,7 @@ from e2b_artifacts.kernel.rules import load_rules
 from e2b_artifacts.versions import parse_firecracker_version
 from e2b_artifacts.vm import boot
 from tests import kernels
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, assert_clean_error, cli
 
 FC_OLD, FC_NEW = "v1.7.0", "v1.12.1_d990331"
 BANNER = b"Linux version 6.1.0-crafted (test@host) #1\n\0"
@@ -606,6 +606,40 @@ def test_list_shows_catalog_and_installed(root: Path) -> None:
     assert all(k["url"].startswith("https://") for k in doc["catalog"])
     assert all(k["sha256"] is None or k["sha256_source"] for k in doc["catalog"])
     assert [(k["name"], k["arch"], k["kind"]) for k in doc["installed"]] == [("vmlinux-other", "x86_64", "elf")]
+
+
+def test_fetch_bzimage_installs_the_elf_inside_or_refuses(root: Path, server_factory: Any, tmp_path: Path) -> None:
+    bz = _BUILT["cmdline-ikconfig"].bzimage.read_bytes()
+    extract(_BUILT["cmdline-ikconfig"].bzimage, tmp_path / "inside")
+    srv = server_factory(bz)
+    before = listing(root)
+    refused = fetch(root, f"{srv.base}/vmlinux-test", "--no-extract")
+    assert_clean_error(refused, 3, "not installed: it is a bzImage")
+    assert listing(root) == before  # nothing left in HOST_KERNELS_DIR, not even the download
+    proc = fetch(root, f"{srv.base}/vmlinux-test", "--sha256", hashlib.sha256(bz).hexdigest())
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    installed = root / "vmlinux-test" / "vmlinux.bin"
+    assert installed.read_bytes() == (tmp_path / "inside").read_bytes()  # the payload's ELF (no .symtab)
+    assert doc["check"]["format"] == "elf" and doc["check"]["ok"]
+    assert any("installed the ELF vmlinux inside it" in n for n in doc["fetch"]["notes"])
+
+
+def test_fetch_of_something_else_installs_nothing(root: Path, server_factory: Any) -> None:
+    srv = server_factory(b"<html>not found, but with a 200</html>" * 100)
+    before = listing(root)
+    assert_clean_error(fetch(root, f"{srv.base}/vmlinux-test"), 3, "not a kernel Firecracker loads")
+    assert listing(root) == before
+
+
+def test_fetch_unreachable_host_says_so_once(root: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = fetch(root, f"http://127.0.0.1:{port}/k/vmlinux-test")
+    assert_clean_error(proc, 7, f"cannot reach 127.0.0.1:{port}")
+    assert "resuming" not in proc.stderr and "bytes kept" not in proc.stderr
+    assert "nothing was downloaded" in proc.stderr
 
 
 def test_fetch_unknown_catalog_name(root: Path) -> None:

@@ -86,14 +86,17 @@ def list_cmd(app: AppState, as_json: bool) -> None:
 @click.option("--firecracker-version", metavar="V", help="Passed to the check after the download.")
 @click.option("--force", is_flag=True, help="Replace an installed kernel with other content (the old one is moved "
                                             "to $HOST_KERNELS_DIR/.replaced/).")
+@click.option("--extract/--no-extract", default=True, show_default=True,
+              help="Install the ELF vmlinux inside a downloaded bzImage; --no-extract refuses a bzImage instead.")
 @json_option
 @click.pass_obj
 def fetch_cmd(app: AppState, name_or_url: str, sha256: str | None, name: str | None, arch: str | None,
-              firecracker_version: str | None, force: bool, as_json: bool) -> None:
+              firecracker_version: str | None, force: bool, extract: bool, as_json: bool) -> None:
     """Download a catalog kernel or a URL into $HOST_KERNELS_DIR/<name>/vmlinux.bin, verified, then check it.
 
-    Exit 0 installed and passing, 1 installed but the check failed, 6 installed with other
-    content (use --force), 7 network or HTTP error, 8 sha256 mismatch (nothing installed).
+    Exit 0 installed and passing, 1 installed but the check failed, 3 not a kernel Firecracker
+    loads (nothing installed), 6 installed with other content (use --force), 7 network or HTTP
+    error, 8 sha256 mismatch (nothing installed).
     """
     from ..kernel.catalog import default_arch, fetch, resolve
     from ..kernel.check import check_kernel
@@ -101,7 +104,8 @@ def fetch_cmd(app: AppState, name_or_url: str, sha256: str | None, name: str | N
     root = app.settings["HOST_KERNELS_DIR"].path
     entry = resolve(name_or_url, arch or default_arch(), name, sha256)
     progress(f"fetching {entry.url} -> {root / entry.name}/vmlinux.bin")
-    result = fetch(entry, root, force=force, progress=_ProgressBar(), note=lambda msg: progress(f"fetch: {msg}"))
+    result = fetch(entry, root, force=force, progress=_ProgressBar(), note=lambda msg: progress(f"fetch: {msg}"),
+                   extract=extract)
     report = check_kernel(result.path, firecracker_version=firecracker_version, arch=entry.arch)
     lines = [f"{result.state}: {result.path} (sha256 {result.sha256}, "
              f"{'verified' if result.verified else 'not verified: no known digest'})"]

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from ..errors import ArtifactError, ExitCode
 from ..fsutil import exclusive_lock, unused_path
 from ..settings import HOST_ARCH_DIRS
-from .image import ARCHES, identify
+from .image import ARCHES, decompress_bzimage, identify
 from .rules import data_path
 
 KERNEL_FILE = "vmlinux.bin"
@@ -123,8 +123,11 @@ def resolve(name_or_url: str, arch: str, name: str | None, sha256: str | None) -
 
 
 def fetch(entry: CatalogKernel, root: Path, *, force: bool = False, progress: Progress | None = None,
-          note: Callable[[str], None] | None = None) -> FetchResult:
-    """Download ``entry`` into ``root/<name>/vmlinux.bin``: resumable, verified, renamed into place."""
+          note: Callable[[str], None] | None = None, extract: bool = True) -> FetchResult:
+    """Download ``entry`` into ``root/<name>/vmlinux.bin``: resumable, verified, renamed into place.
+
+    A bzImage is replaced by the ELF vmlinux inside it (``extract``) or refused before anything is
+    installed: Firecracker's x86_64 loader reads ``vmlinux.bin`` as an ELF."""
     say = note or (lambda _msg: None)
     if not root.is_dir():
         raise ArtifactError(f"HOST_KERNELS_DIR {root} does not exist", hint="e2b-artifact paths --create, or "
@@ -135,7 +138,7 @@ def fetch(entry: CatalogKernel, root: Path, *, force: bool = False, progress: Pr
     try:
         with exclusive_lock(lock, f"fetch of {entry.name}"):
             try:
-                return _fetch_locked(entry, root, staging, force, progress, say)
+                return _fetch_locked(entry, root, staging, force, progress, say, extract)
             finally:
                 lock.unlink()  # while still holding it: never another run's lock
     finally:
@@ -144,7 +147,7 @@ def fetch(entry: CatalogKernel, root: Path, *, force: bool = False, progress: Pr
 
 
 def _fetch_locked(entry: CatalogKernel, root: Path, staging: Path, force: bool, progress: Progress | None,
-                  say: Callable[[str], None]) -> FetchResult:
+                  say: Callable[[str], None], extract: bool) -> FetchResult:
     part = staging / f"{entry.name}.part"
     resumed_from, restarts = download(entry.url, part, progress, say)
     digest = _sha256(part)
@@ -154,6 +157,10 @@ def _fetch_locked(entry: CatalogKernel, root: Path, staging: Path, force: bool, 
                             f"({entry.sha256_source}); nothing installed",
                             hint="check the URL and --sha256; the download was discarded", code=ExitCode.INTEGRITY)
     notes = [] if entry.sha256 else [f"no known sha256 for {entry.name}: got {digest} (not verified)"]
+    if (loadable := _loadable(part, entry, extract)) is not None:
+        notes.append(f"downloaded a bzImage (sha256 {digest}); installed the ELF vmlinux inside it "
+                     f"({loadable[0]} payload, {loadable[1]} bytes)")
+        digest = _sha256(part)
     target_dir = root / entry.name
     target = target_dir / KERNEL_FILE
     config_part = _fetch_config(entry, staging, say)
@@ -198,6 +205,25 @@ def _fetch_locked(entry: CatalogKernel, root: Path, staging: Path, force: bool, 
                        resumed_from, restarts, config=installed_config, notes=tuple(notes))
 
 
+def _loadable(part: Path, entry: CatalogKernel, extract: bool) -> tuple[str, int] | None:
+    """Make the download a file Firecracker can load as ``vmlinux.bin``, or refuse it (the part is
+    discarded). Returns (compression, size) when a bzImage was replaced by its ELF vmlinux."""
+    data = part.read_bytes()
+    fmt = identify(data)
+    if fmt.kind == "elf" or (fmt.kind == "arm64-image" and entry.arch == "aarch64"):
+        return None
+    if fmt.kind == "bzimage" and extract:
+        method, vmlinux = decompress_bzimage(data)  # an ArtifactError here leaves the part for inspection
+        part.write_bytes(vmlinux)
+        return method, len(vmlinux)
+    part.unlink()
+    why = ("it is a bzImage and --no-extract was given" if fmt.kind == "bzimage"
+           else f"it is {fmt.detail}, not a kernel Firecracker loads")
+    raise ArtifactError(f"{entry.url}: not installed: {why}",
+                        hint="fetch the uncompressed vmlinux (x86_64) or arch/arm64/boot/Image (aarch64); a bzImage "
+                             "is extracted unless --no-extract is given", code=ExitCode.BAD_INPUT)
+
+
 def download(url: str, part: Path, progress: Progress | None = None,
              say: Callable[[str], None] = lambda _msg: None) -> tuple[int, int]:
     """Download ``url`` to ``part``, resuming what is there; (bytes resumed from, restarts from zero)."""
@@ -239,15 +265,53 @@ def download(url: str, part: Path, progress: Progress | None = None,
                 return resumed_from, restarts
         except ArtifactError:
             raise
+        except requests.ConnectionError as exc:
+            have = part.stat().st_size if part.exists() else 0
+            if _never_connected(exc):  # nothing to resume from the server: retrying would say the same 4 times
+                raise ArtifactError(f"cannot reach {urlparse(url).netloc}: {_reason(exc)}",
+                                    hint="check the URL and that this host can reach it (DNS, firewall, proxy); "
+                                         + (f"the {have} bytes kept are resumed next time" if have else
+                                            "nothing was downloaded"), code=ExitCode.REMOTE) from exc
+            stalled = _retry_or_raise(url, exc, have, before, stalled, say)
         except (requests.RequestException, ConnectionError, OSError) as exc:
             have = part.stat().st_size if part.exists() else 0
-            stalled = 0 if have > before else stalled + 1
-            if stalled >= MAX_STALLED_ATTEMPTS:
-                raise ArtifactError(f"{url}: {_reason(exc)} ({MAX_STALLED_ATTEMPTS} attempts made no progress)",
-                                    hint=f"run the same command again: it resumes from the {have} bytes kept",
-                                    code=ExitCode.REMOTE) from exc
-            say(f"download interrupted at {have} bytes ({_reason(exc)}): resuming")
-            time.sleep(RETRY_PAUSE_S * stalled)
+            stalled = _retry_or_raise(url, exc, have, before, stalled, say)
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether the connection was never established (DNS, refused, connect timeout), not cut later."""
+    import socket
+
+    import urllib3.exceptions as u3
+
+    never = (u3.NewConnectionError, u3.NameResolutionError, u3.ConnectTimeoutError, ConnectionRefusedError,
+             socket.gaierror)
+    stack, seen = [exc], set()
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, never):
+            return True
+        if isinstance(e, u3.MaxRetryError) and e.reason is not None:
+            stack.append(e.reason)
+        stack += [x for x in (e.__cause__, e.__context__) if x is not None]
+        stack += [a for a in e.args if isinstance(a, BaseException)]
+    return False
+
+
+def _retry_or_raise(url: str, exc: BaseException, have: int, before: int, stalled: int,
+                    say: Callable[[str], None]) -> int:
+    """Count a failed attempt; raise after MAX_STALLED_ATTEMPTS in a row without progress."""
+    stalled = 0 if have > before else stalled + 1
+    if stalled >= MAX_STALLED_ATTEMPTS:
+        keep = f"it resumes from the {have} bytes kept" if have else "nothing was kept"
+        raise ArtifactError(f"{url}: {_reason(exc)} ({MAX_STALLED_ATTEMPTS} attempts made no progress)",
+                            hint=f"run the same command again: {keep}", code=ExitCode.REMOTE) from exc
+    say(f"download interrupted at {have} bytes ({_reason(exc)}): resuming")
+    time.sleep(RETRY_PAUSE_S * stalled)
+    return stalled
 
 
 def _range_start(status: int, content_range: str | None) -> int:
