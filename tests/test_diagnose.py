@@ -114,3 +114,75 @@ def test_custom_knowledge_base_and_bad_input(tmp_path: Path) -> None:
 def test_bundled_rules_are_complete(rule_id: str) -> None:
     rule = {r.id: r for r in load_rules()}[rule_id]
     assert rule.title and rule.cause and rule.fix and rule.patterns
+
+
+# The host and storage failures self-hosters report, as the services print them.
+HOST_LOG = """\
+2026-03-01T10:00:00Z FATAL required environment variable "LOKI_URL" is not set
+2026-03-01T10:00:01Z ERROR failed to create namespace: open /run/netns/ns-2: permission denied
+2026-03-01T10:00:02Z ERROR failed to listen on port 5008: bind: address already in use
+2026-03-01T10:00:03Z ERROR listen tcp 0.0.0.0:3001: bind: address already in use
+[nbd pool]: failed to create network: no free slots
+[  12.3] block nbd7: Receive control failed (result -32)
+ERROR failed to load snapshot: Unrecognized ioctl flags: 268
+ERROR fork/exec /fc-envd/envd: no such file or directory
+ERROR Kernel Loader: Unable to read kernel image
+ERROR Cannot restore hugetlbfs backed snapshot by mapping the memory file. Please use uffd.
+ERROR failed to init envd: syncing took too long
+ERROR sandbox files for 'abc123' not found
+ERROR failed to get snapfile: object does not exist
+ERROR open /dev/ptmx: no such file or directory
+ERROR exit status 127: ionice: not found
+ERROR error loading snapshot: Invalid data version 9.0.0
+ERROR error loading snapshot: Magic value does not match
+ERROR error loading snapshot: Snapshot size exceeds limit
+ERROR error loading snapshot: CRC64 validation failed: 987654321
+ERROR something nobody has seen before failed badly
+an ordinary line
+"""
+
+HOST_IDS = ["env-var-missing", "netns-permission", "port-in-use", "nbd-no-free-slots", "nbd-receive-control",
+            "uffd-features", "envd-missing-on-host", "kernel-file-unreadable", "snapshot-hugetlbfs-file",
+            "envd-sync-timeout", "local-storage-header-missing", "musl-template-tools", "snapshot-data-version",
+            "snapshot-magic", "snapshot-size-limit", "snapshot-crc"]
+
+
+def test_host_and_storage_failures_are_known_with_their_details() -> None:
+    from e2b_artifacts.diagnose import diagnose_log
+
+    result = diagnose_log(HOST_LOG.splitlines())
+    assert [f.rule.id for f in result.matches] == HOST_IDS
+    by_id = {f.rule.id: f for f in result.matches}
+    assert by_id["env-var-missing"].detail == "LOKI_URL is not set"
+    port = by_id["port-in-use"]
+    assert port.detail == "port 5008 is taken; port 3001 is taken"  # both ports, each in its own form
+    assert port.commands() == ["ss -ltnp 'sport = :5008'", "ss -ltnp 'sport = :3001'"]  # no <port> left
+    assert "CRC64 987654321" in (by_id["snapshot-crc"].detail or "")
+    assert "'snapshot.crc: CRC64 validation failed: 987654321'" in (by_id["snapshot-crc"].detail or "")
+    assert by_id["local-storage-header-missing"].count == 2
+    assert result.unmatched == [(20, "ERROR something nobody has seen before failed badly")]
+
+
+def test_crc_message_without_a_number_says_so() -> None:
+    [crc] = diagnose_text("error loading snapshot: CRC64 validation failed")
+    assert crc.detail is not None and "from v1.15 its message carries none" in crc.detail
+
+
+def test_cli_lists_unmatched_error_lines(tmp_path: Path) -> None:
+    log = tmp_path / "host.log"
+    log.write_text(HOST_LOG)
+    proc = cli("diagnose", log)
+    assert proc.returncode == 1
+    assert "* 1 error line(s) matched no known failure:" in proc.stdout
+    assert "  line 20: ERROR something nobody has seen before failed badly" in proc.stdout
+    assert "run: ss -ltnp 'sport = :5008'" in proc.stdout and "<port>" not in proc.stdout
+    doc = json.loads(cli("diagnose", "--json", log).stdout)
+    assert doc["unmatched_count"] == 1 and doc["unmatched"][0]["line"] == 20
+    only_unknown = cli("diagnose", "-", input=b"fatal: the flux capacitor failed\n")
+    assert only_unknown.returncode == 0 and "matched no known failure" in only_unknown.stdout
+
+
+@pytest.mark.parametrize("rule_id", HOST_IDS)
+def test_new_rules_are_complete(rule_id: str) -> None:
+    rule = {r.id: r for r in load_rules()}[rule_id]
+    assert rule.title and rule.cause and rule.fix and rule.patterns

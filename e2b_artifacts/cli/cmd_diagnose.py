@@ -24,7 +24,7 @@ def command(logfile: str, rules_path: Path | None, list_rules: bool, as_json: bo
     its cause, the fix and the command that helps. Exit 1 when something matched,
     0 when nothing did.
     """
-    from ..diagnose import diagnose_file, diagnose_lines, load_rules
+    from ..diagnose import diagnose_log, load_rules, open_log
 
     rules = load_rules(rules_path)
     if list_rules:
@@ -33,16 +33,12 @@ def command(logfile: str, rules_path: Path | None, list_rules: bool, as_json: bo
              [f"{r.id}: {r.title}" for r in rules])
         return
     if logfile == "-":
-        findings = diagnose_lines(sys.stdin, rules)
+        result = diagnose_log(sys.stdin, rules)
         source = "stdin"
     else:
-        findings = diagnose_file(Path(logfile), rules)
+        with open_log(Path(logfile)) as fh:
+            result = diagnose_log(fh, rules)
         source = logfile
-    lines: list[str] = []
-    for finding in findings:
-        lines += finding.text_lines()
-    lines.append(f"{source}: {len(findings)} known problem(s) found" if findings
-                 else f"{source}: no known problem found")
-    emit(as_json, {"ok": not findings, "source": source, "findings": [f.to_json() for f in findings]}, lines)
-    if findings:
+    emit(as_json, {"ok": not result.matches, "source": source, **result.to_json()}, result.text_lines(source))
+    if result.matches:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
