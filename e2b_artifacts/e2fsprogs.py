@@ -170,6 +170,16 @@ def resize(image: Path, size_bytes: int | None, *, undo_file: Path | None = None
         hint="resize2fs failed; the image was not changed if an undo file was kept")
 
 
+def minimum_size(image: Path) -> int:
+    """The smallest size in bytes ``resize2fs`` accepts for ``image`` (its ``-P`` estimate)."""
+    out = run(["resize2fs", "-P", image], hint="resize2fs -P could not read the image").stdout.decode()
+    m = re.search(r"minimum size of the filesystem:\s*(\d+)", out)
+    if m is None:
+        raise ArtifactError(f"resize2fs -P printed no estimate for {image}: {out.strip()[-200:]}",
+                            hint="check the image with e2fsck -fn", code=ExitCode.TOOL)
+    return int(m.group(1)) * geometry(image).block_size
+
+
 def undo(undo_file: Path, image: Path) -> None:
     """Put back the bytes recorded in ``undo_file`` (``e2undo``)."""
     run(["e2undo", undo_file, image], hint=f"restore by hand: e2undo {undo_file} {image}")

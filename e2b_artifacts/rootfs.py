@@ -124,6 +124,10 @@ def fit(image: Path, free_mb: int, entries: int) -> None:
     inodes_used = geo.inode_count - geo.free_inodes
     target = max(used + free_mb * MIB, int(max(inodes_used, entries) * e2fsprogs.INODE_RATIO * 1.1))
     target = _round_block(target + e2fsprogs.BLOCK_SIZE * 16)
+    if target < geo.size_bytes:
+        # resize2fs keeps room for the metadata of the groups the content spans; its own minimum
+        # exceeds "used + free" for large trees (about 1 GiB and up), and it refuses anything less.
+        target = max(target, _round_block(int(e2fsprogs.minimum_size(image) * 1.02)))
     if abs(target - geo.size_bytes) > MIB:
         e2fsprogs.resize(image, target)
         os.truncate(image, target)

@@ -185,3 +185,52 @@ def test_malicious_tar_writes_nothing_outside(tmp_path: Path, envd_standin: Path
                env={"E2B_ARTIFACT_NO_TAR_INPUT": "1"})
     assert proc.returncode == 3 and "written through the symlink" in proc.stderr, proc.stderr
     assert list((tmp_path / "outside").iterdir()) == []
+
+
+class _Repeat(io.RawIOBase):
+    """``size`` bytes of one random 1 MiB block repeated: real data blocks, cheap to make."""
+
+    def __init__(self, size: int, block: bytes) -> None:
+        self.left, self.block, self.pos = size, block, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buf), self.left, len(self.block) - self.pos)
+        buf[:n] = self.block[self.pos:self.pos + n]
+        self.pos = (self.pos + n) % len(self.block)
+        self.left -= n
+        return n
+
+
+def test_build_of_a_1_5_gib_tree_with_default_options(tmp_path: Path, envd_standin: Path) -> None:
+    """resize2fs's own minimum exceeds "used + free" for trees of about 1 GiB and up; it must be honoured."""
+    tar_path = tmp_path / "big.tar"
+    block = os.urandom(1 << 20)
+    with tarfile.open(tar_path, "w") as tar:
+        for d in ("etc", "usr", "usr/lib", "sbin", "proc", "sys", "dev"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for i in range(24):  # 24 x 64 MiB = 1.5 GiB
+            info = tarfile.TarInfo(f"usr/lib/blob{i}")
+            info.size = 64 << 20
+            tar.addfile(info, io.BufferedReader(_Repeat(info.size, block)))
+        for i in range(2000):
+            data = f"file {i}\n".encode()
+            info = tarfile.TarInfo(f"etc/f{i}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    storage = tmp_path / "templates"
+    proc = cli("--storage", storage, "build", "--rootfs-tar", tar_path, "--envd", envd_standin,
+               "--kernel-version", "vmlinux-6.1.102", "--json")
+    tar_path.unlink()
+    assert proc.returncode == 0, proc.stderr
+    build_id = json.loads(proc.stdout)["build_id"]
+    image = storage / build_id / "rootfs.ext4"
+    geo = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True, check=True).stdout
+    free = int(re.search(r"Free blocks:\s+(\d+)", geo).group(1)) * 4096  # type: ignore[union-attr]
+    assert free >= 512 << 20  # the default free space is there
+    verify = cli("--storage", storage, "verify", build_id, "--json")
+    assert not [f for f in json.loads(verify.stdout)["findings"] if f["status"] == "FAIL"], verify.stdout
