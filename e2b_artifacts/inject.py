@@ -49,8 +49,14 @@ Environment=GOMEMLIMIT=80MiB
 [Install]
 WantedBy=multi-user.target
 """
+# envd mode records what /sbin/init was before it replaced it, so systemd mode can put it back.
+INIT_RECORD_PATH = "/etc/e2b-artifact/init-before-envd"
+SAVED_INIT_PATH = "/sbin/init.before-envd"  # a regular /sbin/init moved aside by envd mode
+SYSTEMD_CANDIDATES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
+MOUNTPOINTS = {"/proc": "040555", "/sys": "040555", "/dev": "040755"}  # the guest mounts proc, sysfs, devtmpfs
 _MARGIN_BLOCKS = 64  # directories, extent blocks, the unit file
 _UNIT_SOURCE = "<unit-file>"  # replaced by the temp file holding UNIT_TEXT when the script runs
+_RECORD_SOURCE = "<record-file>"  # replaced by the temp file holding the init record
 
 
 @dataclass
@@ -73,6 +79,7 @@ class _Plan:
     init_link: str | None  # where /sbin/init lives after resolving its parent (envd mode)
     commands: list[str]
     actions: list[str]
+    record: str = ""  # the text of INIT_RECORD_PATH to write ("" = none)
 
 
 def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = True) -> InjectResult:
@@ -98,7 +105,10 @@ def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = Tru
     with _scratch(image) as scratch:
         resize_undo, debugfs_undo, unit_file = scratch / "resize.undo", scratch / "debugfs.undo", scratch / "unit"
         unit_file.write_text(UNIT_TEXT)
-        commands = [c.replace(_UNIT_SOURCE, quote(str(unit_file))) for c in plan.commands]
+        record_file = scratch / "record"
+        record_file.write_text(plan.record)
+        commands = [c.replace(_UNIT_SOURCE, quote(str(unit_file))).replace(_RECORD_SOURCE, quote(str(record_file)))
+                    for c in plan.commands]
         try:
             if result.grown_to is not None:
                 e2fsprogs.resize(image, result.grown_to, undo_file=resize_undo)
@@ -158,7 +168,8 @@ def _mkdirs(view: Ext4Image, directory: str, commands: list[str], actions: list[
 
 # Everything planning and read-back look at, fetched in one debugfs run.
 _PREFETCH = ("/usr", "/usr/bin", ENVD_PATH, "/sbin", INIT_PATH, "/etc", "/etc/systemd", "/etc/systemd/system",
-             UNIT_PATH, str(PurePosixPath(WANTS_LINK).parent), WANTS_LINK)
+             UNIT_PATH, str(PurePosixPath(WANTS_LINK).parent), WANTS_LINK, INIT_RECORD_PATH, SAVED_INIT_PATH,
+             *SYSTEMD_CANDIDATES, *MOUNTPOINTS)
 
 
 def _plan(view: Ext4Image, envd: Path, envd_bytes: bytes, init: InitMode) -> _Plan:
@@ -185,23 +196,30 @@ def _plan(view: Ext4Image, envd: Path, envd_bytes: bytes, init: InitMode) -> _Pl
                      f"sif {quote(envd_at)} mtime @{mtime}"]
         actions.append(f"write {ENVD_PATH} ({len(envd_bytes)} bytes, 0755, 0:0)")
 
+    for mountpoint, mode in MOUNTPOINTS.items():
+        if view.stat(mountpoint) is None:
+            commands += [f"mkdir {mountpoint}", f"sif {mountpoint} mode {mode}"]
+            actions.append(f"mkdir {mountpoint}")
+
     if init == "envd":
         init_node = current[init_link]
         if init_node is not None and init_node.kind == "dir":
             raise ArtifactError(f"{init_link} is a directory in the image", hint="remove it from the image first",
                                 code=ExitCode.BAD_INPUT)
+        record = ""
         if not (init_node is not None and init_node.kind == "symlink" and init_node.target == ENVD_PATH):
             _mkdirs(view, init_dir, commands, actions)
+            record = _record_original_init(view, init_node, init_link, commands, actions)
             if init_node is not None:
-                commands.append(f"rm {quote(init_link)}")
                 was = f" (was {init_node.kind}" + (f" -> {init_node.target})" if init_node.target else ")")
             else:
                 was = ""
             commands.append(f"symlink {quote(init_link)} {ENVD_PATH}")
             actions.append(f"symlink {INIT_PATH} -> {ENVD_PATH}{was}")
-        return _Plan(envd_dir, init_link, commands, actions)
+        return _Plan(envd_dir, init_link, commands, actions, record)
 
-    _require_init(view)
+    if not _restore_original_init(view, init_link, envd_at, commands, actions):
+        _require_init(view)  # after a restore, the read-back checks the init that was put back
     unit = UNIT_TEXT.encode()
     if not _file_matches(view, current[UNIT_PATH], UNIT_PATH, unit, 0o644):
         _mkdirs(view, str(PurePosixPath(UNIT_PATH).parent), commands, actions)
@@ -218,6 +236,61 @@ def _plan(view: Ext4Image, envd: Path, envd_bytes: bytes, init: InitMode) -> _Pl
         commands.append(f"symlink {WANTS_LINK} {UNIT_PATH}")
         actions.append(f"enable envd.service ({WANTS_LINK} -> {UNIT_PATH})")
     return _Plan(envd_dir, None, commands, actions)
+
+
+def _record_original_init(view: Ext4Image, node: Inode | None, init_link: str, commands: list[str],
+                          actions: list[str]) -> str:
+    """Queue the commands that take ``/sbin/init`` out of envd's way, keeping what it was; the record text."""
+    if node is None:
+        return ""  # nothing to put back; a record from an earlier run (if any) stays as it is
+    if node.kind == "symlink":
+        commands.append(f"rm {quote(init_link)}")
+        record = f"symlink {node.target}\n"
+    else:
+        if view.stat(SAVED_INIT_PATH) is not None:
+            raise ArtifactError(f"{SAVED_INIT_PATH} already exists in the image, so {INIT_PATH} cannot be kept there",
+                                hint=f"move {SAVED_INIT_PATH} out of the image first", code=ExitCode.BAD_INPUT)
+        # debugfs ln + unlink is a rename: the inode keeps its link count.
+        commands += [f"ln {quote(init_link)} {SAVED_INIT_PATH}", f"unlink {quote(init_link)}"]
+        actions.append(f"kept the original {INIT_PATH} as {SAVED_INIT_PATH}")
+        record = f"file {SAVED_INIT_PATH}\n"
+    _mkdirs(view, str(PurePosixPath(INIT_RECORD_PATH).parent), commands, actions)
+    if view.stat(INIT_RECORD_PATH) is not None:
+        commands.append(f"rm {INIT_RECORD_PATH}")
+    commands += [f"write {_RECORD_SOURCE} {INIT_RECORD_PATH}", f"sif {INIT_RECORD_PATH} mode 0100644",
+                 f"sif {INIT_RECORD_PATH} uid 0", f"sif {INIT_RECORD_PATH} gid 0"]
+    actions.append(f"recorded the original {INIT_PATH} in {INIT_RECORD_PATH}")
+    return record
+
+
+def _restore_original_init(view: Ext4Image, init_link: str, envd_at: str, commands: list[str],
+                           actions: list[str]) -> bool:
+    """In systemd mode: undo envd mode's /sbin/init (from its record, else link the image's systemd)."""
+    try:
+        runs_envd = view.resolve(INIT_PATH) == envd_at
+    except ArtifactError:
+        runs_envd = False
+    if not runs_envd:
+        return False
+    record = view.read(INIT_RECORD_PATH).decode(errors="replace").split() if view.stat(INIT_RECORD_PATH) else []
+    commands.append(f"rm {quote(init_link)}")
+    if record[:1] == ["symlink"] and len(record) == 2:
+        commands.append(f"symlink {quote(init_link)} {quote(record[1])}")
+        actions.append(f"symlink {INIT_PATH} -> {record[1]} (put back from {INIT_RECORD_PATH})")
+    elif record[:1] == ["file"] and len(record) == 2 and view.stat(record[1]) is not None:
+        commands += [f"ln {quote(record[1])} {quote(init_link)}", f"unlink {quote(record[1])}"]
+        actions.append(f"moved {record[1]} back to {INIT_PATH}")
+    else:
+        systemd = next((c for c in SYSTEMD_CANDIDATES if (n := view.stat(c)) is not None and n.kind == "file"), None)
+        if systemd is None:
+            raise ArtifactError(f"{INIT_PATH} runs envd (envd mode) and the image has no record of what it was "
+                                "before, nor a systemd to link instead",
+                                hint="install systemd in the image, or keep --init envd", code=ExitCode.BAD_INPUT)
+        commands.append(f"symlink {quote(init_link)} {systemd}")
+        actions.append(f"symlink {INIT_PATH} -> {systemd} (was -> {ENVD_PATH})")
+    if view.stat(INIT_RECORD_PATH) is not None:
+        commands.append(f"rm {INIT_RECORD_PATH}")
+    return True
 
 
 def _require_init(view: Ext4Image) -> None:
@@ -265,6 +338,10 @@ def _read_back(image: Path, plan: _Plan, envd_bytes: bytes, init: InitMode) -> N
         if wants is None or wants.target != UNIT_PATH:
             raise ArtifactError(f"read-back of {WANTS_LINK} is wrong", hint="the image was restored",
                                 code=ExitCode.TOOL)
+        _require_init(view)
+        if view.resolve(INIT_PATH) == envd_at:
+            raise ArtifactError(f"read-back: {INIT_PATH} still runs envd in systemd mode",
+                                hint="the image was restored", code=ExitCode.TOOL)
 
 
 @contextlib.contextmanager

@@ -153,3 +153,74 @@ def test_not_an_image(tmp_path: Path, envd_standin: Path) -> None:
     assert proc.returncode == 3 and "not an ext2/3/4 image" in proc.stderr, proc.stderr
     missing = cli("inject", junk, "--envd", tmp_path / "nope")
     assert missing.returncode == 3 and "envd not found" in missing.stderr
+
+
+def test_switching_modes_both_ways_puts_back_what_envd_mode_replaced(tmp_path: Path, envd_standin: Path) -> None:
+    image = make_ext4(tmp_path / "sd.ext4", _systemd_tree(tmp_path / "tree"))
+    assert cli("inject", image, "--envd", envd_standin).returncode == 0  # envd mode: /sbin/init -> envd
+    view = e2fsprogs.Ext4Image(image)
+    assert view.resolve("/sbin/init") == "/usr/bin/envd"
+    assert view.read(inject.INIT_RECORD_PATH) == b"symlink ../../lib/systemd/systemd\n"
+
+    to_systemd = cli("inject", image, "--envd", envd_standin, "--init", "systemd", "--json")
+    assert to_systemd.returncode == 0, to_systemd.stderr
+    doc = json.loads(to_systemd.stdout)
+    assert doc["changed"], doc  # not "already up to date"
+    assert any("put back from" in a for a in doc["actions"]), doc["actions"]
+    view = e2fsprogs.Ext4Image(image)
+    assert view.resolve("/sbin/init") == "/lib/systemd/systemd"
+    assert 'Fast link dest: "../../lib/systemd/systemd"' in debugfs_lines(image, "stat /usr/sbin/init")
+    assert view.stat(inject.INIT_RECORD_PATH) is None
+    assert e2fsprogs.fsck(image).clean
+    verified = cli("inject", image, "--envd", envd_standin, "--init", "systemd", "--json")
+    assert json.loads(verified.stdout)["changed"] is False  # now it really is up to date
+
+    back = cli("inject", image, "--envd", envd_standin, "--json")
+    assert back.returncode == 0 and json.loads(back.stdout)["changed"]
+    assert e2fsprogs.Ext4Image(image).resolve("/sbin/init") == "/usr/bin/envd"
+
+
+def test_regular_init_is_kept_aside_and_moved_back(tmp_path: Path, envd_standin: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sbin").mkdir(parents=True)
+    (tree / "lib/systemd").mkdir(parents=True)
+    (tree / "sbin/init").write_bytes(b"\x7fELF fake busybox init")
+    (tree / "sbin/init").chmod(0o755)
+    image = make_ext4(tmp_path / "bb.ext4", tree)
+    assert cli("inject", image, "--envd", envd_standin).returncode == 0
+    view = e2fsprogs.Ext4Image(image)
+    assert view.read(inject.SAVED_INIT_PATH) == b"\x7fELF fake busybox init"
+    assert e2fsprogs.fsck(image).clean  # the ln + unlink rename keeps link counts right
+    assert cli("inject", image, "--envd", envd_standin, "--init", "systemd").returncode == 0
+    view = e2fsprogs.Ext4Image(image)
+    assert view.read("/sbin/init") == b"\x7fELF fake busybox init"
+    assert view.stat(inject.SAVED_INIT_PATH) is None
+    assert e2fsprogs.fsck(image).clean
+
+
+def test_systemd_mode_on_envd_image_without_record_or_systemd_is_refused(tmp_path: Path,
+                                                                        envd_standin: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "sbin").mkdir()
+    (tree / "usr/bin/envd").write_bytes(envd_standin.read_bytes())
+    (tree / "usr/bin/envd").chmod(0o755)
+    (tree / "sbin/init").symlink_to("/usr/bin/envd")  # injected by some other tool: no record
+    image = make_ext4(tmp_path / "e.ext4", tree)
+    before = sha256(image)
+    proc = cli("inject", image, "--envd", envd_standin, "--init", "systemd")
+    assert proc.returncode == 3 and "no record of what it was" in proc.stderr, proc.stderr
+    assert sha256(image) == before
+
+
+def test_inject_creates_the_mountpoints_verify_asks_for(tmp_path: Path, envd_standin: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    image = make_ext4(tmp_path / "bare.ext4", tree)
+    proc = cli("inject", image, "--envd", envd_standin, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert {"mkdir /proc", "mkdir /sys", "mkdir /dev"} <= set(json.loads(proc.stdout)["actions"])
+    view = e2fsprogs.Ext4Image(image)
+    modes = {d: view.stat(d) for d in ("/proc", "/sys", "/dev")}
+    assert all(n is not None and n.kind == "dir" for n in modes.values()), modes
+    assert e2fsprogs.fsck(image).clean
