@@ -107,7 +107,7 @@ def _unless_driver_missing(found: KernelFinding, findings: list[KernelFinding]) 
         return found
     return KernelFinding(found.check, "FAIL", "no devices found: the virtio-mmio driver is not built in "
                                               f"(kernel.virtio-mmio); once it is, {found.message}",
-                         driver.hint, found.decided_by)
+                         driver.hint, found.decided_by, fix=driver.fix)
 
 
 def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
