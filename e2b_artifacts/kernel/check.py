@@ -93,7 +93,8 @@ def check_kernel(kernel: Path, *, firecracker_version: str | None = None, arch: 
     rules_arch = report.arch if report.arch in img.ARCHES else target
     report.findings += check_options(rules, report.option, rules_arch)
     found, report.discovery = check_discovery(rules, report.option, rules_arch, firecracker_version)
-    report.findings.append(_unless_driver_missing(found, report.findings))
+    report.findings.append(found if report.discovery == "device-tree"  # a statement of the path, not a find
+                           else _unless_driver_missing(found, report.findings))
     if caveat := check_acpi_companion(rules, report.option, report.discovery):
         report.findings.append(caveat)
     return report
