@@ -9,29 +9,23 @@ A lock file serializes builds of the same build id.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import re
-import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import __version__, rootfs
+from . import __version__, layout, rootfs
 from .errors import ArtifactError, ExitCode
-from .fsutil import exclusive_lock, unused_path
 from .image import ImageOptions, build_rootfs
 from .inject import InitMode, inject
-from .metadata import FILE_NAME as METADATA_NAME
+from .layout import METADATA as METADATA_NAME
+from .layout import ROOTFS as ROOTFS_NAME
 from .metadata import Metadata
 
-ROOTFS_NAME = "rootfs.ext4"
 DEFAULT_KERNEL_VERSION = "vmlinux-6.1.102"  # upstream's 2025 defaults (packages/shared/pkg/schema)
 DEFAULT_FIRECRACKER_VERSION = "v1.12.1_d990331"
 SourceKind = Literal["dir", "tar", "ext4", "image"]
-_BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass
@@ -71,28 +65,19 @@ class BuildResult:
                 "inject": self.inject_actions, **({"image": self.image} if self.image else {})}
 
 
-def check_build_id(build_id: str) -> str:
-    if not _BUILD_ID_RE.match(build_id) or build_id in (".", ".."):
-        raise ArtifactError(f"invalid build id {build_id!r}",
-                            hint="use a UUID (the default) or letters, digits, '.', '_' and '-'",
-                            code=ExitCode.USAGE)
-    return build_id
-
-
 def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -> BuildResult:
     """Build ``<storage>/<build-id>/`` from ``req``; returns where it is."""
-    build_id = check_build_id(req.build_id or str(uuid.uuid4()))
+    build_id = layout.check_build_id(req.build_id or str(uuid.uuid4()))
     _check_inputs(req)
     req.storage.mkdir(parents=True, exist_ok=True)
     target = req.storage / build_id
-    with exclusive_lock(req.storage / f".{build_id}.lock", f"build {build_id}"):
+    with layout.lock(req.storage, build_id):
         if target.exists() and not req.force:
             raise ArtifactError(f"build {build_id} already exists at {target}",
                                 hint="pass --force to replace it (the old one is moved aside, not deleted), "
                                      "or choose another --build-id", code=ExitCode.CONFLICT)
         image_summary: dict[str, Any] | None = None
-        stage = Path(tempfile.mkdtemp(prefix=f".{build_id}.staging-", dir=req.storage))
-        try:
+        with layout.stage(req.storage, build_id) as stage:
             image = stage / ROOTFS_NAME
             progress(f"rootfs: creating {ROOTFS_NAME} from {req.source_kind} {req.source}")
             if req.source_kind == "dir":
@@ -112,11 +97,7 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
             metadata = _metadata(req, build_id, image)
             metadata.write(stage / METADATA_NAME)
             _write_manifest(stage, build_id)
-            os.chmod(stage, 0o755)
-            moved = _publish(stage, target)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)  # our own staging dir, never user data
-            raise
+            moved = layout.publish(stage, target, replace=req.force)
     return BuildResult(build_id, target, (target / ROOTFS_NAME).stat().st_size, moved, injected.actions,
                        image_summary)
 
@@ -152,20 +133,3 @@ def _write_manifest(stage: Path, build_id: str) -> None:
     except ImportError:
         return
     manifest.write_manifest(stage, build_id)
-
-
-def _publish(stage: Path, target: Path) -> Path | None:
-    """Rename ``stage`` to ``target``; an existing target is moved aside first and kept."""
-    if not target.exists():
-        os.rename(stage, target)
-        return None
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    aside = unused_path(target.parent / ".replaced" / f"{target.name}.{stamp}")
-    aside.parent.mkdir(exist_ok=True)
-    os.rename(target, aside)
-    try:
-        os.rename(stage, target)
-    except OSError:
-        os.rename(aside, target)  # put the old build back
-        raise
-    return aside

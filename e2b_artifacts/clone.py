@@ -5,18 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import header as header_mod
-from . import manifest, metadata
-from .build import check_build_id
+from . import layout, manifest, metadata
 from .errors import ArtifactError, ExitCode
-from .fsutil import exclusive_lock
-
-COPY_CHUNK = 8 << 20
+from .fsutil import copy_range
 
 
 @dataclass
@@ -51,41 +47,25 @@ def copy_sparse(src: Path, dst: Path) -> None:
     shutil.copymode(src, dst)
 
 
-def copy_range(in_fd: int, out_fd: int, start: int, end: int, dest_start: int | None = None) -> None:
-    """Copy bytes [start, end) of ``in_fd`` to ``out_fd`` at ``dest_start`` (default: the same offset)."""
-    position, shift = start, (start if dest_start is None else dest_start) - start
-    while position < end:
-        n = min(COPY_CHUNK, end - position)
-        try:
-            copied = os.copy_file_range(in_fd, out_fd, n, position, position + shift)
-        except OSError:
-            copied = os.pwrite(out_fd, os.pread(in_fd, n, position), position + shift)
-        if copied == 0:
-            raise ArtifactError("short copy: the source ends early or shrank while copying",
-                                hint="retry when nothing writes to it", code=ExitCode.BAD_INPUT)
-        position += copied
-
-
 def clone(source: Path, storage: Path, *, build_id: str | None = None, template_id: str | None = None) -> CloneResult:
     """Copy build ``source`` to ``<storage>/<build_id>`` with ids rewritten in metadata and headers."""
     if not source.is_dir():
         raise ArtifactError(f"build directory {source} not found", hint="check the build id (e2b-artifact paths)",
                             code=ExitCode.BAD_INPUT)
-    new_id = check_build_id(build_id or str(uuid.uuid4()))
+    new_id = layout.check_build_id(build_id or str(uuid.uuid4()))
     old_id = source.name
-    md = metadata.read(source / metadata.FILE_NAME)
+    md = metadata.read(source / layout.METADATA)
     target = storage / new_id
-    with exclusive_lock(storage / f".{new_id}.lock", f"build {new_id}"):
+    with layout.lock(storage, new_id):
         if target.exists():
             raise ArtifactError(f"build {new_id} already exists at {target}", hint="choose another --build-id",
                                 code=ExitCode.CONFLICT)
-        stage = Path(tempfile.mkdtemp(prefix=f".{new_id}.staging-", dir=storage))
-        try:
+        with layout.stage(storage, new_id) as stage:
             result = CloneResult(source, target, new_id, [], [])
             for path in manifest.artifact_files(source):
-                if path.name == metadata.FILE_NAME:
+                if path.name == layout.METADATA:
                     continue
-                if path.name in header_mod.DATA_FILE_OF:
+                if path.name in layout.DATA_FILE_OF:
                     (stage / path.name).write_bytes(_rewrite_header(path, old_id, new_id))
                     result.rewritten.append(path.name)
                 else:
@@ -95,15 +75,11 @@ def clone(source: Path, storage: Path, *, build_id: str | None = None, template_
             if template_id is not None:
                 md.template_id = template_id
             md.ext["cloned_from"] = old_id
-            md.write(stage / metadata.FILE_NAME)
-            result.files.append(metadata.FILE_NAME)
-            result.rewritten.append(metadata.FILE_NAME)
+            md.write(stage / layout.METADATA)
+            result.files.append(layout.METADATA)
+            result.rewritten.append(layout.METADATA)
             manifest.write_manifest(stage, new_id)
-            os.chmod(stage, 0o755)
-            os.rename(stage, target)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)  # our own staging copy, never the source
-            raise
+            layout.publish(stage, target)
     return result
 
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import manifest, metadata
+from . import layout, manifest, metadata
 from .errors import ArtifactError, ExitCode
-from .fsutil import atomic_write_bytes, exclusive_lock, unused_path
+from .fsutil import atomic_write_bytes, unused_path
+from .layout import QUARANTINE_DIR
 from .settings import Settings
 
-QUARANTINE_DIR = ".quarantine"
 RECORD_NAME = "quarantine.json"
 CACHE_SIDE_DIR = ".e2b-artifact-quarantine"
 CACHE_SETTINGS = ("TEMPLATE_CACHE_DIR", "SHARED_CHUNK_CACHE_PATH")
@@ -37,8 +37,7 @@ def snapshot_files(build_dir: Path) -> list[Path]:
     found = []
     for entry in sorted(os.scandir(build_dir), key=lambda e: e.name):
         name = entry.name
-        if (name in ("snapfile", "memfile") or name.startswith(("memfile.", "snapfile."))) and \
-                manifest.is_artifact_name(name) and entry.is_file(follow_symlinks=False):
+        if layout.is_snapshot_name(name) and manifest.is_artifact_name(name) and entry.is_file(follow_symlinks=False):
             found.append(Path(entry.path))
     return found
 
@@ -134,7 +133,7 @@ def cold_start(build_dir: Path, settings: Settings, *, dry_run: bool = False,
     if not build_dir.is_dir():
         raise ArtifactError(f"build directory {build_dir} not found", hint="check the build id and the storage path "
                             "(e2b-artifact paths)", code=ExitCode.BAD_INPUT)
-    with exclusive_lock(build_dir.parent / f".{build_dir.name}.lock", f"build {build_dir.name}"):
+    with layout.lock(build_dir.parent, build_dir.name):
         result = plan_cold_start(build_dir, settings)
         result.dry_run = dry_run
         if not result.moves:
@@ -219,7 +218,7 @@ def restore(build_dir: Path, timestamp: str) -> RestoreResult:
     if strays:
         raise ArtifactError(f"{record_path} names paths outside the quarantine: " + ", ".join(map(str, strays)),
                             hint="the record was edited; move the files back by hand", code=ExitCode.BAD_INPUT)
-    with exclusive_lock(build_dir.parent / f".{build_dir.name}.lock", f"build {build_dir.name}"):
+    with layout.lock(build_dir.parent, build_dir.name):
         busy = [m.source for m in moves if m.source.exists() or m.source.is_symlink()]
         if busy:
             raise ArtifactError("cannot restore: these paths exist again: " + ", ".join(map(str, busy)),

@@ -1,4 +1,4 @@
-"""Small filesystem helpers: atomic writes, an exclusive lock, moving aside."""
+"""Small filesystem helpers: atomic writes, an exclusive lock, moving aside, copying byte ranges."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ArtifactError, ExitCode
+
+COPY_CHUNK = 8 << 20
 
 
 def read_input(path: Path, what: str, *, missing_hint: str, hint: str = "check the path and its permissions") -> bytes:
@@ -70,6 +72,21 @@ def unused_path(path: Path) -> Path:
         if not candidate.exists() and not candidate.is_symlink():
             return candidate
         n += 1
+
+
+def copy_range(in_fd: int, out_fd: int, start: int, end: int, dest_start: int | None = None) -> None:
+    """Copy bytes [start, end) of ``in_fd`` to ``out_fd`` at ``dest_start`` (default: the same offset)."""
+    position, shift = start, (start if dest_start is None else dest_start) - start
+    while position < end:
+        n = min(COPY_CHUNK, end - position)
+        try:
+            copied = os.copy_file_range(in_fd, out_fd, n, position, position + shift)
+        except OSError:
+            copied = os.pwrite(out_fd, os.pread(in_fd, n, position), position + shift)
+        if copied == 0:
+            raise ArtifactError("short copy: the source ends early or shrank while copying",
+                                hint="retry when nothing writes to it", code=ExitCode.BAD_INPUT)
+        position += copied
 
 
 def apparent_and_allocated(path: Path) -> tuple[int, int]:

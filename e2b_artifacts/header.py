@@ -35,7 +35,6 @@ _MAP = struct.Struct("<QQ16sQ")
 _BUILD_INFO = struct.Struct("<16sq32s")
 # Frame table entries: {StartU i64, StartC i64, SizeU i32, SizeC i32}; some revisions store end offsets (4 x i64).
 FRAME_ENTRY_SIZES = (24, 32)
-DATA_FILE_OF = {"memfile.header": "memfile", "rootfs.ext4.header": "rootfs.ext4"}
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Format (``format`` 1)::
 
     {"format": 1, "tool": "e2b-artifact 0.1.0", "hash": "blake3", "build_id": "...",
-     "files": {"rootfs.ext4": {"size": 123, "blake3": "<hex>"}, ...}}
+     "files": {"<file name>": {"size": 123, "blake3": "<hex>"}, ...}}
 
 It lists every artifact file at the top of the build directory (not itself,
 not dot-files such as ``.quarantine``, not temp files, not backups such as
@@ -27,11 +27,11 @@ from typing import Any, Literal
 
 import blake3
 
-from . import __version__
+from . import __version__, layout
 from .errors import ArtifactError, ExitCode
 from .fsutil import atomic_write_bytes
 
-FILE_NAME = "artifact-manifest.json"
+FILE_NAME = layout.MANIFEST
 FORMAT = 1
 HASH_NAME = "blake3"
 # 4 MiB reads with blake3's own threads measured fastest here (vs mmap, 1 and 16 MiB buffers).

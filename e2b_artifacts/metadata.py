@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import layout
 from .errors import ArtifactError, ExitCode
 from .fsutil import atomic_write_bytes, read_input
 
-FILE_NAME = "metadata.json"
+FILE_NAME = layout.METADATA
 CURRENT_VERSION = 2
 EXT_KEY = "e2b_artifact"  # our own namespace inside metadata.json
 

@@ -29,16 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import layout
 from . import manifest as mf
-from .build import check_build_id
 from .errors import ArtifactError, ExitCode
-from .fsutil import atomic_write_bytes, exclusive_lock
-from .metadata import FILE_NAME as METADATA_NAME
+from .fsutil import atomic_write_bytes
+from .layout import HEADERS as HEADER_NAMES
+from .layout import MANIFEST as MANIFEST_NAME
+from .layout import METADATA as METADATA_NAME
+from .layout import check_build_id
 from .storage import IntegrityError, ObjectInfo, Storage, TransferOptions
-
-MANIFEST_NAME = mf.FILE_NAME
-HEADER_NAMES = ("memfile.header", "rootfs.ext4.header")
-STAGING_SUFFIX = ".sync-partial"
 
 Action = Literal["send", "skip"]
 State = Literal["up-to-date", "transfer"]
@@ -373,10 +372,6 @@ def _pull_order(root: Path, build_id: str, src: Storage, with_parents: bool) -> 
     return order
 
 
-def _staging_dir(root: Path, build_id: str) -> Path:
-    return root / f".{build_id}{STAGING_SUFFIX}"
-
-
 def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
     """What a pull of one build would fetch; reads no file data."""
     bid = remote.build_id
@@ -392,7 +387,7 @@ def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
         raise ArtifactError(f"{target} exists and differs from {bid} at the source",
                             hint=f"move it aside (mv {target} {target}.old) and pull again",
                             code=ExitCode.CONFLICT)
-    staging = _staging_dir(root, bid)
+    staging = layout.resumable_staging_dir(root, bid)
     resumable = (staging / MANIFEST_NAME).is_file() and (staging / MANIFEST_NAME).read_bytes() == remote.manifest_bytes
     for name in order:
         size = remote.manifest.files[name].size
@@ -404,16 +399,9 @@ def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
 
 def _execute_pull(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,
                   log: Log) -> None:
-    bid = remote.build_id
     root.mkdir(parents=True, exist_ok=True)
-    lock = root / f".{bid}.lock"  # the same lock `build` takes for this id
-    lock_was_there = lock.exists()
-    with exclusive_lock(lock, f"build {bid}"):
-        try:
-            _pull_locked(root, remote, plan, src, opts, log)
-        finally:
-            if not lock_was_there:  # locks are taken non-blocking, so nobody waits on this inode
-                lock.unlink(missing_ok=True)
+    with layout.lock(root, remote.build_id, tidy=True):  # the same lock `build` takes for this id
+        _pull_locked(root, remote, plan, src, opts, log)
 
 
 def _pull_locked(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,
@@ -423,13 +411,21 @@ def _pull_locked(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opt
     if target.exists():
         raise ArtifactError(f"{target} appeared while pulling", hint="another process wrote it; check it",
                             code=ExitCode.CONFLICT)
-    staging = _staging_dir(root, bid)
+    staging = layout.resumable_staging_dir(root, bid)
     saved = staging / MANIFEST_NAME
     if staging.exists() and not (saved.is_file() and saved.read_bytes() == remote.manifest_bytes):
         shutil.rmtree(staging)  # our own staging from a pull of different content
         plan.files = [FileStep(f.name, f.size, "send", "missing") for f in plan.files]
-    staging.mkdir(mode=0o755, exist_ok=True)
-    atomic_write_bytes(saved, remote.manifest_bytes)  # names what the staged files were verified against
+    with layout.stage(root, bid, resumable=True) as staging:
+        _fill_staging(staging, remote, plan, src, opts, log)
+        layout.publish(staging, target)
+    log(f"{bid}: complete in {target}")
+
+
+def _fill_staging(staging: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,
+                  log: Log) -> None:
+    bid = remote.build_id
+    atomic_write_bytes(staging / MANIFEST_NAME, remote.manifest_bytes)  # what the staged files are checked against
     counted = _counting(opts, plan)
 
     def fetch(name: str, size: int) -> None:
@@ -448,13 +444,6 @@ def _pull_locked(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opt
     if mismatches:
         raise ArtifactError(f"staging {staging} is incomplete: {mismatches[0].message}",
                             hint="re-run the pull", code=ExitCode.INTERNAL)
-    fd = os.open(staging, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(staging, target)
-    log(f"{bid}: complete in {target}")
 
 
 # ---- ls --------------------------------------------------------------------------------------

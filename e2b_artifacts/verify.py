@@ -19,18 +19,22 @@ from typing import Any
 
 from . import header as header_mod
 from . import manifest, metadata, snapshot
-from .coldstart import QUARANTINE_DIR
 from .errors import ArtifactError, ExitCode
 from .findings import Finding, Fix, Status
 from .fsutil import unused_path
+from .layout import (
+    COMPRESSED_SUFFIXES,
+    DATA_FILE_OF,
+    HEADERS,
+    MEMFILE,
+    MEMFILE_HEADER,
+    QUARANTINE_DIR,
+    ROOTFS,
+    SNAPFILE,
+)
 from .settings import HOST_ARCH_DIRS, Settings, host_file_candidates
 from .verify_rootfs import check_build_rootfs
 
-ROOTFS = "rootfs.ext4"
-MEMFILE = "memfile"
-SNAPFILE = "snapfile"
-HEADERS = ("memfile.header", "rootfs.ext4.header")
-COMPRESSED_SUFFIXES = (".zstd", ".lz4")
 SNAPFILE_READ_LIMIT = 64 << 20  # beyond Firecracker's 10 MB bound: report the size, do not read it all
 SNAPSHOT_FILES = (MEMFILE, SNAPFILE, HEADERS[0])  # what a cold start moves aside
 NO_SNAPSHOT = "no snapshot: sandboxes cold-boot from rootfs"
@@ -241,9 +245,9 @@ def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, 
 def _memory_size(report: VerifyReport) -> int | None:
     """Guest memory bytes the memfile provides: its header's size, else the file's size."""
     d = report.build_dir
-    if (d / "memfile.header").is_file():
+    if (d / MEMFILE_HEADER).is_file():
         try:
-            return header_mod.read_header(d / "memfile.header").size
+            return header_mod.read_header(d / MEMFILE_HEADER).size
         except ArtifactError:
             return None  # reported by the header check
     if (d / MEMFILE).is_file():
@@ -300,7 +304,7 @@ def _check_headers(report: VerifyReport) -> None:
 
 
 def _check_one_header(report: VerifyReport, name: str, hdr: header_mod.Header, check: str) -> None:
-    data_name = header_mod.DATA_FILE_OF[name]
+    data_name = DATA_FILE_OF[name]
     summary = (f"v{hdr.version}, block {hdr.block_size}, size {hdr.size}, generation {hdr.generation}, "
                f"{len(hdr.mappings) if hdr.mappings is not None else '?'} mappings")
     problems = hdr.problems()

@@ -19,11 +19,11 @@ from . import header as header_mod
 from .e2fsprogs import Ext4Image, Inode
 from .errors import ArtifactError
 from .findings import Finding, Fix, Status
+from .fsutil import copy_range
+from .layout import ROOTFS, ROOTFS_HEADER
 
 ENVD_PATH = "/usr/bin/envd"
 INIT_PATH = "/sbin/init"
-ROOTFS = "rootfs.ext4"
-ROOTFS_HEADER = "rootfs.ext4.header"
 UNIT_PATH = "/etc/systemd/system/envd.service"
 WANTS_DIRS = ("/etc/systemd/system/multi-user.target.wants", "/etc/systemd/system/default.target.wants",
               "/etc/systemd/system/sysinit.target.wants", "/lib/systemd/system/multi-user.target.wants",
@@ -101,8 +101,6 @@ def _maps_itself(hdr: header_mod.Header, build_id: str, file_size: int) -> bool:
 
 def assemble(hdr: header_mod.Header, build_dir: Path, data_name: str, out: Path) -> int:
     """Write the device ``hdr`` describes to ``out`` (sparse: nil ranges stay holes); returns the build count."""
-    from .clone import copy_range
-
     used: set[str] = set()
     with out.open("wb") as fout:
         os.ftruncate(fout.fileno(), hdr.size)
@@ -121,7 +119,7 @@ def assemble(hdr: header_mod.Header, build_dir: Path, data_name: str, out: Path)
     return len(used)
 
 
-def check_rootfs(image: Path, *, init_mode: str | None, arch: str, image_label: str = "rootfs.ext4") -> list[Finding]:
+def check_rootfs(image: Path, *, init_mode: str | None, arch: str, image_label: str = ROOTFS) -> list[Finding]:
     """Every rootfs check; ``init_mode`` None = infer from where ``/sbin/init`` points."""
     findings: list[Finding] = []
     inject_hint = f"e2b-artifact inject {image} --envd PATH" + (" --init systemd" if init_mode == "systemd" else "")

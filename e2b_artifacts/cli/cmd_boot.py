@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .. import layout
 from ..errors import ArtifactError, ExitCode
 from .common import AppState, emit, json_option, progress
 
@@ -52,7 +53,7 @@ def command(app: AppState, build: str | None, rootfs_path: Path | None, kernel_p
     kernel_version: str | None = None
     if build is not None:
         build_dir = settings.build_dir(build)
-        meta_file = build_dir / "metadata.json"
+        meta_file = build_dir / layout.METADATA
         if meta_file.exists():
             from ..metadata import read
             meta = read(meta_file)
@@ -61,7 +62,7 @@ def command(app: AppState, build: str | None, rootfs_path: Path | None, kernel_p
         elif kernel_path is None:
             raise ArtifactError(f"no metadata.json in {build_dir}", hint="check the build id, or pass --kernel PATH",
                                 code=ExitCode.BAD_INPUT)
-        rootfs = rootfs_path or build_dir / "rootfs.ext4"
+        rootfs = rootfs_path or build_dir / layout.ROOTFS
         label = build_dir.name
     elif rootfs_path is not None:
         rootfs, label = rootfs_path, rootfs_path.stem

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import metadata as metadata_mod
 from ..errors import ArtifactError, ExitCode
+from ..layout import ROOTFS
 from . import known as known_mod
 from .schema import Report, Schema, check, connect, database_errors
 
@@ -34,7 +35,6 @@ STATUS_READY = "uploaded"  # what template builds end with; status_group maps it
 DEFAULT_TAG = "default"
 DEFAULT_VCPU = 2
 DEFAULT_RAM_MB = 512
-ROOTFS = "rootfs.ext4"
 _ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Literal
 
-from .. import runner
+from .. import layout, runner
 from ..diagnose import LogMatch, clean, diagnose_file
 from ..errors import ArtifactError, ExitCode
 from ..versions import parse_firecracker_version
@@ -267,7 +267,7 @@ def boot(spec: BootSpec) -> BootResult:
         if vmm == "firecracker":
             assert spec.firecracker_bin is not None
             kernel_args = _join_args(BASE_KERNEL_ARGS, FIRECRACKER_EXTRA_ARGS, spec.extra_args)
-            disk = scratch / "rootfs.ext4"
+            disk = scratch / layout.ROOTFS
             sock = scratch / "fc.sock"
             argv = [str(spec.firecracker_bin), "--api-sock", str(sock)]
             configure: Callable[[], None] | None = _firecracker_configure(sock, spec.kernel, disk, kernel_args, spec)

@@ -1,0 +1,304 @@
+"""The build directory as one concept: id rule, file names, lock, stage/publish; import lightness; one home."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from e2b_artifacts import layout
+from e2b_artifacts.errors import ArtifactError, ExitCode
+
+PACKAGE = REPO / "e2b_artifacts"
+
+
+# ---- build ids -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("build_id", ["3f2a9c1e-0b7d-4e55-9a61-2f1c3d4e5f60", "b1", "a.b_c-D9", "x" * 128])
+def test_build_id_accepted(build_id: str) -> None:
+    assert layout.check_build_id(build_id) == build_id
+
+
+@pytest.mark.parametrize("build_id", ["", ".", "..", "../evil", "a/b", ".hidden", "-flag", "_x", "a b", "x" * 129,
+                                      "é", "a\0b", "a\n"])
+def test_build_id_refused(build_id: str) -> None:
+    with pytest.raises(ArtifactError) as err:
+        layout.check_build_id(build_id)
+    assert err.value.code == ExitCode.USAGE and "invalid build id" in err.value.message and err.value.hint
+
+
+# ---- names -----------------------------------------------------------------------------------
+
+def test_file_names_are_upstreams() -> None:
+    assert (layout.ROOTFS, layout.MEMFILE, layout.SNAPFILE) == ("rootfs.ext4", "memfile", "snapfile")
+    assert layout.HEADERS == ("memfile.header", "rootfs.ext4.header")
+    assert layout.DATA_FILE_OF == {"memfile.header": "memfile", "rootfs.ext4.header": "rootfs.ext4"}
+    assert layout.HEADER_OF == {"memfile": "memfile.header", "rootfs.ext4": "rootfs.ext4.header"}
+    assert (layout.METADATA, layout.MANIFEST) == ("metadata.json", "artifact-manifest.json")
+    assert layout.compressed_names(layout.MEMFILE) == ("memfile.lz4", "memfile.zstd")
+    assert layout.compressed_names(layout.ROOTFS) == ("rootfs.ext4.lz4", "rootfs.ext4.zstd")
+    assert layout.uncompressed_size_name("rootfs.ext4.zstd") == "rootfs.ext4.zstd.uncompressed-size"
+    assert [layout.data_name_of(n) for n in ("memfile.zstd", "rootfs.ext4.lz4", "memfile", "memfile.header")] == [
+        "memfile", "rootfs.ext4", "memfile", "memfile.header"]
+
+
+def test_snapshot_names() -> None:
+    snapshot = ["snapfile", "memfile", "memfile.header", "memfile.lz4", "memfile.zstd.uncompressed-size",
+                "snapfile.orig"]
+    other = ["rootfs.ext4", "rootfs.ext4.header", "metadata.json", "artifact-manifest.json", "memfiles", "snap"]
+    assert [n for n in snapshot + other if layout.is_snapshot_name(n)] == snapshot
+
+
+def test_hidden_names(tmp_path: Path) -> None:
+    assert layout.lock_path(tmp_path, "b1") == tmp_path / ".b1.lock"
+    assert layout.resumable_staging_dir(tmp_path, "b1") == tmp_path / ".b1.sync-partial"
+    assert layout.staging_prefix("b1") == ".b1.staging-"
+    assert layout.replaced_dir(tmp_path) == tmp_path / ".replaced"
+    assert layout.QUARANTINE_DIR == ".quarantine"
+
+
+# ---- lock ------------------------------------------------------------------------------------
+
+def _hold_lock(storage: Path, build_id: str) -> subprocess.Popen[str]:
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from e2b_artifacts import layout\n"
+        "with layout.lock(Path(sys.argv[1]), sys.argv[2]):\n    print('locked', flush=True); time.sleep(30)"),
+        str(storage), build_id], stdout=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_lock_conflict_is_exit_6(tmp_path: Path) -> None:
+    holder = _hold_lock(tmp_path, "b1")
+    try:
+        with pytest.raises(ArtifactError) as err, layout.lock(tmp_path, "b1"):
+            pass
+        assert err.value.code == ExitCode.CONFLICT and int(err.value.code) == 6
+        assert "build b1 is locked by another process" in err.value.message and err.value.hint
+        with layout.lock(tmp_path, "b2"):  # another id is not affected
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with layout.lock(tmp_path, "b1"):  # released when the holder is gone
+        pass
+
+
+def test_lock_conflict_through_the_cli(tmp_path: Path) -> None:
+    """`clone` into a locked build id: one error line, exit 6, nothing written."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / layout.METADATA).write_text('{"version": 2, "template": {"build_id": "src", "kernel_version": '
+                                          '"vmlinux-6.1.102", "firecracker_version": "v1.12.1_d990331"}}')
+    storage = tmp_path / "storage"
+    holder = _hold_lock(storage, "b1")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "e2b_artifacts", "--storage", str(storage), "clone",
+                               str(source), "--build-id", "b1"], capture_output=True, text=True, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 6, proc.stderr
+    assert proc.stderr.startswith("error: build b1 is locked by another process") and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in storage.iterdir()) == [".b1.lock"]
+
+
+def test_lock_tidy_removes_only_its_own_file(tmp_path: Path) -> None:
+    with layout.lock(tmp_path, "b1"):
+        assert layout.lock_path(tmp_path, "b1").exists()
+    assert layout.lock_path(tmp_path, "b1").exists()  # default: the file stays (as build leaves it)
+    with layout.lock(tmp_path, "b1", tidy=True):
+        pass
+    assert layout.lock_path(tmp_path, "b1").exists()  # it was there before: not ours to remove
+    with layout.lock(tmp_path, "b2", tidy=True):
+        assert layout.lock_path(tmp_path, "b2").exists()
+    assert not layout.lock_path(tmp_path, "b2").exists()
+
+
+# ---- stage / publish -------------------------------------------------------------------------
+
+def _fill(staging: Path, content: str) -> None:
+    (staging / layout.ROOTFS).write_text(content)
+    (staging / layout.METADATA).write_text("{}")
+
+
+def test_stage_then_publish(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    with layout.lock(storage, "b1"), layout.stage(storage, "b1") as staging:
+        assert staging.parent == storage and staging.name.startswith(".b1.staging-")
+        _fill(staging, "new")
+        assert not (storage / "b1").exists()
+        assert layout.publish(staging, storage / "b1") is None
+        assert not staging.exists()
+    target = storage / "b1"
+    assert (target / layout.ROOTFS).read_text() == "new" and target.stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in storage.iterdir()) == [".b1.lock", "b1"]
+
+
+def test_publish_replace_moves_the_old_build_to_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "b1"
+    target.mkdir()
+    (target / "user-note.txt").write_text("keep me")
+    with layout.stage(tmp_path, "b1") as staging:
+        _fill(staging, "new")
+        aside = layout.publish(staging, target, replace=True)
+    assert aside is not None and aside.parent == tmp_path / ".replaced"
+    assert re.fullmatch(r"b1\.\d{8}T\d{6}Z", aside.name), aside.name
+    assert (aside / "user-note.txt").read_text() == "keep me"
+    assert sorted(p.name for p in target.iterdir()) == [layout.METADATA, layout.ROOTFS]
+    with layout.stage(tmp_path, "b1") as staging:  # a second replace within the same second: a new name
+        _fill(staging, "newer")
+        again = layout.publish(staging, target, replace=True)
+    assert again is not None and again != aside and (again / layout.ROOTFS).read_text() == "new"
+    assert (aside / "user-note.txt").read_text() == "keep me"
+    assert (target / layout.ROOTFS).read_text() == "newer"
+
+
+def test_publish_refuses_an_existing_build_without_replace(tmp_path: Path) -> None:
+    target = tmp_path / "b1"
+    target.mkdir()
+    (target / "user-note.txt").write_text("keep me")
+    with pytest.raises(ArtifactError) as err, layout.stage(tmp_path, "b1") as staging:
+        _fill(staging, "new")
+        layout.publish(staging, target)
+    assert err.value.code == ExitCode.CONFLICT and "already exists" in err.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1"]  # staging removed, nothing moved aside
+    assert sorted(p.name for p in target.iterdir()) == ["user-note.txt"]
+
+
+def test_failed_stage_publishes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "b1"
+    with pytest.raises(RuntimeError, match="half way"), layout.stage(tmp_path, "b1") as staging:
+        _fill(staging, "partial")
+        raise RuntimeError("half way")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    old = tmp_path / "b2"
+    old.mkdir()
+    (old / layout.ROOTFS).write_text("old")
+    with pytest.raises(KeyboardInterrupt), layout.stage(tmp_path, "b2") as staging:
+        _fill(staging, "partial")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b2"] and (old / layout.ROOTFS).read_text() == "old"
+
+
+def test_failed_rename_puts_the_old_build_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "b1"
+    target.mkdir()
+    (target / layout.ROOTFS).write_text("old")
+    real_rename = os.rename
+
+    def rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if Path(src).name.startswith(".b1.staging-"):
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError, match="No space"), layout.stage(tmp_path, "b1") as staging:
+        _fill(staging, "new")
+        layout.publish(staging, target, replace=True)
+    assert (target / layout.ROOTFS).read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".replaced", "b1"]
+    assert list((tmp_path / ".replaced").iterdir()) == []
+
+
+def test_resumable_stage_is_kept_for_the_next_run(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), layout.stage(tmp_path, "b1", resumable=True) as staging:
+        assert staging == tmp_path / ".b1.sync-partial"
+        (staging / layout.ROOTFS).write_text("first half")
+        raise RuntimeError("interrupted")
+    assert (tmp_path / ".b1.sync-partial" / layout.ROOTFS).read_text() == "first half"
+    with layout.stage(tmp_path, "b1", resumable=True) as staging:
+        assert (staging / layout.ROOTFS).read_text() == "first half"
+        (staging / layout.METADATA).write_text("{}")
+        layout.publish(staging, tmp_path / "b1")
+    assert sorted(p.name for p in (tmp_path / "b1").iterdir()) == [layout.METADATA, layout.ROOTFS]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1"]
+
+
+# ---- import lightness ------------------------------------------------------------------------
+
+HEAVY_FOR = {
+    "e2b_artifacts.sync": ("oci", "image", "fidelity", "rootfs", "build"),
+    "e2b_artifacts.verify": ("oci", "image", "build", "clone"),
+}
+
+
+def _loaded_by(module: str) -> list[str]:
+    """The package's modules that ``import module`` loads, in a fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-c", f"import {module}, sys; "
+                           "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('e2b_artifacts'))))"],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          check=True)
+    loaded = proc.stdout.split()
+    assert module in loaded  # the check ran on the module itself
+    return loaded
+
+
+@pytest.mark.parametrize("module", sorted(HEAVY_FOR))
+def test_import_is_light(module: str) -> None:
+    heavy = [m for m in _loaded_by(module)
+             if any(m == f"e2b_artifacts.{h}" or m.startswith(f"e2b_artifacts.{h}.") for h in HEAVY_FOR[module])]
+    assert heavy == [], f"import {module} loads {heavy}"
+
+
+def test_layout_imports_only_errors_and_fsutil() -> None:
+    assert _loaded_by("e2b_artifacts.layout") == [
+        "e2b_artifacts", "e2b_artifacts.errors", "e2b_artifacts.fsutil", "e2b_artifacts.layout"]
+
+
+# ---- one home for the file names -------------------------------------------------------------
+
+MUST_SHOW_RE = re.compile(r'"(memfile\.header|rootfs\.ext4|snapfile)"')
+FILE_NAMES = {layout.ROOTFS, layout.MEMFILE, layout.SNAPFILE, *layout.HEADERS, layout.METADATA, layout.MANIFEST,
+              *(n for d in layout.DATA_FILES for n in layout.compressed_names(d)),
+              *(layout.uncompressed_size_name(n) for d in layout.DATA_FILES for n in layout.compressed_names(d))}
+
+
+def _sources() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "layout.py")
+
+
+def _snapshot_check_codes() -> set[str]:
+    """The stable codes of snapfile issues (``Issue(severity, code, message)``): ``memfile`` is one, not a file."""
+    codes = set()
+    for node in ast.walk(ast.parse((PACKAGE / "snapshot.py").read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Issue" and \
+                len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+            codes.add(node.args[1].value)
+    assert {"crc", "memfile"} <= codes  # the scan below relies on finding them
+    return codes
+
+
+def test_must_show_grep_hits_only_layout() -> None:
+    """``grep -rn '"memfile.header"\\|"rootfs.ext4"\\|"snapfile"' e2b_artifacts/`` hits only layout.py."""
+    hits = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in _sources()
+            for n, line in enumerate(p.read_text().splitlines(), 1) if MUST_SHOW_RE.search(line)]
+    assert hits == []
+    assert MUST_SHOW_RE.search((PACKAGE / "layout.py").read_text())  # the pattern does match where they live
+
+
+def test_no_module_but_layout_spells_a_build_file_name() -> None:
+    """No string literal outside layout.py equals a build file name (snapfile issue codes excepted)."""
+    codes = _snapshot_check_codes()
+    hits = []
+    for path in _sources():
+        tree = ast.parse(path.read_text())
+        exempt: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Issue" and \
+                    len(node.args) > 1:
+                exempt.add(id(node.args[1]))
+            if isinstance(node, ast.Dict) and node.keys and all(
+                    isinstance(k, ast.Constant) and k.value in codes for k in node.keys):
+                exempt.update(id(k) for k in node.keys)  # a table keyed by snapfile issue code
+        hits += [f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                 if isinstance(node, ast.Constant) and node.value in FILE_NAMES and id(node) not in exempt]
+    assert hits == []
