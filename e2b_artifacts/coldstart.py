@@ -149,35 +149,56 @@ def cold_start(build_dir: Path, settings: Settings, *, dry_run: bool = False,
             result.metadata_marked = True
         if dry_run:
             return result
-        result.quarantine.mkdir(parents=True)
-        old_manifest = build_dir / manifest.FILE_NAME
-        if old_manifest.is_file():
-            record["manifest"] = old_manifest.read_text()
-        done: list[Move] = []
-        try:
-            for move in result.moves:
-                move.dest.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(move.source, move.dest)
-                done.append(move)
-                record["moves"] = [m.to_dict() for m in done]
-                atomic_write_bytes(result.quarantine / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode())
-        except OSError as exc:
-            for move in reversed(done):  # put back what already moved
-                os.rename(move.dest, move.source)
-            (result.quarantine / RECORD_NAME).unlink(missing_ok=True)
-            _remove_empty_dirs(result.quarantine, stop=build_dir)
-            raise ArtifactError(f"cannot move {move.source} to {move.dest}: {exc.strerror}; nothing was moved",
-                                hint="check permissions and free space", code=ExitCode.BAD_INPUT) from exc
-        if new_metadata is not None:
-            atomic_write_bytes(build_dir / metadata.FILE_NAME, new_metadata)
-        if record["manifest"] is not None:
-            for move in done:
-                if move.what == "snapshot":
-                    manifest.update_manifest_entry(build_dir, move.source.name)
-            if new_metadata is not None:
-                manifest.update_manifest_entry(build_dir, metadata.FILE_NAME)
-            result.manifest_updated = True
+        _quarantine(build_dir, result, record, new_metadata)
         return result
+
+
+def _quarantine(build_dir: Path, result: ColdStartResult, record: dict[str, Any], new_metadata: bytes | None) -> None:
+    """Carry out a cold start in an order where a kill at any point leaves either a build that verifies or
+    a quarantine record that ``restore`` completes:
+
+    1. the record, listing every planned move (and the manifest and metadata as they were), is written
+       before anything moves; a kill here leaves the build as it was;
+    2. the manifest drops the snapshot files in one write: a kill here leaves them present but unlisted,
+       which verify reports as a warning, not a failure;
+    3. the renames: a kill between two of them splits memfile from snapfile (verify FAILs), and restore
+       puts back what moved and leaves in place what had not;
+    4. metadata.json (``--filesystem-only``), then its manifest entry: a kill between the two is the one
+       other window where verify FAILs, and restore completes it.
+    """
+    result.quarantine.mkdir(parents=True, exist_ok=True)
+    record_path = result.quarantine / RECORD_NAME
+    old_manifest = build_dir / manifest.FILE_NAME
+    if old_manifest.is_file():
+        record["manifest"] = old_manifest.read_text()
+    record["moves"] = [m.to_dict() for m in result.moves]
+    record["state"] = "moving"
+    atomic_write_bytes(record_path, (json.dumps(record, indent=2) + "\n").encode())
+    snapshot_names = [m.source.name for m in result.moves if m.what == "snapshot"]
+    if record["manifest"] is not None:
+        manifest.drop_manifest_entries(build_dir, snapshot_names)
+    done: list[Move] = []
+    try:
+        for move in result.moves:
+            move.dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(move.source, move.dest)
+            done.append(move)
+    except OSError as exc:
+        for moved in reversed(done):  # put back what already moved
+            os.rename(moved.dest, moved.source)
+        if record["manifest"] is not None:
+            atomic_write_bytes(old_manifest, record["manifest"].encode())
+        record_path.unlink(missing_ok=True)
+        _remove_empty_dirs(result.quarantine, stop=build_dir)
+        raise ArtifactError(f"cannot move {move.source} to {move.dest}: {exc.strerror}; nothing was moved",
+                            hint="check permissions and free space", code=ExitCode.BAD_INPUT) from exc
+    if new_metadata is not None:
+        atomic_write_bytes(build_dir / metadata.FILE_NAME, new_metadata)
+        if record["manifest"] is not None:
+            manifest.update_manifest_entry(build_dir, metadata.FILE_NAME)
+    result.manifest_updated = record["manifest"] is not None
+    record["state"] = "done"
+    atomic_write_bytes(record_path, (json.dumps(record, indent=2) + "\n").encode())
 
 
 @dataclass
@@ -219,17 +240,25 @@ def restore(build_dir: Path, timestamp: str) -> RestoreResult:
         raise ArtifactError(f"{record_path} names paths outside the quarantine: " + ", ".join(map(str, strays)),
                             hint="the record was edited; move the files back by hand", code=ExitCode.BAD_INPUT)
     with layout.lock(build_dir.parent, build_dir.name):
-        busy = [m.source for m in moves if m.source.exists() or m.source.is_symlink()]
+        def there(p: Path) -> bool:
+            return p.exists() or p.is_symlink()
+
+        # A cold start killed while moving (record state "moving") left some sources in place: those
+        # never moved and stay where they are; everything else must be in the quarantine, and nothing
+        # may have come back in its place.
+        interrupted = record.get("state") == "moving"
+        pending = [m for m in moves if not (interrupted and there(m.source) and not there(m.dest))]
+        busy = [m.source for m in pending if there(m.source)]
         if busy:
             raise ArtifactError("cannot restore: these paths exist again: " + ", ".join(map(str, busy)),
                                 hint="move them aside first (e.g. a newer snapshot), then rerun restore",
                                 code=ExitCode.CONFLICT)
-        lost = [m.dest for m in moves if not (m.dest.exists() or m.dest.is_symlink())]
+        lost = [m.dest for m in pending if not there(m.dest)]
         if lost:
             raise ArtifactError("cannot restore: quarantined paths are gone: " + ", ".join(map(str, lost)),
                                 hint="nothing was moved; check the quarantine directory", code=ExitCode.BAD_INPUT)
         result = RestoreResult(build_dir.name, timestamp)
-        for move in moves:
+        for move in pending:
             move.source.parent.mkdir(parents=True, exist_ok=True)
             os.rename(move.dest, move.source)
             result.moves.append(Move(move.dest, move.source, move.what))

@@ -235,6 +235,17 @@ def _check_entry(build_dir: Path, name: str, expected: FileEntry, present: bool,
             mismatches.append(FileMismatch(name, "hash", expected.blake3, digest))
 
 
+def drop_manifest_entries(build_dir: Path, names: list[str]) -> Manifest | None:
+    """Remove ``names`` from an existing manifest in one write. ``None`` when there is no manifest."""
+    manifest = load_manifest(build_dir)
+    if manifest is None:
+        return None
+    for name in names:
+        manifest.files.pop(name, None)
+    atomic_write_bytes(build_dir / FILE_NAME, manifest.to_json())
+    return manifest
+
+
 def update_manifest_entry(build_dir: Path, name: str) -> Manifest | None:
     """Re-hash one file (e.g. a rewritten ``metadata.json``) in an existing manifest.
 

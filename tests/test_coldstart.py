@@ -123,3 +123,25 @@ def test_metadata_changed_after_cold_start_is_kept(tmp_path: Path) -> None:
     assert not restored.metadata_restored and restored.metadata_kept_at is not None
     assert restored.metadata_kept_at.read_bytes() == original
     assert json.loads((bdir / "metadata.json").read_text()) == {"edited": True}
+
+
+def test_restore_completes_a_cold_start_killed_between_two_renames(tmp_path: Path) -> None:
+    """The state a kill inside the renames leaves: the record lists every planned move, state "moving",
+    the manifest already without the snapshot files, memfile moved, the rest still in place."""
+    bdir, settings = make(tmp_path, tmp_path / "tc", None)
+    before = snapshot_of(bdir, tmp_path / "tc")
+    plan = coldstart.plan_cold_start(bdir, settings)
+    plan.quarantine.mkdir(parents=True)
+    record = {"build_id": BID, "timestamp": plan.timestamp, "build_dir": str(bdir), "state": "moving",
+              "moves": [m.to_dict() for m in plan.moves], "manifest": (bdir / "artifact-manifest.json").read_text(),
+              "metadata": None}
+    (plan.quarantine / coldstart.RECORD_NAME).write_text(json.dumps(record))
+    manifest.drop_manifest_entries(bdir, ["memfile", "snapfile", "memfile.header"])
+    first = next(m for m in plan.moves if m.source.name == "memfile")
+    first.dest.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(first.source, first.dest)
+    result = coldstart.restore(bdir, plan.timestamp)
+    assert [m.dest.name for m in result.moves] == ["memfile"]  # only what had moved comes back
+    assert snapshot_of(bdir, tmp_path / "tc") == before
+    assert manifest.check_manifest(bdir, quick=False) == []
+    assert not (bdir / ".quarantine").exists()

@@ -5,7 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import shutil
+import signal
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -330,3 +335,54 @@ def test_dangling_rootfs_link_is_reported_not_a_crash(env: Env) -> None:
     assert rc == 1
     assert "FAIL files: rootfs.ext4 is not a regular file" in out
     assert "FAIL manifest: rootfs.ext4: listed in artifact-manifest.json but is not a regular file" in out
+
+
+def test_cold_start_killed_at_random_points_verifies_or_restores(env: Env, tmp_path: Path) -> None:
+    """30 SIGKILLs of a real cold-start: afterwards verify passes, or restore completes and then it passes;
+    the snapshot's bytes are never lost (in the build or in the quarantine)."""
+    bdir = env.storage / BUILD_ID
+    add_snapshot(bdir, mem_mib=64)
+    manifest.write_manifest(bdir, BUILD_ID)
+    pristine = tmp_path / "pristine"
+    subprocess.run(["cp", "-a", "--sparse=always", str(bdir), str(pristine)], check=True)
+    originals = {n: hashlib.sha256((pristine / n).read_bytes()).hexdigest() for n in ("memfile", "snapfile")}
+    argv = [sys.executable, "-m", "e2b_artifacts", "cold-start", BUILD_ID]
+    environ = {**os.environ, **env.vars()}
+    started = time.monotonic()
+    subprocess.run(argv, env=environ, check=True, capture_output=True)
+    full_run = time.monotonic() - started
+    rng = random.Random(1234)
+    restored = interrupted = 0
+    for i in range(30):
+        shutil.rmtree(bdir)
+        subprocess.run(["cp", "-a", "--sparse=always", str(pristine), str(bdir)], check=True)
+        child = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if i % 2:  # anywhere in the run
+            time.sleep(rng.uniform(0.3, 1.05) * full_run)
+        else:  # inside the moves: from the moment the record appears, 0-4 ms later
+            deadline = time.monotonic() + 10
+            while not list(bdir.glob(".quarantine/*/quarantine.json")) and child.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            time.sleep(rng.uniform(0, 0.004))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        found: dict[str, set[str]] = {}
+        for name in originals:
+            for p in [q for q in [bdir / name, *bdir.glob(f".quarantine/*/{name}")] if q.is_file()]:
+                found.setdefault(name, set()).add(hashlib.sha256(p.read_bytes()).hexdigest())
+        assert found == {n: {h} for n, h in originals.items()}, i  # nothing lost
+        states = [json.loads(r.read_text()).get("state") for r in bdir.glob(".quarantine/*/quarantine.json")]
+        interrupted += states == ["moving"]
+        rc, out, _ = env.run("verify", BUILD_ID)
+        if rc != 0:
+            records = list(bdir.glob(".quarantine/*/quarantine.json"))
+            assert len(records) == 1, (i, out)
+            rrc, rout, _ = env.run("restore", BUILD_ID, records[0].parent.name)
+            assert rrc == 0, (i, rout)
+            restored += 1
+            rc, out, _ = env.run("verify", BUILD_ID)
+            assert rc == 0, (i, out)
+    print(f"30 kills: {interrupted} inside the cold start, {restored} left a build that needed restore, "
+          f"{30 - restored} verified as left")
+    assert interrupted > 0  # the kills did land between the steps, not only before or after
