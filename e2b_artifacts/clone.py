@@ -22,10 +22,11 @@ class CloneResult:
     build_id: str
     files: list[str]
     rewritten: list[str]
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {"ok": True, "source": str(self.source), "target": str(self.target), "build_id": self.build_id,
-                "files": self.files, "rewritten": self.rewritten}
+                "files": self.files, "rewritten": self.rewritten, "warnings": self.warnings}
 
 
 def copy_sparse(src: Path, dst: Path) -> None:
@@ -47,21 +48,28 @@ def copy_sparse(src: Path, dst: Path) -> None:
     shutil.copymode(src, dst)
 
 
-def clone(source: Path, storage: Path, *, build_id: str | None = None, template_id: str | None = None) -> CloneResult:
-    """Copy build ``source`` to ``<storage>/<build_id>`` with ids rewritten in metadata and headers."""
+def clone(source: Path, storage: Path, *, build_id: str | None = None, template_id: str | None = None,
+          force: bool = False) -> CloneResult:
+    """Copy build ``source`` to ``<storage>/<build_id>`` with ids rewritten in metadata and headers.
+
+    The source is checked against its own manifest first: a clone never blesses bytes that manifest
+    rejects. With ``force`` it is copied anyway, the mismatches are carried as warnings, and the copy's
+    manifest keeps the source's recorded hashes, so the copy fails verify the way its source does.
+    """
     if not source.is_dir():
         raise ArtifactError(f"build directory {source} not found", hint="check the build id (e2b-artifact paths)",
                             code=ExitCode.BAD_INPUT)
     new_id = layout.check_build_id(build_id or str(uuid.uuid4()))
     old_id = source.name
     md = metadata.read(source / layout.METADATA)
+    recorded, warnings = _check_source(source, force)
     target = storage / new_id
     with layout.lock(storage, new_id):
         if target.exists():
             raise ArtifactError(f"build {new_id} already exists at {target}", hint="choose another --build-id",
                                 code=ExitCode.CONFLICT)
         with layout.stage(storage, new_id) as stage:
-            result = CloneResult(source, target, new_id, [], [])
+            result = CloneResult(source, target, new_id, [], [], warnings)
             for path in manifest.artifact_files(source):
                 if path.name == layout.METADATA:
                     continue
@@ -78,9 +86,29 @@ def clone(source: Path, storage: Path, *, build_id: str | None = None, template_
             md.write(stage / layout.METADATA)
             result.files.append(layout.METADATA)
             result.rewritten.append(layout.METADATA)
-            manifest.write_manifest(stage, new_id)
+            manifest.write_entries(stage, new_id, {
+                path.name: recorded[path.name] if path.name in recorded and path.name not in result.rewritten
+                else manifest.entry_for(path) for path in manifest.artifact_files(stage)})
             layout.publish(stage, target)
     return result
+
+
+def _check_source(source: Path, force: bool) -> tuple[dict[str, manifest.FileEntry], list[str]]:
+    """The source's recorded entries (with a hash) to carry into the copy, and warnings for the copy."""
+    recorded = manifest.load_manifest(source)
+    if recorded is None:
+        return {}, [f"{source.name} has no {layout.MANIFEST}: the copy's hashes are of its bytes as read, "
+                    "not checked against a record"]
+    bad = [m for m in manifest.check_manifest(source, manifest=recorded) if m.problem != "unlisted"]
+    if bad and not force:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ArtifactError(f"source {source.name} does not match its {layout.MANIFEST}: {bad[0].message}{more}; "
+                            "nothing copied",
+                            hint=f"restore the source from a good copy (e2b-artifact verify {source.name}); --force "
+                                 "clones it anyway, and the copy then fails verify the same way",
+                            code=ExitCode.INTEGRITY)
+    warnings = [f"cloned with --force from a source that does not match its manifest: {m.message}" for m in bad]
+    return {name: e for name, e in recorded.files.items() if e.blake3 is not None}, warnings
 
 
 def _rewrite_header(path: Path, old_id: str, new_id: str) -> bytes:

@@ -164,6 +164,13 @@ def write_manifest(build_dir: Path, build_id: str, *, hash_data: bool = True) ->
     return manifest
 
 
+def write_entries(build_dir: Path, build_id: str, entries: dict[str, FileEntry]) -> Manifest:
+    """Write a manifest of entries the caller already has (e.g. carried from a source build)."""
+    manifest = Manifest(build_id, dict(entries))
+    atomic_write_bytes(build_dir / FILE_NAME, manifest.to_json())
+    return manifest
+
+
 def load_manifest(build_dir: Path) -> Manifest | None:
     """The manifest of ``build_dir``, or ``None`` when there is none; malformed ones raise."""
     path = build_dir / FILE_NAME

@@ -386,3 +386,45 @@ def test_cold_start_killed_at_random_points_verifies_or_restores(env: Env, tmp_p
     print(f"30 kills: {interrupted} inside the cold start, {restored} left a build that needed restore, "
           f"{30 - restored} verified as left")
     assert interrupted > 0  # the kills did land between the steps, not only before or after
+
+
+def _flip_a_data_byte(image: Path) -> None:
+    """One byte inside a file's data in the image (the first data extent past the first 1 MiB)."""
+    with image.open("r+b") as fh:
+        offset = os.lseek(fh.fileno(), 1 << 20, os.SEEK_DATA)
+        fh.seek(offset + 100)
+        byte = fh.read(1)
+        fh.seek(offset + 100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_clone_never_blesses_a_source_its_manifest_rejects(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    _flip_a_data_byte(bdir / "rootfs.ext4")
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 1 and "rootfs.ext4: hash differs" in out, out
+    new_id = str(uuid.UUID(int=0xBAD))
+    before = sorted(p.name for p in env.storage.iterdir())
+    rc, out, _ = env.run("clone", BUILD_ID, "--build-id", new_id)
+    assert rc == 8 and "does not match its artifact-manifest.json" in out and "nothing copied" in out, out
+    assert sorted(p.name for p in env.storage.iterdir() if not p.name.endswith(".lock")) == \
+        [p for p in before if not p.endswith(".lock")]  # no copy, no staging left
+    rc, out, doc = env.run("clone", BUILD_ID, "--build-id", new_id, "--force", "--json")
+    assert rc == 1, out  # copied, and the copy fails verify the way its source does
+    assert doc is not None and doc["warnings"], doc
+    findings = doc["verify"]["findings"]  # type: ignore[index]
+    assert any(f["check"] == "clone" and f["status"] == "warn" for f in findings)
+    assert any(f["check"] == "manifest" and f["status"] == "FAIL" and "rootfs.ext4" in f["message"]
+               for f in findings)  # the source's recorded hash was carried, not recomputed from the bad bytes
+    src_entry = manifest.load_manifest(bdir).files["rootfs.ext4"]  # type: ignore[union-attr]
+    assert manifest.load_manifest(env.storage / new_id).files["rootfs.ext4"] == src_entry  # type: ignore[union-attr]
+
+
+def test_clone_refuses_a_layer_whose_manifest_records_another_size(env: Env) -> None:
+    bdir = env.storage / BUILD_ID
+    add_snapshot(bdir, mem_mib=64)
+    manifest.write_manifest(bdir, BUILD_ID)
+    with (bdir / "memfile").open("ab") as fh:
+        fh.write(b"\0" * 4096)  # the layer grew after its manifest was written
+    rc, out, _ = env.run("clone", BUILD_ID, "--build-id", str(uuid.UUID(int=0xB16)))
+    assert rc == 8 and "memfile" in out, out
