@@ -43,23 +43,40 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive, non-blocking flock on ``lock_path`` (created if needed)."""
+    """Hold an exclusive, non-blocking flock on ``lock_path``; the file is removed again on release.
+
+    Removing a lock file is safe only because each taker checks, once it holds the flock, that the
+    path still names the inode it locked (a file unlinked by the previous holder does not count).
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    for _attempt in range(10):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise ArtifactError(
                     f"{what} is locked by another process ({lock_path})",
                     hint="wait for the other run to finish; the lock is released when it exits",
-                    code=ExitCode.CONFLICT,
-                ) from exc
+                    code=ExitCode.CONFLICT) from exc
             raise
-        yield
-    finally:
-        os.close(fd)
+        try:
+            current = os.stat(lock_path)
+        except FileNotFoundError:
+            current = None
+        if current is None or current.st_ino != os.fstat(fd).st_ino:
+            os.close(fd)  # the previous holder removed it between our open and our flock: take the new one
+            continue
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path)  # while still holding it (see above)
+            os.close(fd)
+        return
+    raise ArtifactError(f"{what}: could not take the lock {lock_path}", hint="retry; another process keeps "
+                        "replacing it", code=ExitCode.CONFLICT)
 
 
 def unused_path(path: Path) -> Path:

@@ -113,20 +113,14 @@ def replaced_dir(storage: Path) -> Path:
 # ---- writing a build -------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def lock(storage: Path, build_id: str, *, tidy: bool = False) -> Iterator[None]:
+def lock(storage: Path, build_id: str) -> Iterator[None]:
     """Hold the exclusive lock of ``build_id`` in ``storage`` (exit code 6 when another process holds it).
 
-    Everything that writes a build or moves its files takes it. ``tidy`` removes the lock file
-    afterwards when this call created it (locks are taken non-blocking, so nobody waits on its inode).
+    Everything that writes a build or moves its files takes it. The ``.<id>.lock`` file exists only
+    while it is held.
     """
-    path = lock_path(storage, build_id)
-    was_there = path.exists()
-    with exclusive_lock(path, f"build {build_id}"):
-        try:
-            yield
-        finally:
-            if tidy and not was_there:
-                path.unlink(missing_ok=True)
+    with exclusive_lock(lock_path(storage, build_id), f"build {build_id}"):
+        yield
 
 
 @contextlib.contextmanager

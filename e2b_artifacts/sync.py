@@ -400,7 +400,7 @@ def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
 def _execute_pull(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,
                   log: Log) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    with layout.lock(root, remote.build_id, tidy=True):  # the same lock `build` takes for this id
+    with layout.lock(root, remote.build_id):  # the same lock `build` takes for this id
         _pull_locked(root, remote, plan, src, opts, log)
 
 

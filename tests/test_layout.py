@@ -111,19 +111,36 @@ def test_lock_conflict_through_the_cli(tmp_path: Path) -> None:
     assert sorted(p.name for p in storage.iterdir()) == [".b1.lock"]
 
 
-def test_lock_tidy_removes_only_its_own_file(tmp_path: Path) -> None:
+def test_lock_file_exists_only_while_held(tmp_path: Path) -> None:
     with layout.lock(tmp_path, "b1"):
         assert layout.lock_path(tmp_path, "b1").exists()
-    assert layout.lock_path(tmp_path, "b1").exists()  # default: the file stays (as build leaves it)
-    with layout.lock(tmp_path, "b1", tidy=True):
+    assert not layout.lock_path(tmp_path, "b1").exists()  # no .lock left behind after a build
+    layout.lock_path(tmp_path, "b2").write_text("")  # left by a killed holder: taken, then removed
+    with layout.lock(tmp_path, "b2"):
         pass
-    assert layout.lock_path(tmp_path, "b1").exists()  # it was there before: not ours to remove
-    with layout.lock(tmp_path, "b2", tidy=True):
-        assert layout.lock_path(tmp_path, "b2").exists()
-    assert not layout.lock_path(tmp_path, "b2").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
-# ---- stage / publish -------------------------------------------------------------------------
+def test_removed_lock_files_still_exclude(tmp_path: Path) -> None:
+    """Two processes take and release one lock 300 times each; a counter shows no overlap."""
+    script = (
+        "import sys, time\nfrom pathlib import Path\nfrom e2b_artifacts import layout\n"
+        "from e2b_artifacts.errors import ArtifactError\n"
+        "root = Path(sys.argv[1]); counter = root / 'counter'; done = 0\n"
+        "while done < 300:\n"
+        "    try:\n"
+        "        with layout.lock(root, 'b1'):\n"
+        "            n = int(counter.read_text()); time.sleep(0.0002); counter.write_text(str(n + 1)); done += 1\n"
+        "    except ArtifactError:\n"
+        "        time.sleep(0.0001)\n")
+    (tmp_path / "counter").write_text("0")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    assert (tmp_path / "counter").read_text() == "600"
+    assert not layout.lock_path(tmp_path, "b1").exists()
+
 
 def _fill(staging: Path, content: str) -> None:
     (staging / layout.ROOTFS).write_text(content)
@@ -140,7 +157,7 @@ def test_stage_then_publish(tmp_path: Path) -> None:
         assert not staging.exists()
     target = storage / "b1"
     assert (target / layout.ROOTFS).read_text() == "new" and target.stat().st_mode & 0o777 == 0o755
-    assert sorted(p.name for p in storage.iterdir()) == [".b1.lock", "b1"]
+    assert sorted(p.name for p in storage.iterdir()) == ["b1"]  # no staging, no lock left
 
 
 def test_publish_replace_moves_the_old_build_to_replaced(tmp_path: Path) -> None:

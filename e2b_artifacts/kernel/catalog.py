@@ -137,10 +137,7 @@ def fetch(entry: CatalogKernel, root: Path, *, force: bool = False, progress: Pr
     lock = staging / f"{entry.name}.lock"
     try:
         with exclusive_lock(lock, f"fetch of {entry.name}"):
-            try:
-                return _fetch_locked(entry, root, staging, force, progress, say, extract)
-            finally:
-                lock.unlink()  # while still holding it: never another run's lock
+            return _fetch_locked(entry, root, staging, force, progress, say, extract)
     finally:
         with contextlib.suppress(OSError):
             staging.rmdir()  # only when empty: a kept .part is resumed by the next run
