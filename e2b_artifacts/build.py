@@ -72,6 +72,8 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
     req.storage.mkdir(parents=True, exist_ok=True)
     target = req.storage / build_id
     with layout.lock(req.storage, build_id):
+        for stale, aside in layout.sweep_stale(req.storage, build_id):
+            progress(f"moved {stale.name}, left by an interrupted run, to {aside}")
         if target.exists() and not req.force:
             raise ArtifactError(f"build {build_id} already exists at {target}",
                                 hint="pass --force to replace it (the old one is moved aside, not deleted), "

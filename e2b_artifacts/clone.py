@@ -65,6 +65,8 @@ def clone(source: Path, storage: Path, *, build_id: str | None = None, template_
     recorded, warnings = _check_source(source, force)
     target = storage / new_id
     with layout.lock(storage, new_id):
+        warnings += [f"moved {old.name}, left by an interrupted run, to {moved}"
+                     for old, moved in layout.sweep_stale(storage, new_id)]
         if target.exists():
             raise ArtifactError(f"build {new_id} already exists at {target}", hint="choose another --build-id",
                                 code=ExitCode.CONFLICT)

@@ -61,6 +61,7 @@ class ColdStartResult:
     dry_run: bool = False
     manifest_updated: bool = False
     metadata_marked: bool = False
+    leftovers: list[tuple[Path, Path]] = field(default_factory=list)  # stale temp files moved aside first
 
     @property
     def restore_command(self) -> str:
@@ -70,7 +71,8 @@ class ColdStartResult:
         return {"ok": True, "build_id": self.build_id, "timestamp": self.timestamp, "dry_run": self.dry_run,
                 "quarantine": str(self.quarantine), "moves": [m.to_dict() for m in self.moves],
                 "manifest_updated": self.manifest_updated, "filesystem_only": self.metadata_marked,
-                "restore": self.restore_command, "note": RESTART_NOTE}
+                "restore": self.restore_command, "note": RESTART_NOTE,
+                "leftovers_moved": [{"from": str(a), "to": str(b)} for a, b in self.leftovers]}
 
 
 def _now() -> str:
@@ -134,8 +136,10 @@ def cold_start(build_dir: Path, settings: Settings, *, dry_run: bool = False,
         raise ArtifactError(f"build directory {build_dir} not found", hint="check the build id and the storage path "
                             "(e2b-artifact paths)", code=ExitCode.BAD_INPUT)
     with layout.lock(build_dir.parent, build_dir.name):
+        leftovers = [] if dry_run else layout.sweep_stale(build_dir.parent, build_dir.name)
         result = plan_cold_start(build_dir, settings)
         result.dry_run = dry_run
+        result.leftovers = leftovers
         if not result.moves:
             raise ArtifactError(f"{build_dir}: no snapshot files and no cache entries to move",
                                 hint="nothing to do: the build already cold-boots from rootfs",

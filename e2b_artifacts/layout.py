@@ -94,6 +94,10 @@ STAGING_INFIX = ".staging-"  # ``.<id>.staging-<random>``: a build being written
 RESUMABLE_STAGING_SUFFIX = ".sync-partial"  # ``.<id>.sync-partial``: a pull kept for the next run to resume
 
 
+LEFTOVERS_DIR = ".leftovers"  # beside the builds: stale staging dirs and temp files of killed runs, per timestamp
+_TEMP_FILE_RE = re.compile(r"\..+\.tmp")  # what fsutil.atomic_write_bytes writes before its rename
+
+
 def lock_path(storage: Path, build_id: str) -> Path:
     return storage / f".{build_id}{LOCK_SUFFIX}"
 
@@ -121,6 +125,31 @@ def lock(storage: Path, build_id: str) -> Iterator[None]:
     """
     with exclusive_lock(lock_path(storage, build_id), f"build {build_id}"):
         yield
+
+
+def sweep_stale(storage: Path, build_id: str) -> list[tuple[Path, Path]]:
+    """Move what killed runs left of ``build_id`` into ``<storage>/.leftovers/<UTC timestamp>/``: its
+    ``.<id>.staging-*`` directories and the ``.<name>.*.tmp`` files of interrupted atomic writes inside
+    the build. Call it holding :func:`lock`: whoever wrote them held that lock, so they are stale.
+    Returns the (from, to) pairs; nothing is deleted.
+    """
+    stale = [Path(e.path) for e in os.scandir(storage) if e.name.startswith(staging_prefix(build_id))
+             and e.is_dir(follow_symlinks=False)] if storage.is_dir() else []
+    build_dir = storage / build_id
+    if build_dir.is_dir():
+        stale += [Path(e.path) for e in os.scandir(build_dir) if _TEMP_FILE_RE.fullmatch(e.name)
+                  and e.is_file(follow_symlinks=False)]
+    if not stale:
+        return []
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    moves = []
+    for path in sorted(stale):
+        dest_dir = storage / LEFTOVERS_DIR / stamp / (build_id if path.parent == build_dir else "")
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = unused_path(dest_dir / path.name)
+        os.rename(path, dest)
+        moves.append((path, dest))
+    return moves
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import header as header_mod
-from . import manifest, metadata, snapshot
+from . import layout, manifest, metadata, snapshot
 from .errors import ArtifactError, ExitCode
 from .findings import Finding, Fix, Status
 from .fsutil import unused_path
@@ -144,11 +144,24 @@ def _check_files(report: VerifyReport) -> None:
         report.add("files", "FAIL", f"{lone} without {other}: they come as a pair",
                    f"e2b-artifact cold-start {bid} (moves the lone file aside; restore undoes it)",
                    fix=Fix.SNAPSHOT_QUARANTINE)
+    for old, moved in _sweep_if_idle(d):
+        report.add("files", "warn", f"moved {old.name}, left by an interrupted run, to {moved}",
+                   f"nothing was deleted: look at it there, or move it back with: mv {moved} {old}")
+        names.discard(old.name)
     leftovers = sorted(n for n in names if manifest.is_temp_name(n) or (
         n.startswith(".") and n != QUARANTINE_DIR and n not in (".", "..")))
     if leftovers:
         report.add("files", "warn", "leftover temp files: " + ", ".join(leftovers),
                    "an interrupted write or upload left them; move them out once nothing runs on this build")
+
+
+def _sweep_if_idle(build_dir: Path) -> list[tuple[Path, Path]]:
+    """Stale leftovers of killed runs moved aside, when no writer holds the build's lock now."""
+    try:
+        with layout.lock(build_dir.parent, build_dir.name):
+            return layout.sweep_stale(build_dir.parent, build_dir.name)
+    except (ArtifactError, OSError):  # a writer is at work, or the storage is read-only: report only
+        return []
 
 
 def _check_metadata(report: VerifyReport) -> metadata.Metadata | None:

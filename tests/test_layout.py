@@ -319,3 +319,37 @@ def test_no_module_but_layout_spells_a_build_file_name() -> None:
         hits += [f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
                  if isinstance(node, ast.Constant) and node.value in FILE_NAMES and id(node) not in exempt]
     assert hits == []
+
+
+def test_stale_leftovers_of_killed_runs_are_moved_aside_by_the_next_run(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    build_dir = storage / "b1"
+    build_dir.mkdir(parents=True)
+    (build_dir / layout.ROOTFS).write_text("data")
+    staging = storage / ".b1.staging-abc123"  # a killed build of b1
+    staging.mkdir()
+    (staging / layout.ROOTFS).write_text("half")
+    (storage / ".b2.staging-zzz").mkdir()  # another id: not b1's to judge
+    tmp = build_dir / ".artifact-manifest.json.k2j3h4g5.tmp"  # a killed atomic write
+    tmp.write_text("{")
+    with layout.lock(storage, "b1"):
+        moves = layout.sweep_stale(storage, "b1")
+    assert [a for a, _ in moves] == [staging, tmp]
+    assert all(b.is_relative_to(storage / layout.LEFTOVERS_DIR) and b.exists() for _, b in moves)
+    assert (moves[0][1] / layout.ROOTFS).read_text() == "half"  # moved, not deleted
+    assert moves[1][1].parent.name == "b1"
+    assert (storage / ".b2.staging-zzz").exists() and (build_dir / layout.ROOTFS).exists()
+    assert layout.sweep_stale(storage, "b1") == []
+
+
+def test_verify_moves_stale_temp_files_and_says_so(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    build_dir = storage / "b1"
+    build_dir.mkdir(parents=True)
+    (build_dir / ".artifact-manifest.json.q1w2e3r4.tmp").write_text("{")
+    proc = subprocess.run([sys.executable, "-m", "e2b_artifacts", "--storage", str(storage), "verify", "b1"],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          check=False)
+    assert "moved .artifact-manifest.json.q1w2e3r4.tmp, left by an interrupted run, to " in proc.stdout, proc.stdout
+    assert list((storage / layout.LEFTOVERS_DIR).glob("*/b1/.artifact-manifest.json.q1w2e3r4.tmp"))
+    assert "leftover temp files" not in proc.stdout

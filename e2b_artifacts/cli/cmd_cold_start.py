@@ -26,7 +26,8 @@ def command(app: AppState, build: str, dry_run: bool, filesystem_only: bool, as_
     result = cold_start(app.settings.build_dir(build), app.settings, dry_run=dry_run,
                         filesystem_only=filesystem_only)
     verb = "would move" if dry_run else "moved"
-    lines = [f"{verb} {m.source} -> {m.dest}" for m in result.moves]
+    lines = [f"moved {a.name}, left by an interrupted run, to {b}" for a, b in result.leftovers]
+    lines += [f"{verb} {m.source} -> {m.dest}" for m in result.moves]
     if result.metadata_marked:
         lines.append(f'{"would set" if dry_run else "set"} "filesystem_only": true in metadata.json '
                      "(the original is kept in the quarantine record)")
