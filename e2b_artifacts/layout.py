@@ -92,6 +92,7 @@ REPLACED_DIR = ".replaced"  # beside the builds: builds replaced by a newer one,
 LOCK_SUFFIX = ".lock"
 STAGING_INFIX = ".staging-"  # ``.<id>.staging-<random>``: a build being written
 RESUMABLE_STAGING_SUFFIX = ".sync-partial"  # ``.<id>.sync-partial``: a pull kept for the next run to resume
+PUSH_UPLOADS_SUFFIX = ".push-uploads.json"  # ``.<id>.push-uploads.json``: a killed push's unfinished uploads
 
 
 LEFTOVERS_DIR = ".leftovers"  # beside the builds: stale staging dirs and temp files of killed runs, per timestamp
@@ -108,6 +109,11 @@ def staging_prefix(build_id: str) -> str:
 
 def resumable_staging_dir(storage: Path, build_id: str) -> Path:
     return storage / f".{build_id}{RESUMABLE_STAGING_SUFFIX}"
+
+
+def push_uploads_path(storage: Path, build_id: str) -> Path:
+    """The record of the multipart uploads a push of ``build_id`` started and has not completed."""
+    return storage / f".{build_id}{PUSH_UPLOADS_SUFFIX}"
 
 
 def replaced_dir(storage: Path) -> Path:

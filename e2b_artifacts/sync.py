@@ -37,7 +37,7 @@ from .layout import HEADERS as HEADER_NAMES
 from .layout import MANIFEST as MANIFEST_NAME
 from .layout import METADATA as METADATA_NAME
 from .layout import check_build_id
-from .storage import IntegrityError, ObjectInfo, Storage, TransferOptions
+from .storage import IntegrityError, ObjectInfo, Storage, TransferOptions, UploadJournal
 
 Action = Literal["send", "skip"]
 State = Literal["up-to-date", "transfer"]
@@ -85,6 +85,7 @@ class SyncReport:
     dry_run: bool
     builds: list[BuildPlan] = field(default_factory=list)
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def bytes_total(self) -> int:
@@ -98,7 +99,8 @@ class SyncReport:
         return {"ok": True, "direction": self.direction, "location": self.location, "dry_run": self.dry_run,
                 "bytes_total": self.bytes_total, "bytes_sent": self.bytes_sent,
                 "bytes_to_send": sum(b.bytes_to_send for b in self.builds),
-                "seconds": round(self.seconds, 3), "builds": [b.to_json() for b in self.builds]}
+                "seconds": round(self.seconds, 3), "warnings": self.warnings,
+                "builds": [b.to_json() for b in self.builds]}
 
 
 # ---- parents ---------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ def push(storage_root: Path, build_id: str, dest: Storage, *, with_parents: bool
         plan = plan_push(storage_root / bid, bid, dest)
         report.builds.append(plan)
         if plan.state == "transfer" and not dry_run:
-            _execute_push(storage_root / bid, plan, dest, opts, log)
+            _execute_push(storage_root / bid, plan, dest, opts, log, report.warnings)
         elif plan.state == "up-to-date":
             log(f"{bid}: already complete at {dest.url}")
     report.seconds = time.monotonic() - started
@@ -251,13 +253,19 @@ def _compare(store: Storage, build_id: str, name: str, entry: mf.FileEntry, info
     return FileStep(name, entry.size, "skip", "already there")
 
 
-def _execute_push(build_dir: Path, plan: BuildPlan, dest: Storage, opts: TransferOptions, log: Log) -> None:
+def _execute_push(build_dir: Path, plan: BuildPlan, dest: Storage, opts: TransferOptions, log: Log,
+                  warnings: list[str]) -> None:
     bid = plan.build_id
     manifest = _local_manifest(build_dir, bid)
-    cleaned = dest.clean_temporaries(f"{bid}/")
-    if cleaned:
-        log(f"{bid}: dropped {cleaned} unfinished upload(s) of an earlier run")
-    counted = _counting(opts, plan)
+    journal = UploadJournal(layout.push_uploads_path(build_dir.parent, bid))
+    resumable = journal.keep_only(dest.url, {f"{bid}/{n}": _hash(manifest, n) for n in manifest.files})
+    cleaned = dest.clean_temporaries(f"{bid}/", keep=resumable)
+    if cleaned.warning:
+        warnings.append(cleaned.warning)
+        log(f"warning: {cleaned.warning}")
+    if cleaned.removed:
+        log(f"{bid}: dropped {cleaned.removed} unfinished upload(s) of an earlier run")
+    counted = dataclasses.replace(_counting(opts, plan), journal=journal)
 
     def send(name: str, size: int) -> None:
         log(f"{bid}: sending {name} ({_human(size)})")
@@ -383,6 +391,7 @@ def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
         if local.is_file() and local.read_bytes() == remote.manifest_bytes and (target / METADATA_NAME).is_file():
             plan.state = "up-to-date"
             plan.files = [FileStep(n, remote.manifest.files[n].size, "skip", "unchanged") for n in order]
+            plan.files.insert(-1, FileStep(MANIFEST_NAME, len(remote.manifest_bytes), "skip", "unchanged"))
             return plan
         raise ArtifactError(f"{target} exists and differs from {bid} at the source",
                             hint=f"move it aside (mv {target} {target}.old) and pull again",
@@ -391,10 +400,17 @@ def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
     resumable = (staging / MANIFEST_NAME).is_file() and (staging / MANIFEST_NAME).read_bytes() == remote.manifest_bytes
     for name in order:
         size = remote.manifest.files[name].size
+        if name == METADATA_NAME:  # the manifest, like push's, is one of the build's files
+            plan.files.append(FileStep(MANIFEST_NAME, len(remote.manifest_bytes), "send", "read to plan the pull"))
         done = resumable and (staging / name).is_file() and (staging / name).stat().st_size == size
-        plan.files.append(FileStep(name, size, "skip" if done else "send",
-                                   "verified by an earlier run" if done else "missing"))
+        kept = _partial(staging, name).stat().st_size if resumable and _partial(staging, name).is_file() else 0
+        reason = "verified by an earlier run" if done else f"resumes after {kept} bytes" if kept else "missing"
+        plan.files.append(FileStep(name, size, "skip" if done else "send", reason))
     return plan
+
+
+def _partial(staging: Path, name: str) -> Path:
+    return staging / f".{name}.e2b-partial"
 
 
 def _execute_pull(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,
@@ -427,16 +443,18 @@ def _fill_staging(staging: Path, remote: _Remote, plan: BuildPlan, src: Storage,
     bid = remote.build_id
     atomic_write_bytes(staging / MANIFEST_NAME, remote.manifest_bytes)  # what the staged files are checked against
     counted = _counting(opts, plan)
+    counted.account(len(remote.manifest_bytes))
 
     def fetch(name: str, size: int) -> None:
-        log(f"{bid}: fetching {name} ({_human(size)})")
-        partial = staging / f".{name}.e2b-partial"
-        src.download_file(f"{bid}/{name}", size, partial, _hash(remote.manifest, name), counted)
+        partial = _partial(staging, name)
+        kept = partial.stat().st_size if partial.is_file() else 0
+        log(f"{bid}: fetching {name} ({_human(size)}" + (f", resuming after {_human(kept)})" if kept else ")"))
+        src.download_file(f"{bid}/{name}", size, partial, _hash(remote.manifest, name), counted, resume=True)
         os.replace(partial, staging / name)
 
     try:
         _in_parallel([functools.partial(fetch, step.name, step.size)
-                      for step in plan.files if step.action == "send"])
+                      for step in plan.files if step.action == "send" and step.name != MANIFEST_NAME])
     except IntegrityError:
         shutil.rmtree(staging, ignore_errors=True)  # never publish, never keep unverified bytes
         raise

@@ -6,6 +6,7 @@ session; every test gets its own bucket. The CLI runs as a real subprocess.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from conftest import assert_clean_error, cli
 from storage.builds import make_build, storage_snapshot, tree_digest
+from storage.proxy import Proxy, s3_error, wait_until
 from storage.servers import S3_ENV, Server, gcs_client, s3_client, start_gcs_emulator, start_moto
 
 CONFLICT, INTEGRITY = 6, 8
@@ -300,3 +302,216 @@ def test_holes_stay_holes_through_local_push_and_pull(tmp_path: Path) -> None:
     for copy in (tmp_path / "remote" / build_id / "memfile", dst / build_id / "memfile"):
         assert copy.stat().st_size == 64 << 20
         assert copy.stat().st_blocks * 512 <= 4 << 20, f"{copy} lost its holes"
+
+
+# ---- servers that misbehave: a proxy in front of the real ones ----------------------------------
+
+@pytest.fixture
+def proxy_of(request: pytest.FixtureRequest) -> Iterator[Callable[..., Proxy]]:
+    started: list[Proxy] = []
+
+    def start(upstream: str, **kwargs: Any) -> Proxy:
+        started.append(Proxy(upstream, **kwargs).start())
+        return started[-1]
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+def _through(remote: Remote, proxy: Proxy) -> Remote:
+    """The same location, reached through ``proxy``."""
+    if remote.kind == "s3":
+        return dataclasses.replace(remote, args=["--endpoint-url", proxy.endpoint])
+    return dataclasses.replace(remote, env={**remote.env, "STORAGE_EMULATOR_HOST": proxy.endpoint})
+
+
+def _lists_uploads(method: str, path: str, query: dict[str, list[str]]) -> bool:
+    return method == "GET" and "uploads" in query  # ListMultipartUploads: GET /bucket?uploads
+
+
+@pytest.mark.parametrize("status,code", [(501, "NotImplemented"), (405, "MethodNotAllowed"), (403, "AccessDenied")])
+def test_push_goes_on_when_the_server_cannot_list_unfinished_uploads(
+        s3_remote: Remote, s3_server: Server, proxy_of: Callable[..., Proxy], tmp_path: Path,
+        status: int, code: str) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    base = make_build(src, extra={"memfile": 6 << 20})
+    leaf = make_build(src, parents=[base], extra={"memfile": 6 << 20})
+    refusal = s3_error(status, code, "this server does not implement ListMultipartUploads")
+    proxy = proxy_of(s3_server.endpoint, refuse=lambda m, p, q: refusal if _lists_uploads(m, p, q) else None)
+    limited = _through(s3_remote, proxy)
+
+    proc = sync(src, limited, "push", "--with-parents", "--part-size", "5", leaf, limited.url, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert proxy.count("GET", "uploads") >= 1  # it did ask, and was refused
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 1 and "does not list unfinished multipart uploads" in warnings[0], proc.stderr
+    assert code in warnings[0]
+    result = json.loads(proc.stdout)
+    assert len(result["warnings"]) == 1 and code in result["warnings"][0]
+    assert result["bytes_sent"] == result["bytes_total"]
+
+    sync_json(dst, s3_remote, "pull", "--with-parents", leaf, s3_remote.url)
+    for build_id in (base, leaf):
+        assert tree_digest(dst / build_id) == tree_digest(src / build_id)
+
+
+def _upload_parts(remote: Remote, key: str) -> list[dict[str, Any]]:
+    uploads = remote.client.list_multipart_uploads(Bucket=remote.bucket, Prefix=key).get("Uploads", [])
+    parts: list[dict[str, Any]] = []
+    for upload in uploads:
+        parts += remote.client.list_parts(Bucket=remote.bucket, Key=key, UploadId=upload["UploadId"]).get("Parts", [])
+    return parts
+
+
+def _start_cli(storage: Path, remote: Remote, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "e2b_artifacts", "--storage", str(storage), "sync", *args,
+                             *remote.args], env={**os.environ, **remote.env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_push_resumes_part_by_part_on_s3(s3_remote: Remote, s3_server: Server, proxy_of: Callable[..., Proxy],
+                                                  tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build_id = make_build(src, extra={"memfile": 40 << 20})  # 8 parts of 5 MiB
+    key = f"{s3_remote.prefix}{build_id}/memfile"
+    proc = _start_cli(src, s3_remote, "push", build_id, s3_remote.url, "--part-size", "5", "-j", "1",
+                      "--limit-rate", "5M")
+    wait_until(lambda: len(_upload_parts(s3_remote, key)) >= 4 or proc.poll() is not None, 60, "4 parts on the server")
+    assert proc.poll() is None, "push finished before it could be interrupted"
+    _kill(proc)
+    kept = {p["PartNumber"] for p in _upload_parts(s3_remote, key)}
+    assert 4 <= len(kept) < 8
+    # One part on the server no longer matches the local bytes: the resume must notice and send it again.
+    upload_id = s3_remote.client.list_multipart_uploads(Bucket=s3_remote.bucket, Prefix=key)["Uploads"][0]["UploadId"]
+    s3_remote.client.upload_part(Bucket=s3_remote.bucket, Key=key, UploadId=upload_id, PartNumber=2,
+                                 Body=os.urandom(5 << 20))
+
+    proxy = proxy_of(s3_server.endpoint)
+    counted = _through(s3_remote, proxy)
+    resumed = sync_json(src, counted, "push", build_id, counted.url, "--part-size", "16")
+    memfile_parts = [s for s in proxy.seen if s.method == "PUT" and "partNumber" in s.query and s.path.endswith(
+        "/memfile")]
+    sent = sorted(int(s.query["partNumber"][0]) for s in memfile_parts)
+    print(f"\nkilled after parts {sorted(kept)}; the re-run sent parts {sent} "
+          f"({resumed['bytes_sent']} of {resumed['bytes_total']} bytes)")
+    assert sent == sorted({*range(1, 9)} - kept | {2})  # the missing ones and the damaged one, 5 MiB each
+    assert sum(s.body_bytes for s in memfile_parts) >= len(sent) * (5 << 20)
+    memfile_bytes = 40 << 20
+    assert resumed["bytes_sent"] <= resumed["bytes_total"] - memfile_bytes + len(sent) * (5 << 20)
+    assert s3_remote.client.list_multipart_uploads(Bucket=s3_remote.bucket).get("Uploads", []) == []
+    assert not list(src.glob(".*.push-uploads.json"))  # the resume record is gone once complete
+
+    sync_json(dst, s3_remote, "pull", build_id, s3_remote.url)
+    assert tree_digest(dst / build_id) == tree_digest(src / build_id)
+
+
+def test_killed_push_resumes_part_by_part_on_gcs(request: pytest.FixtureRequest, gcs_server: Server,
+                                                   proxy_of: Callable[..., Proxy], tmp_path: Path) -> None:
+    remote = _remote("gs", tmp_path, request)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build_id = make_build(src, extra={"memfile": 24 << 20})  # 12 part objects of 2 MiB
+    part_mark = f"{remote.prefix}{build_id}/memfile.e2b-part-"
+    proc = _start_cli(src, remote, "push", build_id, remote.url, "--part-size", "2", "-j", "1", "--limit-rate", "3M")
+
+    def part_objects() -> list[str]:
+        return [k for k in remote.object_keys() if k.startswith(part_mark)]
+
+    wait_until(lambda: len(part_objects()) >= 5 or proc.poll() is not None, 60, "5 part objects on the server")
+    assert proc.poll() is None, "push finished before it could be interrupted"
+    _kill(proc)
+    kept = len(part_objects())
+    assert 5 <= kept < 12
+
+    proxy = proxy_of(gcs_server.endpoint)
+    counted = _through(remote, proxy)
+    resumed = sync_json(src, counted, "push", build_id, counted.url)
+    received = sum(s.body_bytes for s in proxy.seen if s.method == "POST" and s.path.startswith("/upload/"))
+    print(f"\nkilled after {kept} of 12 parts; the re-run sent {resumed['bytes_sent']} of {resumed['bytes_total']} "
+          f"bytes, the server received {received} bytes of uploads")
+    assert resumed["bytes_sent"] <= resumed["bytes_total"] - kept * (2 << 20)
+    assert received < resumed["bytes_total"] - kept * (2 << 20) + (64 << 10)  # plus multipart envelopes
+    assert not [k for k in remote.object_keys() if ".e2b-part-" in k]
+
+    sync_json(dst, remote, "pull", build_id, remote.url)
+    assert tree_digest(dst / build_id) == tree_digest(src / build_id)
+
+
+def test_killed_pull_resumes_inside_a_file(s3_remote: Remote, s3_server: Server, proxy_of: Callable[..., Proxy],
+                                           tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build_id = make_build(src, extra={"memfile": 32 << 20})
+    sync_json(src, s3_remote, "push", build_id, s3_remote.url)
+    partial = dst / f".{build_id}.sync-partial" / ".memfile.e2b-partial"
+    proc = _start_cli(dst, s3_remote, "pull", build_id, s3_remote.url, "--range-size", "1", "-j", "1",
+                      "--limit-rate", "5M")
+    wait_until(lambda: (partial.is_file() and partial.stat().st_size >= 10 << 20) or proc.poll() is not None, 60,
+               "10 MiB of memfile fetched")
+    assert proc.poll() is None, "pull finished before it could be interrupted"
+    _kill(proc)
+    kept = partial.stat().st_size
+    assert not (dst / build_id).exists()
+
+    proxy = proxy_of(s3_server.endpoint)
+    counted = _through(s3_remote, proxy)
+    resumed = sync_json(dst, counted, "pull", build_id, counted.url)
+    fetched = sum(s.answer_bytes for s in proxy.seen if s.method == "GET" and s.path.endswith("/memfile"))
+    print(f"\nkilled with {kept} bytes of memfile kept; the re-run fetched {fetched} bytes of it "
+          f"({resumed['bytes_sent']} of {resumed['bytes_total']} bytes in all)")
+    assert fetched == (32 << 20) - kept
+    assert tree_digest(dst / build_id) == tree_digest(src / build_id)
+
+
+def test_pull_resume_starts_over_when_the_kept_bytes_are_wrong(s3_remote: Remote, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build_id = make_build(src, extra={"memfile": 8 << 20})
+    sync_json(src, s3_remote, "push", build_id, s3_remote.url)
+    staging = dst / f".{build_id}.sync-partial"
+    staging.mkdir(parents=True)
+    (staging / "artifact-manifest.json").write_bytes((src / build_id / "artifact-manifest.json").read_bytes())
+    (staging / ".memfile.e2b-partial").write_bytes(os.urandom(3 << 20))  # not what the server has
+    resumed = sync_json(dst, s3_remote, "pull", build_id, s3_remote.url)
+    assert resumed["bytes_sent"] >= 8 << 20
+    assert tree_digest(dst / build_id) == tree_digest(src / build_id)
+
+
+@pytest.mark.parametrize("kind", ["s3", "gs"])
+def test_stuck_server_says_it_waits_and_times_out(kind: str, proxy_of: Callable[..., Proxy], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_id = make_build(src)
+    stuck = proxy_of("http://127.0.0.1:9", stall=True, max_stall=60)  # accepts, reads, never answers
+    if kind == "s3":
+        remote = Remote("s3://bkt-stuck/templates", ["--endpoint-url", stuck.endpoint], dict(S3_ENV), "s3")
+    else:
+        remote = Remote("gs://bkt-stuck/templates", [], {"STORAGE_EMULATOR_HOST": stuck.endpoint}, "gs")
+    started = time.monotonic()
+    proc = sync(src, remote, "push", build_id, remote.url, "--timeout", "12")
+    took = time.monotonic() - started
+    print(f"\n{kind}: exit {proc.returncode} after {took:.1f} s\n{proc.stderr}")
+    assert_clean_error(proc, 7, "no reply within 12 s", "--timeout")
+    waiting = [ln for ln in proc.stderr.splitlines() if ln.startswith("waiting for ")]
+    assert len(waiting) == 1 and "no reply for 5 s" in waiting[0], proc.stderr
+    assert 12 <= took < 40
+    # google-cloud-storage looks the bucket up in a background thread of its own (GET /storage/v1/b/NAME)
+    ours = [s for s in stuck.seen if s.path != "/storage/v1/b/bkt-stuck"]
+    assert len(ours) == 1, stuck.seen  # not sent again: a retry would only double the wait
+
+
+def test_push_and_pull_count_the_same_files(remote: Remote, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build_id = make_build(src)
+    pushed = sync(src, remote, "push", build_id, remote.url)
+    pulled = sync(dst, remote, "pull", build_id, remote.url)
+    assert pushed.returncode == pulled.returncode == 0, (pushed.stderr, pulled.stderr)
+    files = len(list((src / build_id).iterdir()))  # rootfs.ext4, its header, snapfile, metadata.json, manifest
+    assert f"{build_id}: sent {files} of {files} files" in pushed.stdout, pushed.stdout
+    assert f"{build_id}: sent {files} of {files} files" in pulled.stdout, pulled.stdout
+    push_plan = sync_json(src, remote, "push", build_id, remote.url)["builds"][0]
+    pull_plan = sync_json(dst, remote, "pull", build_id, remote.url)["builds"][0]
+    assert [f["name"] for f in push_plan["files"]] == [f["name"] for f in pull_plan["files"]]
+    assert push_plan["bytes_total"] == pull_plan["bytes_total"]

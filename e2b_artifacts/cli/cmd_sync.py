@@ -30,6 +30,9 @@ def _parse_rate(text: str | None) -> float | None:
 
 
 def store_options(func: F) -> F:
+    func = click.option("--timeout", type=click.FloatRange(1, 3600), default=60, show_default=True,
+                        metavar="SECONDS", help="Give up on a request the server has not answered for this long "
+                        "(connect and each read; not retried).")(func)
     func = click.option("--endpoint-url", default=None, metavar="URL",
                         help="S3-compatible endpoint (MinIO, Ceph RGW, ...); implies path-style addressing.")(func)
     return json_option(func)
@@ -85,11 +88,13 @@ class ProgressLine:
 
 
 def _run(direction: str, app: AppState, build_id: str, location: str, endpoint_url: str | None, with_parents: bool,
-         dry_run: bool, part_size: int, range_size: int, jobs: int, limit_rate: str | None, as_json: bool) -> None:
+         dry_run: bool, part_size: int, range_size: int, jobs: int, limit_rate: str | None, as_json: bool,
+         timeout: float) -> None:
     from .. import sync
     from ..storage import TransferOptions, open_storage
 
-    store = open_storage(location, endpoint_url=endpoint_url, max_connections=jobs + 4)
+    store = open_storage(location, endpoint_url=endpoint_url, max_connections=jobs + 4, timeout=timeout)
+    store.watch.notice = progress
     bar = ProgressLine(f"{direction} {build_id}", 0)
     opts = TransferOptions(part_size=part_size << 20, range_size=range_size << 20, concurrency=jobs,
                            max_rate=_parse_rate(limit_rate), on_bytes=bar.add)
@@ -152,13 +157,14 @@ def pull_command(app: AppState, /, build_id: str, src: str, **kwargs: Any) -> No
 @command.command("ls")
 @click.argument("location")
 @store_options
-def ls_command(location: str, endpoint_url: str | None, as_json: bool) -> None:
+def ls_command(location: str, endpoint_url: str | None, as_json: bool, timeout: float) -> None:
     """List the builds at LOCATION and whether each is complete (metadata.json present)."""
     from ..storage import open_storage
     from ..storage.local import LocalStorage
     from ..sync import list_builds
 
-    store = open_storage(location, endpoint_url=endpoint_url)
+    store = open_storage(location, endpoint_url=endpoint_url, timeout=timeout)
+    store.watch.notice = progress
     if isinstance(store, LocalStorage) and not store.root.is_dir():
         raise ArtifactError(f"{store.root} is not a directory", hint="check the path (a typo, or a mount that is "
                             "not there: e2b-artifact paths)", code=ExitCode.BAD_INPUT)

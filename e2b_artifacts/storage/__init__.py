@@ -11,13 +11,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import ArtifactError, ExitCode
-from .base import IntegrityError, ObjectInfo, Storage, TransferOptions
+from .base import DEFAULT_TIMEOUT, Cleanup, IntegrityError, ObjectInfo, Storage, TransferOptions, UploadJournal
 
-__all__ = ["IntegrityError", "ObjectInfo", "Storage", "TransferOptions", "open_storage"]
+__all__ = ["DEFAULT_TIMEOUT", "Cleanup", "IntegrityError", "ObjectInfo", "Storage", "TransferOptions",
+           "UploadJournal", "open_storage"]
 
 
 def open_storage(url: str, *, endpoint_url: str | None = None, path_style: bool | None = None,
-                 max_connections: int = 16) -> Storage:
+                 max_connections: int = 16, timeout: float = DEFAULT_TIMEOUT) -> Storage:
     """A :class:`Storage` for ``url``; the S3/GCS libraries are imported only when needed."""
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
@@ -31,14 +32,14 @@ def open_storage(url: str, *, endpoint_url: str | None = None, path_style: bool 
             from .s3 import S3Storage
 
             return S3Storage(parsed.netloc, prefix, endpoint_url=endpoint_url, path_style=path_style,
-                             max_connections=max_connections)
+                             max_connections=max_connections, timeout=timeout)
         if endpoint_url:
             raise ArtifactError("--endpoint-url applies to s3:// locations only",
                                 hint="for a GCS emulator set STORAGE_EMULATOR_HOST", code=ExitCode.USAGE)
         _need("google.cloud.storage")
         from .gcs import GCSStorage
 
-        return GCSStorage(parsed.netloc, prefix)
+        return GCSStorage(parsed.netloc, prefix, timeout=timeout)
     if endpoint_url:
         raise ArtifactError("--endpoint-url applies to s3:// locations only", code=ExitCode.USAGE)
     if scheme == "file":

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import ArtifactError, ExitCode
-from .base import Multipart, ObjectInfo, Storage, write_sparse
+from .base import DEFAULT_TIMEOUT, Cleanup, Multipart, ObjectInfo, StallWatch, Storage, write_sparse
 
 XATTR = "user.e2b_artifact.blake3"
 TEMP_SUFFIX = ".e2b-partial"
@@ -25,6 +26,7 @@ class LocalStorage(Storage):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = f"file://{root}"
+        self.watch = StallWatch(self.url, DEFAULT_TIMEOUT)  # file system calls are not watched
 
     def _path(self, key: str) -> Path:
         path = self.root / key
@@ -70,7 +72,7 @@ class LocalStorage(Storage):
             return os.pread(fh.fileno(), length, start)
 
     def put_bytes(self, key: str, data: bytes, blake3_hex: str) -> None:
-        upload = self.start_multipart(key, blake3_hex, len(data))
+        upload = self.start_multipart(key, blake3_hex, len(data), len(data))
         try:
             upload.upload_part(1, 0, data)
             upload.complete()
@@ -78,19 +80,21 @@ class LocalStorage(Storage):
             upload.abort()
             raise
 
-    def start_multipart(self, key: str, blake3_hex: str, size: int) -> Multipart:
+    def start_multipart(self, key: str, blake3_hex: str, size: int, part_size: int) -> Multipart:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return _LocalUpload(target, blake3_hex, size)
+        upload = _LocalUpload(target, blake3_hex, size)
+        upload.part_size = part_size
+        return upload
 
-    def clean_temporaries(self, prefix: str) -> int:
+    def clean_temporaries(self, prefix: str, keep: Collection[str] = ()) -> Cleanup:
         directory = self._path(prefix)
         if not directory.is_dir():
-            return 0
+            return Cleanup(0)
         stale = list(directory.glob(f".*{TEMP_SUFFIX}"))
         for path in stale:  # our own unfinished writes, never a user's file
             path.unlink(missing_ok=True)
-        return len(stale)
+        return Cleanup(len(stale))
 
 
 class _LocalUpload(Multipart):

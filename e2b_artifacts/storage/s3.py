@@ -8,21 +8,39 @@ server checks on arrival; content identity is our BLAKE3 in the object metadata
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
 from ..errors import ArtifactError, ExitCode
-from .base import HASH_META_KEY, Multipart, ObjectInfo, Storage, join_key
+from .base import (
+    DEFAULT_TIMEOUT,
+    HASH_META_KEY,
+    Cleanup,
+    Multipart,
+    ObjectInfo,
+    StallWatch,
+    Storage,
+    StoredPart,
+    join_key,
+)
 
 T = TypeVar("T")
 
 
 @contextlib.contextmanager
-def _remote_errors(what: str) -> Iterator[None]:
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError  # type: ignore[import-untyped]
+def _remote_errors(what: str, timeout: float) -> Iterator[None]:
+    from botocore.exceptions import (  # type: ignore[import-untyped]
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
 
     try:
         yield
@@ -35,14 +53,30 @@ def _remote_errors(what: str) -> Iterator[None]:
         raise ArtifactError(f"{what}: {err.get('Code', '?')}: {err.get('Message', exc)}",
                             hint="check the bucket name, the credentials and --endpoint-url",
                             code=ExitCode.REMOTE) from exc
+    except (ConnectTimeoutError, ReadTimeoutError) as exc:
+        verb = "could not connect" if isinstance(exc, ConnectTimeoutError) else "no reply"
+        raise ArtifactError(f"{what}: {verb} within {timeout:g} s ({exc.kwargs.get('endpoint_url', 'the server')})",
+                            hint="the server is not answering: check it and --endpoint-url, or wait longer "
+                                 "with --timeout SECONDS; a re-run continues where this one stopped",
+                            code=ExitCode.REMOTE) from exc
     except BotoCoreError as exc:
         raise ArtifactError(f"{what}: {exc}", hint="check --endpoint-url and the network",
                             code=ExitCode.REMOTE) from exc
 
 
+def _no_retry_after_timeout(caught_exception: BaseException | None = None, **_: Any) -> None:
+    """A request the server left unanswered for the whole timeout is not sent again: retries of a stuck
+    server only multiply the wait (botocore's default: 5 attempts)."""
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    if isinstance(caught_exception, (ConnectTimeoutError, ReadTimeoutError)):
+        raise caught_exception
+
+
 class S3Storage(Storage):
     def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None = None,
-                 region: str | None = None, path_style: bool | None = None, max_connections: int = 16) -> None:
+                 region: str | None = None, path_style: bool | None = None, max_connections: int = 16,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         import boto3  # type: ignore[import-untyped]
         from botocore.config import Config  # type: ignore[import-untyped]
 
@@ -51,15 +85,19 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.timeout = timeout
+        self.watch = StallWatch(self.url, timeout)
+        self._can_list_uploads = True
         style = "path" if (path_style if path_style is not None else endpoint_url is not None) else "auto"
         # Parts carry a CRC32 the server checks; SHA-256 payload signing on top (botocore does it on
         # plain-http endpoints) would only add a second full pass over the data on this host.
         config = Config(s3={"addressing_style": style, "payload_signing_enabled": False},
-                        max_pool_connections=max_connections,
+                        max_pool_connections=max_connections, connect_timeout=timeout, read_timeout=timeout,
                         retries={"max_attempts": 5, "mode": "standard"})
-        with _remote_errors(self.url):
+        with _remote_errors(self.url, timeout):
             self.client: Any = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        self.client.meta.events.register_first("needs-retry.s3", _no_retry_after_timeout)
 
     def _key(self, key: str) -> str:
         return join_key(self.prefix, key)
@@ -67,8 +105,14 @@ class S3Storage(Storage):
     def _rel(self, full: str) -> str:
         return full[len(self.prefix) + 1:] if self.prefix else full
 
+    @contextlib.contextmanager
+    def _remote(self, what: str) -> Iterator[None]:
+        """A request: errors become one clear :class:`ArtifactError`, and a stall is reported while it waits."""
+        with self.watch.request(what), _remote_errors(what, self.timeout):
+            yield
+
     def _call(self, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
-        with _remote_errors(f"{self.url}/{what}"):
+        with self._remote(f"{self.url}/{what}"):
             return fn(Bucket=self.bucket, **kwargs)
 
     def list(self, prefix: str) -> list[ObjectInfo]:
@@ -76,7 +120,7 @@ class S3Storage(Storage):
         full = join_key(self.prefix, prefix)
         if full and (prefix.endswith("/") or not prefix):
             full += "/"
-        with _remote_errors(self.url):
+        with self._remote(self.url):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
             for page in pages:
                 for obj in page.get("Contents", []):
@@ -86,7 +130,7 @@ class S3Storage(Storage):
     def stat(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
 
-        with _remote_errors(f"{self.url}/{key}"):
+        with self._remote(f"{self.url}/{key}"):
             try:
                 head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             except ClientError as exc:
@@ -98,40 +142,88 @@ class S3Storage(Storage):
     def read_range(self, key: str, start: int, length: int) -> bytes:
         if length == 0:
             return b""
-        resp = self._call(key, self.client.get_object, Key=self._key(key), Range=f"bytes={start}-{start + length - 1}")
-        with _remote_errors(f"{self.url}/{key}"):
-            data: bytes = resp["Body"].read()
-        return data
+        with self._remote(f"{self.url}/{key}"):
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key),
+                                          Range=f"bytes={start}-{start + length - 1}")
+            chunks = []
+            for chunk in resp["Body"].iter_chunks(1 << 20):
+                chunks.append(chunk)
+                self.watch.progress()
+        return b"".join(chunks)
 
     def put_bytes(self, key: str, data: bytes, blake3_hex: str) -> None:
         self._call(key, self.client.put_object, Key=self._key(key), Body=data,
                    Metadata={HASH_META_KEY: blake3_hex}, ChecksumAlgorithm="CRC32")
 
-    def start_multipart(self, key: str, blake3_hex: str, size: int) -> Multipart:
+    def start_multipart(self, key: str, blake3_hex: str, size: int, part_size: int) -> Multipart:
         resp = self._call(key, self.client.create_multipart_upload, Key=self._key(key),
                           Metadata={HASH_META_KEY: blake3_hex}, ChecksumAlgorithm="CRC32")
-        return _S3Upload(self, key, resp["UploadId"])
+        return _S3Upload(self, key, resp["UploadId"], part_size)
 
-    def clean_temporaries(self, prefix: str) -> int:
+    def resume_multipart(self, key: str, blake3_hex: str, size: int, part_size: int,
+                         upload_id: str) -> Multipart | None:
+        from botocore.exceptions import ClientError
+
+        stored: dict[int, StoredPart] = {}
+        with self._remote(f"{self.url}/{key}"):
+            try:
+                pages = self.client.get_paginator("list_parts").paginate(
+                    Bucket=self.bucket, Key=self._key(key), UploadId=upload_id)
+                for page in pages:
+                    for part in page.get("Parts", []):
+                        etag = str(part.get("ETag", "")).strip('"')
+                        md5 = etag if len(etag) == 32 else None  # SSE-KMS ETags are no MD5: those parts are re-sent
+                        stored[int(part["PartNumber"])] = StoredPart(int(part["PartNumber"]), int(part["Size"]), md5)
+            except ClientError:
+                return None  # gone (completed, aborted, expired) or not listable: start afresh
+        upload = _S3Upload(self, key, upload_id, part_size)
+        upload.stored = stored
+        return upload
+
+    def clean_temporaries(self, prefix: str, keep: Collection[str] = ()) -> Cleanup:
+        from botocore.exceptions import ClientError
+
+        if not self._can_list_uploads:
+            return Cleanup(0)  # said once already
+        with self._remote(f"{self.url}/{prefix} (listing unfinished uploads)"):
+            try:
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=self._key(prefix))
+                stale = [u for page in pages for u in page.get("Uploads", []) if u["UploadId"] not in keep]
+            except ClientError as exc:  # some S3-compatible servers lack the call, or deny it
+                self._can_list_uploads = False
+                err = exc.response.get("Error", {})
+                return Cleanup(0, f"{self.url}: the server does not list unfinished multipart uploads "
+                                  f"({err.get('Code', '?')}: {err.get('Message', exc)}), so uploads a killed run "
+                                  "left behind are not removed (a bucket lifecycle rule for incomplete multipart "
+                                  "uploads does that)")
         count = 0
-        with _remote_errors(self.url):
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix))
-            for page in pages:
-                for upload in page.get("Uploads", []):
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
-                                                       UploadId=upload["UploadId"])
-                    count += 1
-        return count
+        for upload in stale:
+            with contextlib.suppress(ArtifactError):  # tidying up only
+                self._call(self._rel(upload["Key"]), self.client.abort_multipart_upload, Key=upload["Key"],
+                           UploadId=upload["UploadId"])
+                count += 1
+        return Cleanup(count)
 
 
 class _S3Upload(Multipart):
-    def __init__(self, storage: S3Storage, key: str, upload_id: str) -> None:
+    def __init__(self, storage: S3Storage, key: str, upload_id: str, part_size: int) -> None:
         self.storage = storage
         self.key = key
         self.upload_id = upload_id
+        self.part_size = part_size
+        self.stored: dict[int, StoredPart] = {}
         self.parts: dict[int, dict[str, Any]] = {}
         self.lock = threading.Lock()
+
+    def stored_parts(self) -> dict[int, StoredPart]:
+        return self.stored
+
+    def keep_part(self, number: int, data: bytes) -> None:
+        stored = self.stored[number]
+        crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()  # what S3 recorded on arrival
+        with self.lock:
+            self.parts[number] = {"PartNumber": number, "ETag": f'"{stored.md5}"', "ChecksumCRC32": crc}
 
     def upload_part(self, number: int, offset: int, data: bytes) -> None:
         s = self.storage
