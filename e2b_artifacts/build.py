@@ -22,6 +22,7 @@ from .inject import InitMode, inject
 from .layout import METADATA as METADATA_NAME
 from .layout import ROOTFS as ROOTFS_NAME
 from .metadata import Metadata
+from .versions import read_firecracker_version
 
 DEFAULT_KERNEL_VERSION = "vmlinux-6.1.102"  # upstream's 2025 defaults (packages/shared/pkg/schema)
 DEFAULT_FIRECRACKER_VERSION = "v1.12.1_d990331"
@@ -105,6 +106,10 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
 
 
 def _check_inputs(req: BuildRequest) -> None:
+    if read_firecracker_version(req.firecracker_version) is None:
+        raise ArtifactError(f"--firecracker-version {req.firecracker_version!r} is not a Firecracker version",
+                            hint="use a name as E2B writes them: v1.14-0.2.0 (E2B's fork), v1.14.1_431f1fc "
+                                 "(release_commit) or v1.10.1", code=ExitCode.USAGE)
     if not req.envd.is_file():
         raise ArtifactError(f"envd not found at {req.envd}",
                             hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default /fc-envd/envd)",

@@ -107,3 +107,28 @@ def test_help_lists_commands() -> None:
     assert proc.returncode == 0
     for name in ("build", "inject", "paths"):
         assert f"  {name} " in proc.stdout
+
+
+def test_firecracker_version_names_as_upstream_reads_them(tmp_path: Path, sample_tar: Path,
+                                                          envd_standin: Path) -> None:
+    from e2b_artifacts.versions import read_firecracker_version
+
+    fork = read_firecracker_version("v1.14-0.2.0")
+    assert fork is not None and fork.form == "e2b" and fork.line_key == "v1.14-0" and fork.release == (1, 14, 0)
+    legacy = read_firecracker_version("v1.14.1_431f1fc")
+    assert legacy is not None and legacy.line_key == "v1.14" and legacy.commit == "431f1fc"
+    bare = read_firecracker_version("v1.10.1")
+    assert bare is not None and bare.form == "bare" and bare.line_key is None
+    assert [read_firecracker_version(v) for v in ("foo", "1.10", "v1.14-0.2", "v1.14_abc")] == [None] * 4
+    no_commit = read_firecracker_version("v1.14.1_")  # upstream splits at "_" and checks only the release
+    assert no_commit is not None and no_commit.form == "legacy" and no_commit.commit == ""
+    ok = cli("--storage", tmp_path, "build", "--rootfs-tar", sample_tar, "--envd", envd_standin,
+             "--firecracker-version", "v1.14-0.2.0", "--json")
+    assert ok.returncode == 0, ok.stderr
+    build_id = json.loads(ok.stdout)["build_id"]
+    meta = json.loads((tmp_path / build_id / "metadata.json").read_text())
+    assert meta["template"]["firecracker_version"] == "v1.14-0.2.0"
+    bad = cli("--storage", tmp_path / "other", "build", "--rootfs-tar", sample_tar, "--envd", envd_standin,
+              "--firecracker-version", "foo")
+    assert_clean_error(bad, 2, "'foo' is not a Firecracker version")
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
