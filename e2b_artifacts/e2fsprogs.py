@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ArtifactError, ExitCode
-from .runner import run, which
+from .runner import last_line, run, which
 
 BLOCK_SIZE = 4096
 # Upstream E2B's mkfs.ext4 feature set (e2b-template-format.md §7), minus the fixed 25 GB size.
@@ -54,12 +54,9 @@ def tar_input_supported() -> bool:
     return version() >= (1, 47, 1) and ctypes.util.find_library("archive") is not None
 
 
-def mke2fs(image: Path, size_bytes: int, *, source: Path | str | None = None, stdin: bytes | None = None,
-           inode_count: int | None = None, label: str = "rootfs") -> None:
-    """Create an ext4 filesystem of ``size_bytes`` in the file ``image``, populated from ``source``.
-
-    ``source`` is a directory or (e2fsprogs >= 1.47.1) a tarball, or ``"-"`` with the tar on ``stdin``.
-    """
+def mke2fs_args(image: Path, size_bytes: int, *, source: Path | str | None = None, inode_count: int | None = None,
+                label: str = "rootfs") -> list[str | Path]:
+    """The mke2fs command line: upstream's features, ``source`` (a directory, a tarball or ``-``) for ``-d``."""
     size_kib = -(-size_bytes // 1024)
     args: list[str | Path] = ["mke2fs", "-q", "-F", "-t", "ext4", "-b", str(BLOCK_SIZE), "-m", "0",
                               "-O", MKE2FS_FEATURES, "-L", label,
@@ -67,8 +64,16 @@ def mke2fs(image: Path, size_bytes: int, *, source: Path | str | None = None, st
     args += ["-N", str(inode_count)] if inode_count else ["-i", str(INODE_RATIO)]
     if source is not None:
         args += ["-d", source]
-    args += [image, f"{size_kib}k"]
-    proc = run(args, input=stdin, check=False)
+    return [*args, image, f"{size_kib}k"]
+
+
+def mke2fs(image: Path, size_bytes: int, *, source: Path | None = None, inode_count: int | None = None,
+           label: str = "rootfs") -> None:
+    """Create an ext4 filesystem of ``size_bytes`` in the file ``image``, populated from ``source``.
+
+    ``source`` is a directory or (e2fsprogs >= 1.47.1) a tarball.
+    """
+    proc = run(mke2fs_args(image, size_bytes, source=source, inode_count=inode_count, label=label), check=False)
     if proc.returncode != 0:
         message = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
         detail = message[-1] if message else "(no output)"
@@ -133,6 +138,35 @@ def _split_sections(text: str, image: Path) -> list[tuple[str, str]]:
                                 code=ExitCode.BAD_INPUT)
         # other lines before the first command: the banner, the undo-file notice
     return [(cmd, "\n".join(out)) for cmd, out in sections]
+
+
+def cat_inodes(image: Path, inodes: Sequence[tuple[int, int]]) -> Iterator[tuple[int, memoryview]]:
+    """The content of each ``(inode number, size)`` from one debugfs run of ``cat <ino>`` commands.
+
+    Addressing by inode number skips path lookups (linear scans: upstream's features
+    disable dir_index); stdout unbuffered keeps each echoed command line in front of the
+    bytes it produced, so the output is cut at the known sizes.
+    """
+    script = "".join(f"cat <{ino}>\n" for ino, _ in inodes).encode()
+    proc = run(["stdbuf", "-o0", which("debugfs"), "-f", "-", image], input=script)
+    out = memoryview(proc.stdout)
+    pos = 0
+    for ino, size in inodes:
+        echo = f"{_ECHO}cat <{ino}>\n".encode()
+        if out[pos:pos + len(echo)] != echo:
+            raise ArtifactError(f"could not read inode {ino} from {image.name}: {last_line(proc.stderr)}",
+                                hint="check the image with: e2fsck -fn IMAGE", code=ExitCode.TOOL)
+        pos += len(echo)
+        yield ino, out[pos:pos + size]
+        pos += size
+
+
+def dump_inode(image: Path, ino: int, dest: Path) -> None:
+    """Write inode ``ino``'s content to the new file ``dest`` (``debugfs dump``)."""
+    debugfs(image, [f"dump <{ino}> {quote(str(dest))}"])
+    if not dest.exists():
+        raise ArtifactError(f"could not read inode {ino} from {image.name}",
+                            hint="check the image with: e2fsck -fn IMAGE", code=ExitCode.TOOL)
 
 
 def quote(path: str) -> str:

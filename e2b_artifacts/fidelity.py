@@ -11,22 +11,22 @@ pipe for hashing (nothing extracted, never a mount).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import blake3
 
+from . import e2fsprogs
 from .e2fsprogs import Ext4Image, Inode
-from .errors import ArtifactError, ExitCode
+from .errors import ArtifactError
 from .fsutil import atomic_write_bytes
 from .oci.flatten import WHITEOUT, FlatEntry
-from .runner import last_line as run_last_line
-from .runner import run, which
 
 IGNORED = {"/lost+found"}  # mke2fs always creates it
 _DUMP_BATCH_BYTES = 256 << 20
@@ -168,23 +168,8 @@ def _content_hashes(image: Path, files: Sequence[tuple[str, Inode]]) -> dict[int
 
 
 def _cat_and_hash(image: Path, batch: Sequence[tuple[int, int]]) -> dict[int, str]:
-    # addressing by inode number skips path lookups (linear scans: upstream's features disable dir_index);
-    # stdout unbuffered keeps each echoed command line in front of the bytes it produced
-    script = "".join(f"cat <{ino}>\n" for ino, _ in batch).encode()
-    proc = run(["stdbuf", "-o0", which("debugfs"), "-f", "-", image], input=script)
-    out = memoryview(proc.stdout)
-    pos = 0
-    hashes = {}
-    for ino, size in batch:
-        echo = f"debugfs: cat <{ino}>\n".encode()
-        if out[pos:pos + len(echo)] != echo:
-            raise ArtifactError(f"fidelity check could not read inode {ino} from {image.name}: "
-                                f"{run_last_line(proc.stderr)}", hint="check the image with: e2fsck -fn IMAGE",
-                                code=ExitCode.TOOL)
-        pos += len(echo)
-        hashes[ino] = blake3.blake3(out[pos:pos + size]).hexdigest()
-        pos += size
-    return hashes
+    with _as_fidelity_error():
+        return {ino: blake3.blake3(data).hexdigest() for ino, data in e2fsprogs.cat_inodes(image, batch)}
 
 
 def _dump_and_hash(image: Path, inodes: Sequence[int]) -> dict[int, str]:
@@ -193,10 +178,8 @@ def _dump_and_hash(image: Path, inodes: Sequence[int]) -> dict[int, str]:
     with tempfile.TemporaryDirectory(prefix=".e2b-artifact-fidelity-", dir=image.parent) as tmp:
         dest = Path(tmp) / "file"
         for ino in inodes:
-            run([which("debugfs"), "-R", f"dump <{ino}> {dest}", image])
-            if not dest.exists():
-                raise ArtifactError(f"fidelity check could not read inode {ino} from {image.name}",
-                                    hint="check the image with: e2fsck -fn IMAGE", code=ExitCode.TOOL)
+            with _as_fidelity_error():
+                e2fsprogs.dump_inode(image, ino, dest)
             h = blake3.blake3()
             with dest.open("rb") as fh:
                 while chunk := fh.read(1 << 20):
@@ -204,3 +187,11 @@ def _dump_and_hash(image: Path, inodes: Sequence[int]) -> dict[int, str]:
             hashes[ino] = h.hexdigest()
             dest.unlink()
     return hashes
+
+
+@contextlib.contextmanager
+def _as_fidelity_error() -> Iterator[None]:
+    try:
+        yield
+    except ArtifactError as exc:
+        raise ArtifactError(f"fidelity check {exc.message}", hint=exc.hint, code=exc.code) from exc

@@ -7,9 +7,10 @@ cache -> flatten with OCI whiteout rules into ONE tar beside the output ->
 ext4 against the flattened tar. Nothing is ever extracted to the host.
 
 ``mke2fs`` 1.47.2 reads a tar from stdin (``-d -``) in one pass but refuses a
-FIFO path (it takes a non-regular file for a directory); until the tool runner
-can stream stdin, the flattened tar is a temporary file, written with
-``copy_file_range`` from the cached layer tars, removed after use.
+FIFO path or ``/dev/stdin`` (it takes a non-regular file for a directory). Streaming
+the flattened tar into ``-d -`` was measured slower than writing it to a temporary
+file with ``copy_file_range`` from the cached layer tars (``scripts/bench_image.py``),
+so the tar is a temporary file beside the output, removed after use.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from e2b_artifacts.errors import ArtifactError
-from e2b_artifacts.vm import boot
+from e2b_artifacts.vm import boot, qemu
 from tests.conftest import cli, make_ext4, sha256
 
 STANDIN = Path(__file__).parent / "boot" / "firecracker_standin.py"
@@ -35,7 +35,7 @@ STANDIN = Path(__file__).parent / "boot" / "firecracker_standin.py"
     ("nonsense", True, False),
 ])
 def test_qemu_acpi_follows_firecracker(version: str | None, kernel_acpi: bool | None, expected: bool) -> None:
-    assert boot.qemu_acpi(version, kernel_acpi) is expected
+    assert qemu.qemu_acpi(version, kernel_acpi) is expected
 
 
 def test_missing_inputs_are_clean_errors(tmp_path: Path) -> None:
@@ -172,3 +172,11 @@ def test_no_vmm_outlives_the_command(tmp_path: Path, how: signal.Signals) -> Non
 
 def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def test_importing_boot_loads_no_libc() -> None:
+    """libc (ctypes, for PR_SET_PDEATHSIG) is loaded only when a VMM is started."""
+    code = ("import sys, e2b_artifacts.vm.boot; "
+            "print(sorted(m for m in sys.modules if m == 'ctypes' or m.startswith('ctypes.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from e2b_artifacts import fidelity
 from e2b_artifacts.image import ImageOptions, build_rootfs, rootfs_tar_from_image
+from e2b_artifacts.oci import flatten, layers, reference, sources
+from e2b_artifacts.oci.cache import BlobCache
 from tests.conftest import debugfs_lines
 from tests.oci.images import craft_layout, tar_bytes
 
@@ -107,3 +111,33 @@ def test_content_and_link_group_mismatch(layout: Path, tmp_path: Path, monkeypat
     report = fidelity.compare(flat.entries, image)
     found = {(m.path, m.field) for m in report.mismatches}
     assert ("/one", "content") in found and ("/same", "hard-link group") in found
+
+
+
+def test_flattened_tar_written_to_a_pipe_is_the_same_tar(layout: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_tar into a descriptor (what bench_image.py streams into ``mke2fs -d -``) gives the file's bytes."""
+    monkeypatch.setenv("E2B_ARTIFACT_CACHE", str(tmp_path / "cache"))
+    flat = rootfs_tar_from_image(ImageOptions(f"oci-layout:{layout}:t"), tmp_path)
+    chunks: list[bytes] = []
+    read_end, write_end = os.pipe()
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_end, 1 << 16), b"")))
+    reader.start()
+    try:
+        result = flatten.write_tar(_flattener_of(layout, tmp_path), write_end)
+    finally:
+        os.close(write_end)
+        reader.join()
+        os.close(read_end)
+    assert b"".join(chunks) == flat.tar_path.read_bytes()
+    assert [e.path for e in result.entries] == [e.path for e in flat.entries]
+
+
+def _flattener_of(layout: Path, tmp_path: Path) -> flatten.Flattener:
+    cache = BlobCache(tmp_path / "cache")
+    resolved = sources.resolve(reference.parse(f"oci-layout:{layout}:t"), platform=reference.Platform.parse(
+        "linux/amd64"), insecure=False, cache=cache, progress=lambda _: None)
+    flat = flatten.Flattener()
+    for n, tar_path in enumerate(layers.unpack_layers(resolved.layers, cache)):
+        flat.add_layer(n, tar_path, cache.root / "index")
+    return flat

@@ -353,8 +353,10 @@ def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
 class _TarWriter:
     """Appends to the output; adjacent ranges of the same layer tar become one ``copy_file_range``."""
 
-    def __init__(self, out_path: Path) -> None:
-        self.out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    def __init__(self, out: Path | int) -> None:
+        # a path is created (never overwritten) and closed at the end; a descriptor (a pipe) stays the caller's
+        self.owns_out = not isinstance(out, int)
+        self.out = out if isinstance(out, int) else os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.fds: dict[Path, int] = {}
         self.pending: tuple[int, int, int] | None = None  # fd, start, end
 
@@ -379,16 +381,17 @@ class _TarWriter:
             _copy_range(fd, self.out, start, end - start)
 
     def close(self) -> None:
-        os.close(self.out)
+        if self.owns_out:
+            os.close(self.out)
         for fd in self.fds.values():
             os.close(fd)
 
 
-def write_tar(flat: Flattener, out_path: Path) -> FlatImage:
-    """Write the flattened tree to ``out_path`` (a new file); return what it holds."""
+def write_tar(flat: Flattener, out: Path | int) -> FlatImage:
+    """Write the flattened tree to ``out`` (a new file, or an open descriptor); return what it holds."""
     dirs, inodes = flat.plan()
     result = FlatImage(whiteouts_applied=flat.whiteouts, opaque_dirs=flat.opaques)
-    writer = _TarWriter(out_path)
+    writer = _TarWriter(out)
     try:
         for path, node in dirs:
             source = node.source
