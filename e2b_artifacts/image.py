@@ -15,6 +15,7 @@ so the tar is a temporary file beside the output, removed after use.
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -29,6 +30,18 @@ from .oci.cache import BlobCache
 
 DEFAULT_PLATFORM = "linux/amd64"
 Progress = Callable[[str], None]
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``4G``, ``512M``, ``1.5GiB`` or plain bytes (binary units) -> bytes > 0; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"{text!r} is not a size like 4G, 512M or 1.5GiB")
+    value = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+    if value <= 0:
+        raise ValueError("the size must be more than 0")
+    return value
 
 
 @dataclass
@@ -39,6 +52,8 @@ class ImageOptions:
     report: Path | None = None
     allow_mismatch: bool = False
     cache_dir: Path | None = None
+    max_image_size: int = layers.DEFAULT_MAX_IMAGE_SIZE  # uncompressed bytes of all layers
+    max_layer_ratio: int = layers.DEFAULT_MAX_LAYER_RATIO  # per layer, uncompressed / compressed; 0: none
 
 
 @dataclass
@@ -78,14 +93,15 @@ def rootfs_tar_from_image(opts: ImageOptions, workdir: Path, progress: Progress 
     """Resolve, verify and flatten the image into a new tar under ``workdir``."""
     ref = reference.parse(opts.source)
     platform = reference.Platform.parse(opts.platform)
-    cache = BlobCache(opts.cache_dir)
+    cache = BlobCache(opts.cache_dir, report=progress)
     t0 = time.monotonic()
     progress(f"image: resolving {ref}")
-    image = sources.resolve(ref, platform=platform, insecure=opts.insecure, cache=cache, progress=progress)
+    image = sources.resolve(ref, platform=platform, insecure=opts.insecure, cache=cache, progress=progress,
+                            max_image_size=opts.max_image_size)
     if isinstance(ref, reference.RegistryRef):
         progress(f"image: downloaded {image.downloaded_bytes} bytes, {image.cached_blobs} blobs from cache")
     t1 = time.monotonic()
-    layer_tars = layers.unpack_layers(image.layers, cache)
+    layer_tars = layers.unpack_layers(image.layers, cache, layers.Limits(opts.max_image_size, opts.max_layer_ratio))
     t2 = time.monotonic()
     flat = flatten.Flattener()
     for n, tar_path in enumerate(layer_tars):

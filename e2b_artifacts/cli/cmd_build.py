@@ -24,6 +24,12 @@ from .common import AppState, emit, json_option, progress
 @click.option("--report", "report_file", type=click.Path(path_type=Path),
               help="Write the fidelity report (JSON, every mismatch) here (--from-image).")
 @click.option("--allow-mismatch", is_flag=True, help="Build even if the ext4 differs from the image (--from-image).")
+@click.option("--max-image-size", "max_image_size", metavar="SIZE", default="4G", show_default=True,
+              callback=lambda ctx, param, value: _size(param, value),
+              help="Refuse an image whose layers expand to more than this (--from-image).")
+@click.option("--max-layer-ratio", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Refuse a layer that expands beyond N times its compressed size, past 64 MiB; "
+                   "0: no ratio limit (--from-image).")
 # --- end of --from-image options ---
 @click.option("--envd", type=click.Path(path_type=Path), help="envd binary to inject [default: $HOST_ENVD_PATH].")
 @click.option("--build-id", help="Build id (directory name) [default: a new UUID4].")
@@ -44,6 +50,7 @@ from .common import AppState, emit, json_option, progress
 @click.pass_obj
 def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, rootfs_ext4: Path | None,
             from_image: str | None, platform: str, insecure: bool, report_file: Path | None, allow_mismatch: bool,
+            max_image_size: int, max_layer_ratio: int,
             envd: Path | None, build_id: str | None, template_id: str | None, kernel_version: str,
             firecracker_version: str, envd_version: str | None, init_mode: str, disk_size_mb: int,
             vcpu: int, ram_mb: int, force: bool, as_json: bool) -> None:
@@ -72,7 +79,8 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
         from ..image import ImageOptions
 
         req.image = ImageOptions(from_image, platform=platform, insecure=insecure, report=report_file,
-                                 allow_mismatch=allow_mismatch)
+                                 allow_mismatch=allow_mismatch, max_image_size=max_image_size,
+                                 max_layer_ratio=max_layer_ratio)
     result = build(req, progress=progress)
     lines = [result.build_id]
     if not as_json:
@@ -81,3 +89,12 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
             progress(f"the previous build was moved to {result.replaced_moved_to} "
                      f"(undo: mv {result.build_dir} elsewhere && mv {result.replaced_moved_to} {result.build_dir})")
     emit(as_json, result.to_json(), lines)
+
+
+def _size(param: click.Parameter, value: str) -> int:
+    from ..image import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from exc

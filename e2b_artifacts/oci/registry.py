@@ -149,21 +149,36 @@ class RegistryClient:
             return None
         return resp.headers.get("Docker-Content-Digest")
 
-    def get_manifest(self, reference: str) -> tuple[bytes, str]:
-        """Raw manifest bytes and media type."""
+    def get_manifest(self, reference: str, limit: int) -> tuple[bytes, str]:
+        """Raw manifest bytes (at most ``limit``) and media type."""
         what = f"manifest {self.ref.repository}:{reference}"
         resp = self._request("GET", f"{self.base}/{self.ref.repository}/manifests/{reference}",
-                             headers={"Accept": ", ".join(MANIFEST_TYPES)})
-        if resp.status_code != 200:
-            raise self._fail(resp, what)
-        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        return resp.content, media_type
-
-    def blob_chunks(self, digest: str, on_bytes: Callable[[int], None]) -> Iterator[bytes]:
-        resp = self._request("GET", f"{self.base}/{self.ref.repository}/blobs/{digest}", stream=True)
-        if resp.status_code != 200:
-            raise self._fail(resp, f"blob {digest}")
+                             headers={"Accept": ", ".join(MANIFEST_TYPES)}, stream=True)
         with resp:
+            if resp.status_code != 200:
+                raise self._fail(resp, what)
+            media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            data = bytearray()
             for chunk in resp.iter_content(_CHUNK):
+                data += chunk
+                if len(data) > limit:
+                    raise ArtifactError(f"{what} on {self.ref.api_host} is larger than {limit >> 20} MiB",
+                                        hint="the registry serves something that is not an image manifest",
+                                        code=ExitCode.BAD_INPUT)
+        return bytes(data), media_type
+
+    def blob_chunks(self, digest: str, on_bytes: Callable[[int], None], size: int) -> Iterator[bytes]:
+        """The blob's bytes; more than ``size`` (its descriptor's) is refused as soon as it arrives."""
+        resp = self._request("GET", f"{self.base}/{self.ref.repository}/blobs/{digest}", stream=True)
+        with resp:
+            if resp.status_code != 200:
+                raise self._fail(resp, f"blob {digest}")
+            received = 0
+            for chunk in resp.iter_content(_CHUNK):
+                received += len(chunk)
+                if received > size:
+                    raise ArtifactError(f"blob {digest} from {self.ref.api_host} has more than the {size} bytes "
+                                        "its descriptor says", hint="the registry served corrupt or tampered data",
+                                        code=ExitCode.INTEGRITY)
                 on_bytes(len(chunk))
                 yield chunk

@@ -156,3 +156,65 @@ def tar_bytes(*members: tuple[str, bytes, str | bytes]) -> bytes:
             info.size = len(data) if kind == tarfile.REGTYPE else 0
             tar.addfile(info, io.BytesIO(data) if info.size else None)
     return buf.getvalue()
+
+
+def gzip_tar_of_zeros(name: str, size: int, level: int = 9) -> bytes:
+    """A gzip'd layer tar holding one file of ``size`` zero bytes (about 1000:1: a decompression bomb)."""
+    import zlib
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = size, 0o644
+    comp = zlib.compressobj(level, zlib.DEFLATED, 31)
+    out = [comp.compress(info.tobuf(tarfile.PAX_FORMAT))]
+    zeros = bytes(1 << 20)
+    left = size + -size % 512 + 1024  # data, padding, end-of-archive blocks
+    while left:
+        n = min(left, len(zeros))
+        out.append(comp.compress(zeros[:n]))
+        left -= n
+    out.append(comp.flush())
+    return b"".join(out)
+
+
+def gzip_bomb_layout(dest: Path, size: int, tag: str = TAG) -> Path:
+    """A layout whose one gzip layer expands to ``size`` zero bytes of file data."""
+    import zlib
+
+    blob = gzip_tar_of_zeros("zeros", size)
+    diff = hashlib.sha256()
+    decomp = zlib.decompressobj(31)
+    data = blob
+    while data:
+        diff.update(decomp.decompress(data, 1 << 24))
+        data = decomp.unconsumed_tail
+    layout = craft_layout(dest, [b""], tag)  # the shape; its one layer is replaced below
+    edit_image(layout, lambda manifest, config: None, layer_blobs=[(blob, f"sha256:{diff.hexdigest()}")])
+    return layout
+
+
+def read_blob(layout: Path, digest: str) -> bytes:
+    return (layout / "blobs/sha256" / digest.split(":", 1)[1]).read_bytes()
+
+
+def edit_image(layout: Path, edit: object, *, layer_blobs: list[tuple[bytes, str]] | None = None,
+               raw_manifest: bytes | None = None, tag: str = TAG) -> Path:
+    """Rewrite the one image of a crafted layout: ``edit(manifest, config)`` changes the documents in place;
+    ``layer_blobs`` replaces the layers by ``(blob, diff_id)`` (gzip media type); ``raw_manifest`` replaces
+    the manifest's bytes outright. Digests and sizes are recomputed, index.json points at the result."""
+    index = json.loads((layout / "index.json").read_text())
+    entry = index["manifests"][0]
+    manifest = json.loads(read_blob(layout, entry["digest"]))
+    config = json.loads(read_blob(layout, manifest["config"]["digest"]))
+    if layer_blobs is not None:
+        manifest["layers"] = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                               "digest": _blob(layout, blob), "size": len(blob)} for blob, _ in layer_blobs]
+        config["rootfs"]["diff_ids"] = [diff_id for _, diff_id in layer_blobs]
+    assert callable(edit)
+    edit(manifest, config)
+    config_bytes = json.dumps(config).encode()
+    if isinstance(manifest.get("config"), dict) and "digest" in manifest["config"]:
+        manifest["config"].update(digest=_blob(layout, config_bytes), size=len(config_bytes))
+    data = raw_manifest if raw_manifest is not None else json.dumps(manifest).encode()
+    entry.update(digest=_blob(layout, data), size=len(data))
+    (layout / "index.json").write_text(json.dumps(index))
+    return layout
