@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import __version__, layout, rootfs
+from . import __version__, layout, rootfs, sourcecheck
 from .errors import ArtifactError, ExitCode
+from .fsutil import check_writable
 from .image import ImageOptions, build_rootfs
-from .inject import InitMode, inject
+from .inject import InitMode, inject, read_envd, require_systemd_init
 from .layout import METADATA as METADATA_NAME
 from .layout import ROOTFS as ROOTFS_NAME
 from .metadata import Metadata
+from .oci.flatten import FlatEntry
 from .versions import read_firecracker_version
 
 DEFAULT_KERNEL_VERSION = "vmlinux-6.1.102"  # upstream's 2025 defaults (packages/shared/pkg/schema)
@@ -47,6 +49,7 @@ class BuildRequest:
     force: bool = False
     extra_metadata: dict[str, Any] = field(default_factory=dict)
     image: ImageOptions | None = None  # source_kind "image" (build --from-image, issue 5)
+    strict: bool = False  # refuse an envd that is not a static ELF (a warning otherwise)
 
 
 @dataclass
@@ -69,8 +72,8 @@ class BuildResult:
 def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -> BuildResult:
     """Build ``<storage>/<build-id>/`` from ``req``; returns where it is."""
     build_id = layout.check_build_id(req.build_id or str(uuid.uuid4()))
-    _check_inputs(req)
-    req.storage.mkdir(parents=True, exist_ok=True)
+    _check_inputs(req, progress)
+    _make_storage(req.storage)
     target = req.storage / build_id
     with layout.lock(req.storage, build_id):
         for stale, aside in layout.sweep_stale(req.storage, build_id):
@@ -83,14 +86,26 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
         with layout.stage(req.storage, build_id) as stage:
             image = stage / ROOTFS_NAME
             progress(f"rootfs: creating {ROOTFS_NAME} from {req.source_kind} {req.source}")
+            systemd = req.init == "systemd"
             if req.source_kind == "dir":
+                if systemd:
+                    sourcecheck.require_init(sourcecheck.dir_lookup(req.source), f"--rootfs-dir {req.source}")
                 rootfs.create_from_dir(req.source, image, free_mb=req.free_mb)
             elif req.source_kind == "tar":
-                rootfs.create_from_tar(req.source, image, free_mb=req.free_mb)
+                members = rootfs.MemberCheck()
+                content = rootfs.scan_tar(req.source, members)
+                if systemd:
+                    sourcecheck.require_init(sourcecheck.mapping_lookup(members.entries), f"--rootfs-tar {req.source}")
+                rootfs.create_from_tar(req.source, image, free_mb=req.free_mb, content_bytes=content.blocks_bytes,
+                                       inodes=content.entries, xattrs=content.xattrs)
             elif req.source_kind == "ext4":
+                if systemd:
+                    require_systemd_init(req.source)
                 rootfs.create_from_ext4(req.source, image, free_mb=req.free_mb)
             else:  # --- build --from-image (issue 5): pull/flatten/mke2fs/fidelity in image.py ---
                 assert req.image is not None
+                if systemd:
+                    req.image.before_mke2fs = _require_init_in_image
                 image_build = build_rootfs(req.image, image, free_mb=req.free_mb, progress=progress)
                 req.extra_metadata.update(image_build.metadata())
                 image_summary = image_build.summary()
@@ -105,7 +120,7 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
                        image_summary)
 
 
-def _check_inputs(req: BuildRequest) -> None:
+def _check_inputs(req: BuildRequest, progress: Callable[[str], None]) -> None:
     if read_firecracker_version(req.firecracker_version) is None:
         raise ArtifactError(f"--firecracker-version {req.firecracker_version!r} is not a Firecracker version",
                             hint="use a name as E2B writes them: v1.14-0.2.0 (E2B's fork), v1.14.1_431f1fc "
@@ -114,10 +129,31 @@ def _check_inputs(req: BuildRequest) -> None:
         raise ArtifactError(f"envd not found at {req.envd}",
                             hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default /fc-envd/envd)",
                             code=ExitCode.BAD_INPUT)
+    sourcecheck.check_envd(req.envd, read_envd(req.envd), strict=req.strict, warn=progress)
+    if req.image is not None and req.image.report is not None:
+        check_writable(req.image.report, "--report")
     if req.source_kind != "image" and not req.source.exists():
         raise ArtifactError(f"rootfs source not found: {req.source}", hint="check the path", code=ExitCode.BAD_INPUT)
     if req.free_mb < 0:
         raise ArtifactError("--disk-size-mb must be >= 0", hint="e.g. --disk-size-mb 512", code=ExitCode.USAGE)
+
+
+def _make_storage(storage: Path) -> None:
+    if storage.exists() and not storage.is_dir():
+        raise ArtifactError(f"storage {storage} is not a directory",
+                            hint="point --storage (or LOCAL_TEMPLATE_STORAGE_BASE_PATH) at a directory; "
+                                 "nothing was written", code=ExitCode.BAD_INPUT)
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:  # a parent of it is a file
+        raise ArtifactError(f"storage {storage} cannot be created: {exc.strerror} ({exc.filename})",
+                            hint="point --storage (or LOCAL_TEMPLATE_STORAGE_BASE_PATH) at a directory; "
+                                 "nothing was written", code=ExitCode.BAD_INPUT) from exc
+
+
+def _require_init_in_image(entries: list[FlatEntry]) -> None:
+    rows = ((e.path, e.kind, e.mode, e.target) for e in entries)
+    sourcecheck.require_init(sourcecheck.flat_lookup(rows), "the image")
 
 
 def _metadata(req: BuildRequest, build_id: str, image: Path) -> Metadata:

@@ -25,6 +25,22 @@ def read_input(path: Path, what: str, *, missing_hint: str, hint: str = "check t
         raise ArtifactError(f"cannot read {what} {path}: {exc.strerror}", hint=hint, code=ExitCode.BAD_INPUT) from exc
 
 
+def check_writable(path: Path, what: str) -> None:
+    """Refuse (exit 3) an output path that :func:`atomic_write_bytes` could not write, before any work."""
+    hint = f"pass {what} a file in a directory you can write"
+    if path.is_dir():
+        raise ArtifactError(f"{what} {path} is a directory", hint=hint, code=ExitCode.BAD_INPUT)
+    parent = path.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        reason = "does not exist" if not parent.exists() else (exc.strerror or str(exc))
+        raise ArtifactError(f"{what} {path} cannot be written: {parent} {reason}", hint=hint,
+                            code=ExitCode.BAD_INPUT) from exc
+    os.close(fd)
+    os.unlink(probe)  # our own empty probe file, created just above
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to a temp name beside ``path``, fsync, then rename over it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -54,6 +54,8 @@ class ImageOptions:
     cache_dir: Path | None = None
     max_image_size: int = layers.DEFAULT_MAX_IMAGE_SIZE  # uncompressed bytes of all layers
     max_layer_ratio: int = layers.DEFAULT_MAX_LAYER_RATIO  # per layer, uncompressed / compressed; 0: none
+    # called with the flattened entries before mke2fs writes anything (build --init systemd checks /sbin/init)
+    before_mke2fs: Callable[[list[flatten.FlatEntry]], None] | None = None
 
 
 @dataclass
@@ -83,10 +85,20 @@ class FlattenedImage:
             doc["start"] = {"start_command": shlex.join(argv), "context": context}
         doc["e2b_artifact"] = {"image": {
             "reference": self.image.reference, "manifest_digest": self.image.manifest_digest,
-            "config_digest": self.image.config_digest, "platform": self.image.platform,
+            "config_digest": self.image.config_digest, "platform": self.platform(),
             "layers": [layer.diff_id for layer in self.image.layers],
             "entrypoint": cfg.get("Entrypoint"), "cmd": cfg.get("Cmd")}}
         return doc
+
+    def platform(self) -> str | None:
+        """The platform picked from an index, else the one the image's config states (os/arch[/variant])."""
+        if self.image.platform:
+            return self.image.platform
+        os_name, arch = self.image.config.get("os"), self.image.config.get("architecture")
+        if not (isinstance(os_name, str) and isinstance(arch, str) and os_name and arch):
+            return None
+        variant = self.image.config.get("variant")
+        return f"{os_name}/{arch}" + (f"/{variant}" if isinstance(variant, str) and variant else "")
 
 
 def rootfs_tar_from_image(opts: ImageOptions, workdir: Path, progress: Progress = lambda _: None) -> FlattenedImage:
@@ -127,7 +139,8 @@ class ImageBuild:
 
     def summary(self) -> dict[str, Any]:
         img = self.flattened.image
-        return {"reference": img.reference, "manifest_digest": img.manifest_digest, "platform": img.platform,
+        return {"reference": img.reference, "manifest_digest": img.manifest_digest,
+                "platform": self.flattened.platform(),
                 "layers": len(img.layers), "downloaded_bytes": img.downloaded_bytes,
                 "cached_blobs": img.cached_blobs, "whiteouts_applied": self.flattened.whiteouts_applied,
                 "opaque_dirs": self.flattened.opaque_dirs, "fidelity": self.report.summary(),
@@ -140,6 +153,8 @@ def build_rootfs(opts: ImageOptions, image_path: Path, *, free_mb: int = rootfs.
     """Create ``image_path`` from the image; fails on any fidelity mismatch unless ``allow_mismatch``."""
     flat = rootfs_tar_from_image(opts, image_path.parent, progress)
     try:
+        if opts.before_mke2fs is not None:
+            opts.before_mke2fs(flat.entries)
         t0 = time.monotonic()
         rootfs.create_from_tar(flat.tar_path, image_path, free_mb=free_mb, content_bytes=flat.content_bytes,
                                inodes=flat.inodes, xattrs=flat.xattrs)

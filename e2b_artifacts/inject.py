@@ -84,7 +84,7 @@ class _Plan:
 
 def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = True) -> InjectResult:
     """Install ``envd`` into ``image`` (in place, atomically in effect: all or nothing)."""
-    envd_bytes = _read_envd(envd)
+    envd_bytes = read_envd(envd)
     geo = e2fsprogs.geometry(image)  # also rejects non-ext4 input with a clear error
     view = Ext4Image(image)
     plan = _plan(view, envd, envd_bytes, init)
@@ -130,7 +130,12 @@ def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = Tru
     return result
 
 
-def _read_envd(envd: Path) -> bytes:
+def require_systemd_init(image: Path) -> None:
+    """Refuse (exit 3) unless ``/sbin/init`` in ``image`` resolves to an executable file."""
+    _require_init(Ext4Image(image))
+
+
+def read_envd(envd: Path) -> bytes:
     return read_input(envd, "envd", missing_hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default "
                                                    "/fc-envd/envd)")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from . import e2fsprogs
+from . import e2fsprogs, sourcecheck
 from .errors import ArtifactError, ExitCode
 from .runner import run
 
@@ -49,18 +49,44 @@ def _round_block(n: int) -> int:
 
 
 def scan_dir(root: Path) -> Content:
+    """Size the tree; refuse (exit 3, naming them) files and directories this user cannot read,
+    which mke2fs would otherwise report only as "Permission denied while populating file system"."""
     total = entries = 0
-    for dirpath, dirnames, filenames in os.walk(root):
+    unreadable: list[str] = []
+
+    def note_unreadable(exc: OSError) -> None:
+        unreadable.append(str(exc.filename))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=note_unreadable):
         entries += len(dirnames) + len(filenames)
         total += e2fsprogs.BLOCK_SIZE * len(dirnames)
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full) and not os.access(full, os.R_OK | os.X_OK):
+                unreadable.append(full)
         for name in filenames:
+            full = os.path.join(dirpath, name)
             try:
-                st = os.lstat(os.path.join(dirpath, name))
+                st = os.lstat(full)
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
                 total += _round_block(st.st_size)
+                if not os.access(full, os.R_OK):
+                    unreadable.append(full)
+    if unreadable:
+        _refuse_unreadable(root, sorted(set(unreadable)))
     return Content(total, entries)
+
+
+def _refuse_unreadable(root: Path, paths: list[str]) -> None:
+    first = "/" + os.path.relpath(paths[0], root)
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    raise ArtifactError(f"--rootfs-dir {root}: {first}{more} cannot be read by uid {os.geteuid()}, "
+                        f"so mke2fs cannot copy {'it' if len(paths) == 1 else 'them'}",
+                        hint=f"make a tar as root and build from it (sudo tar -C {root} --xattrs -cpf rootfs.tar . "
+                             f"then --rootfs-tar rootfs.tar), or run this build as root",
+                        code=ExitCode.BAD_INPUT)
 
 
 def open_tar(path: Path) -> tarfile.TarFile:
@@ -97,13 +123,93 @@ def member_xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
             for k, v in member.pax_headers.items() if k.startswith(prefix)}
 
 
-def scan_tar(path: Path) -> Content:
+PATH_MAX = 4095  # longest path the kernel opens in one call (bytes, without the NUL)
+NAME_MAX = 255  # longest name of one directory entry in ext4
+
+
+class MemberCheck:
+    """Refuses, before anything is written, tar members that mke2fs or an extraction cannot place as the
+    archive says: writes through a symlink of the archive, hard links to names the archive has not yet
+    created (or outside it), members whose parent directory the archive never created, a directory
+    replacing a non-directory or the other way round, and names too long for the filesystem.
+
+    A later member of the same kind (file, symlink, ...) replaces an earlier one, as GNU tar does.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, sourcecheck.Entry] = {}  # absolute path -> what it is now
+
+    def add(self, member: tarfile.TarInfo) -> str:
+        """Check ``member`` against the members before it; its normalised name ("" for the root)."""
+        name = safe_member_name(member.name)
+        if not name:
+            return name
+        encoded = name.encode("utf-8", "surrogateescape")
+        if len(encoded) > PATH_MAX or any(len(p) > NAME_MAX for p in encoded.split(b"/")):
+            raise _refuse(name, f"has a name longer than the filesystem allows ({len(encoded)} bytes; "
+                                f"at most {NAME_MAX} per component, {PATH_MAX} in all)")
+        path = "/" + name
+        self._check_parents(name, path)
+        earlier = self.entries.get(path)
+        if member.islnk():
+            entry = self._link_target(name, member.linkname)
+        elif member.isdir():
+            entry = sourcecheck.Entry("dir")
+        elif member.issym():
+            entry = sourcecheck.Entry("symlink", member.linkname)
+        else:
+            entry = sourcecheck.Entry("file" if member.isreg() else "special", executable=bool(member.mode & 0o111))
+        if earlier is not None and (earlier.kind == "dir") != (entry.kind == "dir"):
+            raise _refuse(name, f"is a {'directory' if entry.kind == 'dir' else 'non-directory'} but an earlier "
+                                f"member of that name is a {'directory' if earlier.kind == 'dir' else earlier.kind}")
+        self.entries[path] = entry
+        return name
+
+    def _check_parents(self, name: str, path: str) -> None:
+        parts = path.split("/")[1:-1]
+        for i in range(1, len(parts) + 1):
+            parent = "/" + "/".join(parts[:i])
+            found = self.entries.get(parent)
+            if found is None:
+                raise _refuse(name, f"comes before (or without) its parent directory {parent[1:]!r}",
+                              hint="list every directory before its contents (tar -C DIR -cpf rootfs.tar . does); "
+                                   "mke2fs does not create missing parents")
+            if found.kind == "symlink":
+                raise _refuse(name, f"is written through the symlink {parent[1:]!r}",
+                              hint="the archive is malformed or malicious; nothing outside the image was written")
+            if found.kind != "dir":
+                raise _refuse(name, f"is inside {parent[1:]!r}, which is not a directory")
+
+    def _link_target(self, name: str, linkname: str) -> sourcecheck.Entry:
+        pure = PurePosixPath(linkname)
+        if pure.is_absolute() or ".." in pure.parts:
+            raise _refuse(name, f"is a hard link to {linkname!r}, outside the archive",
+                          hint="hard links must name a file the archive itself holds (relative, without ..)")
+        target = safe_member_name(linkname)
+        found = self.entries.get("/" + target)
+        if found is None or found.kind in ("dir", "symlink"):
+            problem = "which no earlier member created" if found is None else f"which is a {found.kind}"
+            raise _refuse(name, f"is a hard link to {target!r}, {problem}",
+                          hint="a hard link must follow the file it links to; recreate the archive with tar")
+        self._check_parents(name, "/" + target)
+        return found
+
+
+def _refuse(name: str, problem: str, hint: str = "recreate the archive (e.g. tar -C DIR -cpf rootfs.tar .)"
+            ) -> ArtifactError:
+    shown = name if len(name) <= 200 else f"{name[:120]}...{name[-60:]}"
+    return ArtifactError(f"tar member {shown!r} {problem}", hint=hint, code=ExitCode.BAD_INPUT)
+
+
+def scan_tar(path: Path, members: MemberCheck | None = None) -> Content:
+    """Size the tar's content and check every member (see :class:`MemberCheck`)."""
     total = entries = 0
     xattrs: dict[str, dict[str, bytes]] = {}
+    check = members if members is not None else MemberCheck()
     try:
         with open_tar(path) as tar:
             for member in tar:
-                name = safe_member_name(member.name)
+                name = check.add(member)
                 entries += 1
                 if found := member_xattrs(member):
                     xattrs["/" + name] = found

@@ -215,3 +215,28 @@ def test_silent_hang_is_retried_once_then_reported(boot_env: BootEnv, sample_tar
     assert isinstance(attempts, list) and [a["outcome"] for a in attempts] == ["silent", "silent"]
     assert "attempt 2 after a hang" in Path(str(result["console_log"])).read_text()
     assert _leftover_processes(boot_env.root) == []
+
+
+def test_failed_exec_of_init_is_not_reported_as_started(boot_env: BootEnv, busybox_tree: Path, sample_tar: Path,
+                                                        envd_standin: Path) -> None:
+    """The kernel prints "Run /sbin/init as init process" before the exec; a failed exec is no start."""
+    build = boot_env.storage / "badinit"
+    build.mkdir(parents=True)
+    make_ext4(build / "rootfs.ext4", busybox_tree)  # no /sbin/init at all
+    Metadata(build_id="badinit", kernel_version="test-cmdline", firecracker_version=FC_VERSION).write(
+        build / "metadata.json")
+    text = cli("--storage", boot_env.storage, "--set", f"HOST_KERNELS_DIR={boot_env.kernels}",
+               "--set", f"FIRECRACKER_VERSIONS_DIR={boot_env.root / 'fc-versions'}",
+               "boot", "badinit", "--timeout", BOOT_TIMEOUT, env=boot_env.env)
+    assert text.returncode == 1, text.stdout + text.stderr
+    assert "started" not in "".join(ln for ln in text.stdout.splitlines() if ln.startswith("init:"))
+    assert "init: /sbin/init did not start: " in text.stdout and "Requested init /sbin/init failed" in text.stdout
+    _, result = boot_env.boot("badinit")
+    assert str(result["init_failed"]).startswith("Requested init /sbin/init failed")
+
+    boot_env.build("goodinit", sample_tar, envd_standin, "test-cmdline")
+    passed = cli("--storage", boot_env.storage, "--set", f"HOST_KERNELS_DIR={boot_env.kernels}",
+                 "--set", f"FIRECRACKER_VERSIONS_DIR={boot_env.root / 'fc-versions'}",
+                 "boot", "goodinit", "--expect", MARKER, "--timeout", BOOT_TIMEOUT, env=boot_env.env)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "init: /sbin/init started " in passed.stdout

@@ -93,8 +93,12 @@ def command(app: AppState, build: str | None, rootfs_path: Path | None, kernel_p
         result.notes.append(acpi_note)
     lines = [f"boot: {result.verdict.upper()}: {result.reason}",
              f"vmm: {result.vmm} ({result.accel}, acpi={'on' if result.acpi else 'off'})"]
-    if result.time_to_init is not None:
+    if result.init_failed is not None:
+        lines.append(f"init: {result.init or 'init'} did not start: {result.init_failed}")
+    elif result.time_to_init is not None:
         lines.append(f"init: {result.init} started {result.time_to_init:.2f} s after the VMM")
+    elif not result.ok:
+        lines.append("init: did not start (the kernel never ran it)")
     if result.time_to_marker is not None:
         lines.append(f"marker: seen {result.time_to_marker:.2f} s after the VMM")
     if len(result.attempts) > 1:

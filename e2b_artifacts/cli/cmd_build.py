@@ -46,6 +46,7 @@ from .common import AppState, emit, json_option, progress
 @click.option("--vcpu", type=int, default=2, show_default=True, help="vCPUs recorded for the sandbox.")
 @click.option("--ram-mb", type=int, default=512, show_default=True, help="Guest RAM recorded for the sandbox.")
 @click.option("--force", is_flag=True, help="Replace an existing build (the old one is moved aside).")
+@click.option("--strict", is_flag=True, help="Refuse an envd that is not a static ELF (otherwise a warning).")
 @json_option
 @click.pass_obj
 def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, rootfs_ext4: Path | None,
@@ -53,7 +54,7 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
             max_image_size: int, max_layer_ratio: int,
             envd: Path | None, build_id: str | None, template_id: str | None, kernel_version: str,
             firecracker_version: str, envd_version: str | None, init_mode: str, disk_size_mb: int,
-            vcpu: int, ram_mb: int, force: bool, as_json: bool) -> None:
+            vcpu: int, ram_mb: int, force: bool, strict: bool, as_json: bool) -> None:
     """Build <storage>/<build-id>/ with rootfs.ext4 (envd injected) and metadata.json.
 
     No root, no mount. Prints the build id (or a JSON result with --json).
@@ -74,7 +75,7 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
                        storage=settings.storage, build_id=build_id, template_id=template_id,
                        kernel_version=kernel_version, firecracker_version=firecracker_version,
                        envd_version=envd_version, init="systemd" if init_mode == "systemd" else "envd",
-                       free_mb=disk_size_mb, vcpu=vcpu, ram_mb=ram_mb, force=force)
+                       free_mb=disk_size_mb, vcpu=vcpu, ram_mb=ram_mb, force=force, strict=strict)
     if from_image:  # --- issue 5 ---
         from ..image import ImageOptions
 

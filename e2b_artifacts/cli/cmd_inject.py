@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import AppState, emit, json_option
+from .common import AppState, emit, json_option, progress
 
 
 @click.command("inject")
@@ -15,16 +15,20 @@ from .common import AppState, emit, json_option
 @click.option("--init", "init_mode", type=click.Choice(["envd", "systemd"]), default="envd", show_default=True,
               help="envd: /sbin/init -> /usr/bin/envd. systemd: enabled envd.service, /sbin/init kept.")
 @click.option("--no-grow", is_flag=True, help="Fail instead of growing a full image with resize2fs.")
+@click.option("--strict", is_flag=True, help="Refuse an envd that is not a static ELF (otherwise a warning).")
 @json_option
 @click.pass_obj
-def command(app: AppState, image: Path, envd: Path | None, init_mode: str, no_grow: bool, as_json: bool) -> None:
+def command(app: AppState, image: Path, envd: Path | None, init_mode: str, no_grow: bool, strict: bool,
+            as_json: bool) -> None:
     """Install envd as /usr/bin/envd in IMAGE and make it start.
 
     Idempotent; on failure IMAGE is left byte-identical.
     """
-    from ..inject import inject
+    from ..inject import inject, read_envd
+    from ..sourcecheck import check_envd
 
     envd_path = envd if envd is not None else app.settings["HOST_ENVD_PATH"].path
+    check_envd(envd_path, read_envd(envd_path), strict=strict, warn=progress)
     result = inject(image, envd_path, init="systemd" if init_mode == "systemd" else "envd", grow=not no_grow)
     lines = [f"{image}: {a}" for a in result.actions] or [f"{image}: already up to date, nothing written"]
     emit(as_json, result.to_json(), lines)

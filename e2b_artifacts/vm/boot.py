@@ -92,6 +92,7 @@ class BootResult:
     command: list[str]
     init: str | None = None
     time_to_init: float | None = None
+    init_failed: str | None = None  # the console line saying the kernel could not execute init
     time_to_marker: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
     findings: list[LogMatch] = field(default_factory=list)
@@ -105,7 +106,7 @@ class BootResult:
         return {"ok": self.ok, "verdict": self.verdict, "reason": self.reason, "vmm": self.vmm,
                 "accel": self.accel, "acpi": self.acpi, "kernel": str(self.kernel), "rootfs": str(self.rootfs),
                 "console_log": str(self.console_log), "kernel_args": self.kernel_args, "command": self.command,
-                "init": self.init,
+                "init": self.init, "init_failed": self.init_failed,
                 "time_to_init_s": None if self.time_to_init is None else round(self.time_to_init, 3),
                 "time_to_marker_s": None if self.time_to_marker is None else round(self.time_to_marker, 3),
                 "attempts": [a.to_json() for a in self.attempts],
@@ -270,6 +271,7 @@ def _has_tool(name: str) -> bool:
 
 def _conclude(result: BootResult, watch: Watch, spec: BootSpec, expected: bool) -> None:
     result.init, result.time_to_init, result.time_to_marker = watch.init, watch.init_at, watch.marker_at
+    result.init_failed = watch.init_failed
     if watch.outcome == "marker":
         result.verdict, result.reason = "pass", f"marker /{spec.expect}/ appeared"
     elif watch.outcome == "settled":

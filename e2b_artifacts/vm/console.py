@@ -24,6 +24,9 @@ from ..errors import ArtifactError, ExitCode
 Outcome = Literal["marker", "settled", "panic", "exited", "silent", "timeout", "vmm-error"]
 
 INIT_RE = re.compile(r"Run (\S+) as init process")
+# The kernel prints INIT_RE before execve; these say the exec failed, so init never ran.
+INIT_FAILED_RE = re.compile(r"Requested init \S+ failed|\S+ exists but couldn't execute it|Failed to execute \S+ "
+                            r"\(error|No working init found")
 PANIC_RE = re.compile(r"Kernel panic - not syncing")
 PANIC_TAIL_S = 1.0  # after a panic line, keep reading this long for the rest of the trace
 
@@ -37,6 +40,7 @@ class Watch:
     detail: str
     init: str | None = None
     init_at: float | None = None
+    init_failed: str | None = None  # the console line saying the kernel could not execute init
     marker_at: float | None = None
 
 
@@ -153,6 +157,9 @@ def _scan(lines: list[bytes], watch: Watch, at: float, expect: re.Pattern[str] |
             m = INIT_RE.search(line)
             if m:
                 watch.init, watch.init_at = m.group(1), at
+        failed = INIT_FAILED_RE.search(line) if watch.init_failed is None else None
+        if failed:
+            watch.init_failed = line[failed.start():].strip()
         if expect is not None and expect.search(line):
             watch.outcome, watch.marker_at, watch.detail = "marker", at, line
             return "marker"
