@@ -88,7 +88,7 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
             progress(f"rootfs: creating {ROOTFS_NAME} from {req.source_kind} {req.source}")
             systemd = req.init == "systemd"
             if req.source_kind == "dir":
-                if systemd:
+                if systemd and req.source.is_dir():  # create_from_dir refuses what is not a directory
                     sourcecheck.require_init(sourcecheck.dir_lookup(req.source), f"--rootfs-dir {req.source}")
                 rootfs.create_from_dir(req.source, image, free_mb=req.free_mb)
             elif req.source_kind == "tar":

@@ -132,6 +132,7 @@ def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = Tru
 
 def require_systemd_init(image: Path) -> None:
     """Refuse (exit 3) unless ``/sbin/init`` in ``image`` resolves to an executable file."""
+    e2fsprogs.geometry(image)  # a clear error first when it is not ext*
     _require_init(Ext4Image(image))
 
 

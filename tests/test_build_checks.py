@@ -218,6 +218,9 @@ def test_init_systemd_without_systemd_fails_before_mke2fs(tmp_path: Path, sample
         assert_clean_error(proc, 3, problem)
         assert not marker.exists(), f"{flag}: mke2fs ran before the check"
     assert [p.name for p in (tmp_path / "t").iterdir() if not p.name.endswith(".lock")] == []
+    not_ext4 = cli("--storage", tmp_path / "t", "build", "--rootfs-ext4", sample_tar, "--envd", envd_standin,
+                   "--init", "systemd", env=env)
+    assert_clean_error(not_ext4, 3)
 
 
 @pytest.mark.parametrize("merged_usr", [False, True], ids=["sbin-dir", "merged-usr"])
