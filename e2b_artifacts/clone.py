@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 from . import header as header_mod
 from . import layout, manifest, metadata
 from .errors import ArtifactError, ExitCode
-from .fsutil import copy_range
+from .fsutil import copy_sparse
 
 
 @dataclass
@@ -27,25 +25,6 @@ class CloneResult:
     def to_dict(self) -> dict[str, object]:
         return {"ok": True, "source": str(self.source), "target": str(self.target), "build_id": self.build_id,
                 "files": self.files, "rewritten": self.rewritten, "warnings": self.warnings}
-
-
-def copy_sparse(src: Path, dst: Path) -> None:
-    """Copy data extents only (SEEK_DATA/SEEK_HOLE), so holes stay holes; same size, same bytes."""
-    size = src.stat().st_size
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        in_fd, out_fd = fin.fileno(), fout.fileno()
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(in_fd, offset, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole remains
-                break
-            end = os.lseek(in_fd, start, os.SEEK_HOLE)
-            copy_range(in_fd, out_fd, start, end)
-            offset = end
-        os.ftruncate(out_fd, size)
-        os.fsync(out_fd)
-    shutil.copymode(src, dst)
 
 
 def clone(source: Path, storage: Path, *, build_id: str | None = None, template_id: str | None = None,

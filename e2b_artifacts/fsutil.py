@@ -1,4 +1,4 @@
-"""Small filesystem helpers: atomic writes, an exclusive lock, moving aside, copying byte ranges."""
+"""Small filesystem helpers: atomic writes, an exclusive lock, moving aside, sparse and range copies."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ArtifactError, ExitCode
-
-COPY_CHUNK = 8 << 20
 
 
 def read_input(path: Path, what: str, *, missing_hint: str, hint: str = "check the path and its permissions") -> bytes:
@@ -107,22 +106,136 @@ def unused_path(path: Path) -> Path:
         n += 1
 
 
-def copy_range(in_fd: int, out_fd: int, start: int, end: int, dest_start: int | None = None) -> None:
-    """Copy bytes [start, end) of ``in_fd`` to ``out_fd`` at ``dest_start`` (default: the same offset)."""
-    position, shift = start, (start if dest_start is None else dest_start) - start
-    while position < end:
-        n = min(COPY_CHUNK, end - position)
-        try:
-            copied = os.copy_file_range(in_fd, out_fd, n, position, position + shift)
-        except OSError:
-            copied = os.pwrite(out_fd, os.pread(in_fd, n, position), position + shift)
-        if copied == 0:
-            raise ArtifactError("short copy: the source ends early or shrank while copying",
-                                hint="retry when nothing writes to it", code=ExitCode.BAD_INPUT)
-        position += copied
-
-
 def apparent_and_allocated(path: Path) -> tuple[int, int]:
     """(size in bytes, bytes allocated on disk) of a file."""
     st = path.stat()
     return st.st_size, st.st_blocks * 512
+
+
+COPY_CHUNK = 8 << 20  # bytes per copy_file_range call (and per read where the kernel refuses it)
+HOLE_GRAIN = 64 << 10  # all-zero runs of this size are left as holes by write_sparse
+_ZEROS = bytes(HOLE_GRAIN)
+_FICLONE = 0x40049409  # ioctl: share all extents (btrfs, XFS); refused elsewhere
+
+
+class ShortCopy(ArtifactError):
+    """The source ended before the range to copy did."""
+
+
+def copy_range(in_fd: int, out_fd: int, start: int, end: int, dest_start: int | None = None) -> None:
+    """Copy bytes [start, end) of ``in_fd`` to ``out_fd`` at ``dest_start``, or at ``out_fd``'s file
+    position (which advances) when it is None.
+
+    ``copy_file_range`` first: the kernel copies (or shares extents) without a trip through user space;
+    where it refuses these two files, pread and write.
+    """
+    position, dest = start, dest_start
+    while position < end:
+        n = min(COPY_CHUNK, end - position)
+        try:
+            copied = os.copy_file_range(in_fd, out_fd, n, position, dest)
+        except OSError:  # EXDEV, EINVAL, EOPNOTSUPP, ...: not between these files; real errors recur below
+            copied = 0
+        if copied == 0:
+            copied = _copy_through_user_space(in_fd, out_fd, n, position, dest)
+        position += copied
+        if dest is not None:
+            dest += copied
+
+
+def _copy_through_user_space(in_fd: int, out_fd: int, n: int, position: int, dest: int | None) -> int:
+    data = os.pread(in_fd, n, position)
+    if not data:
+        raise _short_copy()
+    view = memoryview(data)
+    while view:
+        written = os.write(out_fd, view) if dest is None else os.pwrite(out_fd, view, dest + len(data) - len(view))
+        view = view[written:]
+    return len(data)
+
+
+def _short_copy() -> ShortCopy:
+    return ShortCopy("short copy: the source ends early or shrank while copying",
+                     hint="retry when nothing writes to it", code=ExitCode.BAD_INPUT)
+
+
+def write_sparse(fd: int, offset: int, data: bytes) -> None:
+    """``pwrite`` ``data`` at ``offset``, skipping all-zero ``HOLE_GRAIN`` blocks (the file must be new or
+    truncated, so skipped blocks read back as zeros; the caller sets the final size)."""
+    view = memoryview(data)
+    start = 0
+    while start < len(view):
+        end = min(start + HOLE_GRAIN, len(view))
+        if view[start:end] != _ZEROS[: end - start]:
+            run_end = end  # extend over following non-zero blocks: fewer, larger writes
+            while run_end < len(view):
+                nxt = min(run_end + HOLE_GRAIN, len(view))
+                if view[run_end:nxt] == _ZEROS[: nxt - run_end]:
+                    break
+                run_end = nxt
+            chunk, at = view[start:run_end], offset + start
+            while chunk:
+                n = os.pwrite(fd, chunk, at)
+                chunk, at = chunk[n:], at + n
+            start = run_end
+        else:
+            start = end
+
+
+def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """[start, end) of every data extent of an open file (SEEK_DATA/SEEK_HOLE); holes are left out."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole remains
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        offset = end
+
+
+def copy_sparse(src: Path, dst: Path, *, dig_holes: bool = False, durable: bool = True,
+                hint: str = "check the free space and permissions of the target") -> None:
+    """Copy ``src`` to a new ``dst`` with the same size, bytes and mode, holes staying holes.
+
+    A reflink where the filesystem shares extents (like ``cp --reflink=auto``); else only the data
+    extents are copied (``copy_file_range``). ``dig_holes`` also leaves all-zero runs inside the data as
+    holes (like ``cp --sparse=always``; that data is read through user space). ``durable`` fsyncs ``dst``.
+    An OS error becomes an :class:`ArtifactError` carrying ``hint``.
+    """
+    try:
+        with src.open("rb") as fin, dst.open("wb") as fout:
+            in_fd, out_fd = fin.fileno(), fout.fileno()
+            size = os.fstat(in_fd).st_size
+            if not _reflink(in_fd, out_fd):
+                for start, end in data_extents(in_fd, size):
+                    if dig_holes:
+                        _dig_holes(in_fd, out_fd, start, end)
+                    else:
+                        copy_range(in_fd, out_fd, start, end, start)
+                os.ftruncate(out_fd, size)
+            if durable:
+                os.fsync(out_fd)
+        shutil.copymode(src, dst)
+    except OSError as exc:
+        code = ExitCode.NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ExitCode.BAD_INPUT
+        raise ArtifactError(f"cannot copy {src} to {dst}: {exc.strerror}", hint=hint, code=code) from exc
+
+
+def _reflink(in_fd: int, out_fd: int) -> bool:
+    try:
+        fcntl.ioctl(out_fd, _FICLONE, in_fd)
+    except OSError:
+        return False
+    return True
+
+
+def _dig_holes(in_fd: int, out_fd: int, start: int, end: int) -> None:
+    position = start
+    while position < end:
+        data = os.pread(in_fd, min(COPY_CHUNK, end - position), position)
+        if not data:
+            raise _short_copy()
+        write_sparse(out_fd, position, data)
+        position += len(data)

@@ -21,7 +21,7 @@ from typing import IO
 
 from . import e2fsprogs, sourcecheck
 from .errors import ArtifactError, ExitCode
-from .runner import run
+from .fsutil import copy_sparse
 
 MIB = 1 << 20
 DEFAULT_FREE_MB = 512  # like upstream's default template disk tier; see README
@@ -278,7 +278,8 @@ def create_from_ext4(source: Path, image: Path, *, free_mb: int = DEFAULT_FREE_M
         raise ArtifactError(f"--rootfs-ext4 {source}: file not found", hint="check the path",
                             code=ExitCode.BAD_INPUT)
     e2fsprogs.geometry(source)  # raises a clear error when it is not ext*
-    run(["cp", "--sparse=always", "--reflink=auto", source, image])
+    copy_sparse(source, image, dig_holes=True, durable=False,
+                hint="the copy needs as much free space beside the build as the image uses")
     check = e2fsprogs.fsck(image)
     if not check.clean:
         raise ArtifactError(f"{source} has filesystem errors (e2fsck -fn exit {check.exit_code})",

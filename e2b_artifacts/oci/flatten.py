@@ -31,7 +31,7 @@ from typing import Any
 import blake3
 
 from ..errors import ArtifactError, ExitCode
-from ..fsutil import atomic_write_bytes
+from ..fsutil import ShortCopy, atomic_write_bytes, copy_range
 from ..rootfs import member_xattrs, safe_member_name
 
 WHITEOUT = ".wh."
@@ -333,23 +333,6 @@ def _header(path: str, source: Source | None, *, link_to: str | None = None) -> 
     return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
-    remaining = size
-    while remaining:
-        try:
-            n = os.copy_file_range(src, dst, remaining, offset)
-        except OSError:
-            n = 0
-        if n == 0:  # not supported here: copy through user space
-            chunk = os.pread(src, min(1 << 20, remaining), offset)
-            if not chunk:
-                raise ArtifactError("a layer tar ends inside a file", hint="the layer is truncated",
-                                    code=ExitCode.BAD_INPUT)
-            n = os.write(dst, chunk)
-        offset += n
-        remaining -= n
-
-
 class _TarWriter:
     """Appends to the output; adjacent ranges of the same layer tar become one ``copy_file_range``."""
 
@@ -378,7 +361,11 @@ class _TarWriter:
         if self.pending is not None:
             fd, start, end = self.pending
             self.pending = None
-            _copy_range(fd, self.out, start, end - start)
+            try:
+                copy_range(fd, self.out, start, end)  # appends: the output's file position advances
+            except ShortCopy as exc:
+                raise ArtifactError("a layer tar ends inside a file", hint="the layer is truncated",
+                                    code=ExitCode.BAD_INPUT) from exc
 
     def close(self) -> None:
         if self.owns_out:

@@ -26,11 +26,9 @@ from pathlib import Path
 import blake3
 
 from ..errors import ArtifactError, ExitCode
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, write_sparse
 
 MiB = 1 << 20
-HOLE_GRAIN = 64 << 10  # all-zero runs of this size are left as holes when writing local files
-_ZEROS = bytes(HOLE_GRAIN)
 HASH_META_KEY = "blake3"  # user metadata key holding the BLAKE3 hex of the object's bytes
 
 
@@ -450,29 +448,6 @@ class Storage(abc.ABC):
                                 hint="the object changed or was truncated during the transfer; retry",
                                 code=ExitCode.REMOTE)
         return data
-
-
-def write_sparse(fd: int, offset: int, data: bytes) -> None:
-    """``pwrite`` ``data`` at ``offset``, skipping all-zero ``HOLE_GRAIN`` blocks (the file must be new or
-    truncated, so skipped blocks read back as zeros; the caller sets the final size)."""
-    view = memoryview(data)
-    start = 0
-    while start < len(view):
-        end = min(start + HOLE_GRAIN, len(view))
-        if view[start:end] != _ZEROS[: end - start]:
-            run_end = end  # extend over following non-zero blocks: fewer, larger writes
-            while run_end < len(view):
-                nxt = min(run_end + HOLE_GRAIN, len(view))
-                if view[run_end:nxt] == _ZEROS[: nxt - run_end]:
-                    break
-                run_end = nxt
-            chunk, at = view[start:run_end], offset + start
-            while chunk:
-                n = os.pwrite(fd, chunk, at)
-                chunk, at = chunk[n:], at + n
-            start = run_end
-        else:
-            start = end
 
 
 def _check(hasher: blake3.blake3, expected: str, name: str, where: str) -> None:

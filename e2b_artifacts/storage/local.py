@@ -14,7 +14,8 @@ from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import ArtifactError, ExitCode
-from .base import DEFAULT_TIMEOUT, Cleanup, Multipart, ObjectInfo, StallWatch, Storage, write_sparse
+from ..fsutil import write_sparse
+from .base import DEFAULT_TIMEOUT, Cleanup, Multipart, ObjectInfo, StallWatch, Storage
 
 XATTR = "user.e2b_artifact.blake3"
 TEMP_SUFFIX = ".e2b-partial"

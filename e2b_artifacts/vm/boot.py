@@ -34,6 +34,7 @@ from typing import Any, Literal
 from .. import layout, runner
 from ..diagnose import LogMatch, diagnose_file
 from ..errors import ArtifactError, ExitCode
+from ..fsutil import copy_sparse
 from . import firecracker, qemu
 from .console import PANIC_RE, Outcome, Watch, append_log, compile_expect, watch_vm
 from .qemu import QEMU, kvm_usable, qemu_acpi, qemu_last_line
@@ -220,8 +221,8 @@ def _join_args(*parts: str) -> str:
 def _throwaway_disk(rootfs: Path, disk: Path, vmm: str) -> None:
     """What the VM writes to: a qcow2 overlay (QEMU) or a sparse copy (Firecracker needs a raw file)."""
     if vmm == "firecracker":
-        runner.run(["cp", "--reflink=auto", "--sparse=always", rootfs, disk],
-                   hint="the throwaway copy of rootfs.ext4 needs as much free space in TMPDIR as the image uses")
+        copy_sparse(rootfs, disk, dig_holes=True, durable=False,
+                    hint="the throwaway copy of rootfs.ext4 needs as much free space in TMPDIR as the image uses")
     else:
         runner.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", rootfs.resolve(), disk],
                    hint="qemu-img comes with qemu-utils")
