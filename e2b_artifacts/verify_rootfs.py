@@ -9,12 +9,10 @@ e2fsck -fn clean; ``/sbin/init`` resolves inside the image to an executable file
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from . import e2fsprogs
+from . import e2fsprogs, elf
 from . import header as header_mod
 from .e2fsprogs import Ext4Image, Inode
 from .errors import ArtifactError
@@ -29,44 +27,6 @@ WANTS_DIRS = ("/etc/systemd/system/multi-user.target.wants", "/etc/systemd/syste
               "/etc/systemd/system/sysinit.target.wants", "/lib/systemd/system/multi-user.target.wants",
               "/usr/lib/systemd/system/multi-user.target.wants")
 MOUNT_POINTS = ("/proc", "/sys", "/dev")
-ELF_MACHINES = {62: "x86_64", 183: "aarch64", 3: "i386", 40: "arm"}
-PT_INTERP = 3
-
-
-@dataclass(frozen=True)
-class ElfInfo:
-    machine: str
-    interpreter: str | None  # PT_INTERP, None for a static executable
-
-
-def elf_info(data: bytes) -> ElfInfo | None:
-    """Machine and interpreter of an ELF executable; ``None`` when ``data`` is not ELF."""
-    if len(data) < 64 or data[:4] != b"\x7fELF":
-        return None
-    is64, endian = data[4] == 2, "<" if data[5] == 1 else ">"
-    (machine,) = struct.unpack_from(endian + "H", data, 18)
-    if is64:
-        phoff, phentsize, phnum = (struct.unpack_from(endian + "Q", data, 32)[0],
-                                   *struct.unpack_from(endian + "HH", data, 54))
-    else:
-        phoff, phentsize, phnum = (struct.unpack_from(endian + "I", data, 28)[0],
-                                   *struct.unpack_from(endian + "HH", data, 42))
-    interpreter = None
-    for i in range(phnum):
-        at = phoff + i * phentsize
-        if at + phentsize > len(data):
-            break
-        (p_type,) = struct.unpack_from(endian + "I", data, at)
-        if p_type != PT_INTERP:
-            continue
-        if is64:
-            offset, size = struct.unpack_from(endian + "Q", data, at + 8)[0], struct.unpack_from(
-                endian + "Q", data, at + 32)[0]
-        else:
-            offset, size = struct.unpack_from(endian + "I", data, at + 4)[0], struct.unpack_from(
-                endian + "I", data, at + 16)[0]
-        interpreter = data[offset:offset + size].split(b"\0", 1)[0].decode(errors="replace")
-    return ElfInfo(ELF_MACHINES.get(machine, f"machine {machine}"), interpreter)
 
 
 def check_build_rootfs(build_dir: Path, *, init_mode: str | None, arch: str) -> list[Finding]:
@@ -197,16 +157,17 @@ def _check_envd(view: Ext4Image, node: Inode | None, arch: str, mode: str, findi
                                                        "not an executable file", hint, fix=Fix.ROOTFS_INJECT))
         return
     data = view.read(ENVD_PATH)
-    elf = elf_info(data)
-    if elf is not None:
-        if elf.machine != arch:
-            findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} is an {elf.machine} ELF; the kernel is "
+    executable = elf.parse(data)
+    if executable is not None:
+        machine = executable.arch or f"machine {executable.machine}"
+        if machine != arch:
+            findings.append(Finding("rootfs.envd", "FAIL", f"{ENVD_PATH} is an {machine} ELF; the kernel is "
                                                            f"{arch}", f"build envd for {arch}, then {hint}",
                                     fix=Fix.ENVD_REPLACE))
-        elif elf.interpreter is None:
-            findings.append(Finding("rootfs.envd", "ok", f"{ENVD_PATH}: static {elf.machine} ELF ({mode} mode)"))
+        elif executable.interpreter is None:
+            findings.append(Finding("rootfs.envd", "ok", f"{ENVD_PATH}: static {machine} ELF ({mode} mode)"))
         else:
-            _check_interpreter(view, elf.interpreter, "ELF interpreter", findings, hint, ok_status="ok")
+            _check_interpreter(view, executable.interpreter, "ELF interpreter", findings, hint, ok_status="ok")
         return
     if data.startswith(b"#!"):
         line = data[2:].split(b"\n", 1)[0].decode(errors="replace").strip()

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, make_ext4
 
+from e2b_artifacts import elf
 from e2b_artifacts.findings import Finding
-from e2b_artifacts.verify_rootfs import check_rootfs, elf_info
+from e2b_artifacts.verify_rootfs import check_rootfs
 
 ENVD = FIXTURES / "envd-standin" / "envd"
 
@@ -95,7 +96,7 @@ def test_envd_wrong_arch(tmp_path: Path) -> None:
 
 def test_dynamic_envd_needs_its_interpreter_in_the_image(tmp_path: Path) -> None:
     host_binary = Path(shutil.which("true") or "/bin/true").read_bytes()
-    info = elf_info(host_binary)
+    info = elf.parse(host_binary)
     assert info is not None and info.interpreter is not None
     found = check(tmp_path, tree(tmp_path / "a", envd=host_binary))
     assert status(found, "rootfs.envd") == "FAIL" and info.interpreter in text(found, "rootfs.envd")

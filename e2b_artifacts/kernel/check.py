@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..elf import Elf
 from ..errors import ArtifactError, ExitCode
 from ..findings import Fix, Status
 from ..fsutil import atomic_write_bytes, read_input
@@ -112,7 +113,7 @@ def _unless_driver_missing(found: KernelFinding, findings: list[KernelFinding]) 
 
 
 def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
-                  target: str) -> tuple[bytes, img.Elf | None] | None:
+                  target: str) -> tuple[bytes, Elf | None] | None:
     """Add the format findings; the uncompressed kernel to read options from (None: nothing to read)."""
     if fmt.arch is not None and fmt.arch != target:
         report.add("kernel.format", "FAIL", f"{fmt.detail} for {fmt.arch}; the guest is {target}",

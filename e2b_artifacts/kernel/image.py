@@ -1,8 +1,8 @@
 """Guest kernel file formats: x86-64 ELF vmlinux, bzImage (and its compressed payload), arm64 Image.
 
-Only the header fields Firecracker's loader looks at are read (struct, no ELF library): the
-identification, the program headers (PT_LOAD, the Xen PVH note) and, for config evidence, the
-section headers and ``.symtab``.
+Only the header fields Firecracker's loader looks at are read, through the shared ELF reader
+(:mod:`e2b_artifacts.elf`): the identification, the program headers (PT_LOAD, the Xen PVH note)
+and, for config evidence, the section headers and ``.symtab``.
 """
 
 from __future__ import annotations
@@ -16,59 +16,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .. import elf as elf_reader
+from ..elf import MAGIC as ELF_MAGIC
+from ..elf import PT_LOAD, SHT_SYMTAB, Elf, c_string
 from ..errors import ArtifactError, ExitCode
 
 Kind = Literal["elf", "bzimage", "arm64-image", "gzip", "unknown"]
-ARCH_OF_MACHINE = {62: "x86_64", 183: "aarch64", 3: "i386", 40: "arm", 243: "riscv64"}
 ARCHES = ("x86_64", "aarch64")
 
-ELF_MAGIC = b"\x7fELF"
 ARM64_MAGIC = 0x644D5241  # "ARM\x64", u32 LE at 0x38 of an arm64 Image
 ARM64_MAGIC_OFFSET = 0x38
 BZIMAGE_MAGIC = b"HdrS"
 BZIMAGE_MAGIC_OFFSET = 0x202
 GZIP_MAGIC = b"\x1f\x8b"
-PT_LOAD, PT_NOTE = 1, 4
-SHT_SYMTAB = 2
-XEN_ELFNOTE_PHYS32_ENTRY = 18  # the PVH entry point note (CONFIG_PVH)
 MIN_ENTRY = 0x100000  # Firecracker's HIMEM_START: a kernel entry below it is refused
 
-_ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")
-_PHDR = struct.Struct("<IIQQQQQQ")
-_SHDR = struct.Struct("<IIQQQQIIQQ")
 _SYM = struct.Struct("<IBBHQQ")
 _BANNER = re.compile(rb"Linux version (\d[^\n\x00]{0,300})")
-
-
-@dataclass(frozen=True)
-class Segment:
-    type: int
-    offset: int
-    paddr: int
-    filesz: int
-    memsz: int
-
-
-@dataclass(frozen=True)
-class Section:
-    name: str
-    type: int
-    offset: int
-    size: int
-    link: int
-
-
-@dataclass(frozen=True)
-class Elf:
-    elf_class: int  # 1 = 32-bit, 2 = 64-bit
-    little_endian: bool
-    machine: int
-    entry: int
-    phoff: int
-    phentsize: int
-    segments: tuple[Segment, ...] = ()
-    sections: tuple[Section, ...] = ()
-    pvh: bool = False  # a Xen PHYS32_ENTRY note: Firecracker v1.12+ boots it through PVH
 
 
 @dataclass(frozen=True)
@@ -99,26 +63,18 @@ def identify(data: bytes) -> KernelFormat:
 
 
 def parse_elf(data: bytes) -> Elf:
-    """The ELF header, program headers (with the PVH note) and section headers of a 64-bit LE ELF."""
-    if len(data) < _ELF_HEADER.size:
+    """The ELF header, program headers (with the PVH note) and section headers of a kernel."""
+    found = elf_reader.parse(data)
+    if found is None:
         raise ArtifactError("truncated ELF header", hint="the file is cut short; fetch the kernel again",
                             code=ExitCode.BAD_INPUT)
-    (ident, _type, machine, _version, entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize, shnum,
-     shstrndx) = _ELF_HEADER.unpack_from(data)
-    elf = Elf(ident[4], ident[5] == 1, machine, entry, phoff, phentsize)
-    if elf.elf_class != 2 or not elf.little_endian:
-        return elf
-    segments = tuple(Segment(p[0], p[2], p[4], p[5], p[6]) for p in _table(data, _PHDR, phoff, phentsize, phnum))
-    raw_sections = list(_table(data, _SHDR, shoff, shentsize, shnum))
-    names = raw_sections[shstrndx] if shstrndx < len(raw_sections) else None
-    sections = tuple(Section(_cstr(data, names[4] + s[0]) if names else "", s[1], s[4], s[5], s[6])
-                     for s in raw_sections)
-    pvh = any(_has_pvh_note(data, s) for s in segments if s.type == PT_NOTE)
-    return Elf(elf.elf_class, True, machine, entry, phoff, phentsize, segments, sections, pvh)
+    return found
 
 
 def elf_symbol_names(data: bytes, elf: Elf) -> frozenset[str] | None:
-    """Names in ``.symtab``; None when the ELF has none (stripped, as a bzImage payload always is)."""
+    """Names in ``.symtab`` of an ELF64 LE; None when it has none (stripped, as a bzImage payload always is)."""
+    if elf.elf_class != elf_reader.ELFCLASS64 or not elf.little_endian:
+        return None
     for sec in elf.sections:
         if sec.type != SHT_SYMTAB or sec.link >= len(elf.sections):
             continue
@@ -148,7 +104,7 @@ def bzimage_version(data: bytes) -> str | None:
     pointer = struct.unpack_from("<H", data, 0x20E)[0]
     if not pointer:
         return None
-    text = _cstr(data, pointer + 0x200)
+    text = c_string(data, pointer + 0x200)
     return f"Linux version {text}" if text[:1].isdigit() else None
 
 
@@ -261,12 +217,13 @@ def _identify_elf(data: bytes) -> KernelFormat:
     elf = parse_elf(data)
     if elf.elf_class != 2 or not elf.little_endian:
         what = f"{'32' if elf.elf_class == 1 else '64'}-bit {'little' if elf.little_endian else 'big'}-endian"
-        return KernelFormat("elf", ARCH_OF_MACHINE.get(elf.machine), elf=elf, detail=f"ELF ({what})",
+        return KernelFormat("elf", elf.arch, elf=elf, detail=f"ELF ({what})",
                             problems=("Kernel Loader: invalid ELF class or byte order (needs ELF64 little-endian)",))
     problems = []
-    if elf.phentsize != _PHDR.size:
-        problems.append(f"Kernel Loader: invalid program header size {elf.phentsize} (needs {_PHDR.size})")
-    if elf.phoff < _ELF_HEADER.size:
+    if elf.phentsize != elf_reader.PHDR_SIZE_64:
+        problems.append(f"Kernel Loader: invalid program header size {elf.phentsize} "
+                        f"(needs {elf_reader.PHDR_SIZE_64})")
+    if elf.phoff < elf_reader.HEADER_SIZE_64:
         problems.append(f"Kernel Loader: program headers at {elf.phoff}, inside the ELF header")
     if elf.entry < MIN_ENTRY:
         problems.append(f"Kernel Loader: entry point {elf.entry:#x} below {MIN_ENTRY:#x} (HIMEM_START)")
@@ -279,31 +236,5 @@ def _identify_elf(data: bytes) -> KernelFormat:
         notes.append(f"loads {(high - low) / (1 << 20):.1f} MiB at {low:#x}-{high:#x}")
     notes.append("PVH entry note present (Firecracker v1.12+ boots it via PVH)" if elf.pvh
                  else "no PVH entry note (Linux 64-bit boot protocol)")
-    arch = ARCH_OF_MACHINE.get(elf.machine, f"ELF machine {elf.machine}")
+    arch = elf.arch or f"ELF machine {elf.machine}"
     return KernelFormat("elf", arch, tuple(problems), elf, detail="ELF64 vmlinux", notes=tuple(notes))
-
-
-def _table(data: bytes, entry: struct.Struct, offset: int, entsize: int, count: int) -> list[tuple[int, ...]]:
-    if not offset or entsize < entry.size or offset + entsize * count > len(data):
-        return []
-    return [entry.unpack_from(data, offset + i * entsize) for i in range(count)]
-
-
-def _cstr(data: bytes, offset: int, limit: int = 512) -> str:
-    end = data.find(b"\0", offset, offset + limit)
-    return data[offset:end if end >= 0 else offset + limit].decode("latin-1")
-
-
-def _has_pvh_note(data: bytes, seg: Segment) -> bool:
-    pos, end = seg.offset, min(seg.offset + seg.filesz, len(data))
-    while pos + 12 <= end:
-        namesz, descsz, note_type = struct.unpack_from("<III", data, pos)
-        name = data[pos + 12:pos + 12 + namesz].rstrip(b"\0")
-        if note_type == XEN_ELFNOTE_PHYS32_ENTRY and name == b"Xen":
-            return True
-        pos += 12 + _align4(namesz) + _align4(descsz)
-    return False
-
-
-def _align4(n: int) -> int:
-    return (n + 3) & ~3
