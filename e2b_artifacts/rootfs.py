@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from . import e2fsprogs, sourcecheck
+from . import e2fsprogs, sourcecheck, tarmember
 from .errors import ArtifactError, ExitCode
 from .fsutil import copy_sparse
+from .tarmember import member_xattrs, safe_member_name
 
 MIB = 1 << 20
 DEFAULT_FREE_MB = 512  # like upstream's default template disk tier; see README
@@ -104,23 +105,6 @@ def open_tar(path: Path) -> tarfile.TarFile:
         raise ArtifactError(f"{path} is not a readable tar archive: {exc}",
                             hint="pass a .tar, .tar.gz or .tar.zst (e.g. from docker export or tar -C DIR -c .)",
                             code=ExitCode.BAD_INPUT) from exc
-
-
-def safe_member_name(name: str) -> str:
-    """Normalise a member name; refuse absolute names and ``..``."""
-    pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts:
-        raise ArtifactError(f"unsafe tar member name {name!r} (absolute or with ..)",
-                            hint="the archive tries to write outside the image; rebuild it with relative names",
-                            code=ExitCode.BAD_INPUT)
-    parts = [p for p in pure.parts if p not in (".", "")]
-    return "/".join(parts)
-
-
-def member_xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
-    prefix = "SCHILY.xattr."
-    return {k[len(prefix):]: v.encode("utf-8", errors="surrogateescape")
-            for k, v in member.pax_headers.items() if k.startswith(prefix)}
 
 
 PATH_MAX = 4095  # longest path the kernel opens in one call (bytes, without the NUL)
@@ -347,7 +331,7 @@ def _extract_for_fixup(tar_path: Path, tree: Path, xattr_dir: Path) -> Iterator[
             dest = tree / name
             _refuse_links_in_parents(tree, name)
             path = "/" + name
-            kind = _member_kind(member)
+            kind = tarmember.kind(member)
             if member.isdir():
                 dest.mkdir(parents=True, exist_ok=True)
                 dest.chmod(0o755)
@@ -380,26 +364,13 @@ def _extract_for_fixup(tar_path: Path, tree: Path, xattr_dir: Path) -> Iterator[
                 yield from (f"cd {q(parent)}", f"mknod {q(PurePosixPath(path).name)} {spec}", "cd /")
             else:
                 continue
+            assert kind is not None  # hard links and other types went on above
             mode = e2fsprogs.KIND_BITS[kind] | (member.mode & 0o7777)
             yield f"sif {q(path)} mode 0{mode:o}"
             yield f"sif {q(path)} uid {member.uid}"
             yield f"sif {q(path)} gid {member.gid}"
             yield f"sif {q(path)} mtime @{int(member.mtime)}"
             yield from _xattr_commands(path, member_xattrs(member), xattr_dir, n)
-
-
-def _member_kind(member: tarfile.TarInfo) -> str:
-    if member.isdir():
-        return "dir"
-    if member.issym():
-        return "symlink"
-    if member.ischr():
-        return "chardev"
-    if member.isblk():
-        return "blockdev"
-    if member.isfifo():
-        return "fifo"
-    return "file"
 
 
 def _refuse_links_in_parents(tree: Path, name: str) -> None:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from . import elf
 from .errors import ArtifactError, ExitCode
-from .verify_rootfs import elf_info
 
 INIT_PATH = "/sbin/init"
 _MAX_LINKS = 40  # like the kernel's limit on symlinks followed in one lookup
@@ -108,11 +108,11 @@ def flat_lookup(flat: Iterable[tuple[str, str, int, str | None]]) -> Lookup:
 
 def envd_problem(data: bytes) -> str | None:
     """Why ``data`` is not what upstream ships as envd (a static ELF executable); None when it is."""
-    elf = elf_info(data)
-    if elf is None:
+    executable = elf.parse(data)
+    if executable is None:
         return "is a script" if data[:2] == b"#!" else "is not an ELF executable"
-    if elf.interpreter is not None:
-        return f"is dynamically linked (interpreter {elf.interpreter}), so the image must hold its loader and libraries"
+    if executable.interpreter is not None:
+        return f"is dynamically linked (interpreter {executable.interpreter}), so the image must hold its loader and libraries"
     return None
 
 

@@ -30,14 +30,14 @@ from typing import Any
 
 import blake3
 
+from .. import tarmember
 from ..errors import ArtifactError, ExitCode
 from ..fsutil import ShortCopy, atomic_write_bytes, copy_range
-from ..rootfs import member_xattrs, safe_member_name
+from ..tarmember import XATTR_PREFIX, member_xattrs, safe_member_name, xattr_pax_headers
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 _BLOCK = 512
-_XATTR_PREFIX = "SCHILY.xattr."
 
 
 @dataclass(eq=False)
@@ -53,18 +53,7 @@ class Source:
 
     @property
     def kind(self) -> str:
-        info = self.info
-        if info.isdir():
-            return "dir"
-        if info.issym():
-            return "symlink"
-        if info.ischr():
-            return "chardev"
-        if info.isblk():
-            return "blockdev"
-        if info.isfifo():
-            return "fifo"
-        return "file"
+        return tarmember.kind(self.info) or "file"  # hard links never become a Source; _add refuses other types
 
 
 @dataclass(eq=False)
@@ -186,7 +175,7 @@ class Flattener:
             return
         if info.issparse():
             raise _unsafe(layer, f"member {name!r} is a GNU sparse file, which is not supported")
-        if not (info.isreg() or info.isdir() or info.issym() or info.ischr() or info.isblk() or info.isfifo()):
+        if tarmember.kind(info) is None:
             raise _unsafe(layer, f"member {name!r} has unsupported tar type {info.type!r}")
         source = Source(layer, order, info, tar_path, member_xattrs(info))
         source.content_hash = content_hash
@@ -278,7 +267,7 @@ def _scan_layer(layer: int, tar_path: Path) -> list[list[Any]]:
                 content_hash = _hash_range(raw, i.offset_data, i.size) if i.isreg() and not i.issparse() else None
                 rows.append([i.name, i.type.decode("latin-1"), i.mode, i.uid, i.gid, i.size, i.mtime, i.linkname,
                              i.devmajor, i.devminor, i.offset, i.offset_data, i.issparse(),
-                             {k: v for k, v in i.pax_headers.items() if k.startswith(_XATTR_PREFIX)},
+                             {k: v for k, v in i.pax_headers.items() if k.startswith(XATTR_PREFIX)},
                              content_hash])
     except tarfile.TarError as exc:
         raise ArtifactError(f"layer {layer + 1} is not a valid tar: {exc}", hint="the image is damaged",
@@ -329,7 +318,7 @@ def _header(path: str, source: Source | None, *, link_to: str | None = None) -> 
         ti.size = info.size
     ti.linkname = info.linkname if info.issym() else ""
     ti.devmajor, ti.devminor = info.devmajor, info.devminor
-    ti.pax_headers = {_XATTR_PREFIX + k: v.decode("utf-8", "surrogateescape") for k, v in source.xattrs.items()}
+    ti.pax_headers = xattr_pax_headers(source.xattrs)
     return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 

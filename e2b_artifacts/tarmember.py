@@ -1,0 +1,55 @@
+"""Tar members as image entries: safe names, the kind of entry a member makes, PAX xattrs.
+
+Shared by the rootfs builder (tarballs) and the OCI flattener (layer tars), so both read a
+member the same way. Kinds are the names :mod:`e2b_artifacts.e2fsprogs` gives inodes.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import PurePosixPath
+from typing import Literal
+
+from .errors import ArtifactError, ExitCode
+
+Kind = Literal["file", "dir", "symlink", "chardev", "blockdev", "fifo"]
+XATTR_PREFIX = "SCHILY.xattr."  # PAX records of extended attributes (GNU tar, libarchive, Go's archive/tar)
+
+
+def safe_member_name(name: str) -> str:
+    """Normalise a member name; refuse absolute names and ``..``."""
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ArtifactError(f"unsafe tar member name {name!r} (absolute or with ..)",
+                            hint="the archive tries to write outside the image; rebuild it with relative names",
+                            code=ExitCode.BAD_INPUT)
+    parts = [p for p in pure.parts if p not in (".", "")]
+    return "/".join(parts)
+
+
+def kind(member: tarfile.TarInfo) -> Kind | None:
+    """The entry ``member`` makes; None for a hard link (another name of an inode) or a type no image holds."""
+    if member.isreg():
+        return "file"
+    if member.isdir():
+        return "dir"
+    if member.issym():
+        return "symlink"
+    if member.ischr():
+        return "chardev"
+    if member.isblk():
+        return "blockdev"
+    if member.isfifo():
+        return "fifo"
+    return None
+
+
+def member_xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
+    """Extended attributes from the member's PAX records, name -> value."""
+    return {k[len(XATTR_PREFIX):]: v.encode("utf-8", errors="surrogateescape")
+            for k, v in member.pax_headers.items() if k.startswith(XATTR_PREFIX)}
+
+
+def xattr_pax_headers(xattrs: dict[str, bytes]) -> dict[str, str]:
+    """The PAX records that carry ``xattrs`` (the inverse of :func:`member_xattrs`)."""
+    return {XATTR_PREFIX + k: v.decode("utf-8", "surrogateescape") for k, v in xattrs.items()}
