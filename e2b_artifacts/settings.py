@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
+CACHE_ENV = "E2B_ARTIFACT_CACHE"
+
 # Conventional roots under which a path usually lives on its own disk.
 MOUNT_ROOTS = ("/mnt", "/media", "/run/media", "/Volumes")
 
@@ -73,6 +75,13 @@ HOST_ARCH_DIRS = {"x86_64": "amd64", "aarch64": "arm64"}
 def host_file_candidates(base: Path, version: str, file_name: str, arch: str = "x86_64") -> tuple[Path, Path]:
     """Where the orchestrator looks for a kernel or Firecracker binary: the per-arch path first, then the flat one."""
     return base / version / HOST_ARCH_DIRS[arch] / file_name, base / version / file_name
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """This tool's own cache (image blobs, the KVM probe, console logs): ``$E2B_ARTIFACT_CACHE``, else
+    ``~/.cache/e2b-artifact``. Everything in it can be fetched or computed again."""
+    value = (os.environ if env is None else env).get(CACHE_ENV)
+    return Path(value) if value else Path.home() / ".cache" / "e2b-artifact"
 
 
 def parse_env_file(path: Path) -> dict[str, str]:

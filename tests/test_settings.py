@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import assert_clean_error, cli
 
-from e2b_artifacts.settings import SETTINGS, Settings, parse_env_file
+from e2b_artifacts.oci.cache import BlobCache
+from e2b_artifacts.settings import SETTINGS, Settings, cache_dir, parse_env_file
+from e2b_artifacts.vm import boot
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
@@ -62,3 +65,15 @@ def test_set_flag_and_env_file_option(tmp_path: Path) -> None:
     bad = tmp_path / "bad.env"
     bad.write_text("this line has no equals\n")
     assert_clean_error(cli("--env-file", bad, "paths"), 3, "bad.env:1: expected KEY=VALUE")
+
+
+def test_one_cache_dir_for_blobs_probe_and_console_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("E2B_ARTIFACT_CACHE", raising=False)
+    assert cache_dir() == tmp_path / "home/.cache/e2b-artifact"
+    assert cache_dir({"E2B_ARTIFACT_CACHE": ""}) == tmp_path / "home/.cache/e2b-artifact"  # empty = unset
+    assert cache_dir({"E2B_ARTIFACT_CACHE": "/elsewhere"}) == Path("/elsewhere")
+    monkeypatch.setenv("E2B_ARTIFACT_CACHE", str(tmp_path / "cache"))
+    assert cache_dir() == tmp_path / "cache"
+    assert BlobCache().blobs == tmp_path / "cache/blobs/sha256"
+    assert boot.default_console_log("b1").parent == tmp_path / "cache/boots"

@@ -28,15 +28,11 @@ from typing import BinaryIO
 
 from ..errors import ArtifactError, ExitCode
 from ..fsutil import atomic_write_bytes
+from ..settings import cache_dir
 from .blobio import CHUNK
 from .reference import check_digest
 
 _STAMP_VERSION = 1
-
-
-def default_root() -> Path:
-    env = os.environ.get("E2B_ARTIFACT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "e2b-artifact"
 
 
 def _identity(st: os.stat_result) -> list[int]:
@@ -64,7 +60,7 @@ def file_sha256(path: Path, limit: int | None = None) -> str | None:
 
 class BlobCache:
     def __init__(self, root: Path | None = None, report: Callable[[str], None] = lambda _: None) -> None:
-        self.root = root or default_root()
+        self.root = root or cache_dir()
         self.blobs = self.root / "blobs" / "sha256"
         self.stamps = self.root / "stamps"
         self.report = report  # says when a cache entry was found damaged

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-from .. import layout, runner
+from .. import layout, runner, settings
 from ..diagnose import LogMatch, diagnose_file
 from ..errors import ArtifactError, ExitCode
 from ..fsutil import copy_sparse
@@ -148,14 +148,9 @@ def kernel_has_acpi(kernel: Path) -> tuple[bool | None, str | None]:
                   "may not")
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("E2B_ARTIFACT_CACHE")
-    return Path(base) if base else Path.home() / ".cache" / "e2b-artifact"
-
-
 def default_console_log(label: str) -> Path:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return default_cache_dir() / "boots" / f"{label}-{stamp}-{os.getpid()}.console.log"
+    return settings.cache_dir() / "boots" / f"{label}-{stamp}-{os.getpid()}.console.log"
 
 
 # ---------------------------------------------------------------------------------------------- boot
@@ -244,7 +239,7 @@ def _choose(spec: BootSpec, notes: list[str]) -> tuple[str, str]:
     if spec.accel == "kvm":
         kvm, why = True, "KVM forced with --accel kvm"
     elif _has_tool(QEMU):
-        kvm, why = kvm_usable(spec.kernel, default_cache_dir())
+        kvm, why = kvm_usable(spec.kernel, settings.cache_dir())
     else:
         kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
         why = "/dev/kvm is accessible (no QEMU to probe it)" if kvm else "/dev/kvm is not accessible"
