@@ -148,6 +148,12 @@ def parse_header(data: bytes, where: str = "header") -> Header:
     return header
 
 
+def parent_build_ids(data: bytes, build_id: str, where: str = "header") -> list[str]:
+    """Build ids other than ``build_id`` (and nil) whose data the header in ``data`` maps blocks to, in
+    first-use order: the parents a build ``build_id`` with this header needs beside it."""
+    return [i for i in parse_header(data, where).referenced_build_ids() if i != build_id]
+
+
 def _mapping(buf: bytes, offset: int) -> Mapping:
     dev_offset, length, build_id, storage_offset = _MAP.unpack_from(buf, offset)
     return Mapping(dev_offset, length, _uuid(build_id), storage_offset)

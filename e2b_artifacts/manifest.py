@@ -175,30 +175,39 @@ def load_manifest(build_dir: Path) -> Manifest | None:
     """The manifest of ``build_dir``, or ``None`` when there is none; malformed ones raise."""
     path = build_dir / FILE_NAME
     try:
-        doc = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise _malformed(path, str(exc)) from exc
+    return parse(data, str(path))
+
+
+def parse(data: bytes, where: str = FILE_NAME) -> Manifest:
+    """The manifest in ``data`` (the bytes of an ``artifact-manifest.json``); ``where`` names it in errors."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _malformed(where, str(exc)) from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("files"), dict):
-        raise _malformed(path, f'expected {{"format": {FORMAT}, "files": {{...}}, ...}}')
+        raise _malformed(where, f'expected {{"format": {FORMAT}, "files": {{...}}, ...}}')
     if doc.get("hash", HASH_NAME) != HASH_NAME:
-        raise _malformed(path, f"unsupported hash {doc.get('hash')!r} (this tool writes {HASH_NAME})")
+        raise _malformed(where, f"unsupported hash {doc.get('hash')!r} (this tool writes {HASH_NAME})")
     files: dict[str, FileEntry] = {}
     for name, value in doc["files"].items():
         if "/" in name or "\0" in name or not is_artifact_name(name):
-            raise _malformed(path, f"files lists {name!r}, not a file name of this build directory")
+            raise _malformed(where, f"files lists {name!r}, not a file name of this build directory")
         size = value.get("size") if isinstance(value, dict) else None
         digest = value.get(HASH_NAME) if isinstance(value, dict) else None
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not (
                 digest is None or isinstance(digest, str)):
-            raise _malformed(path, f"files.{name}: expected {{\"size\": N, \"{HASH_NAME}\": HEX}}")
+            raise _malformed(where, f"files.{name}: expected {{\"size\": N, \"{HASH_NAME}\": HEX}}")
         files[name] = FileEntry(size, digest)
     return Manifest(build_id=str(doc.get("build_id", "")), files=files, tool=str(doc.get("tool", "")))
 
 
-def _malformed(path: Path, detail: str) -> ArtifactError:
-    return ArtifactError(f"{path}: malformed integrity manifest: {detail}",
+def _malformed(where: Path | str, detail: str) -> ArtifactError:
+    return ArtifactError(f"{where}: malformed integrity manifest: {detail}",
                          hint=f"move it aside and rewrite it: e2b-artifact verify --fix (or rebuild); "
                               f"the tool rewrites {FILE_NAME} from the current files",
                          code=ExitCode.INTEGRITY)

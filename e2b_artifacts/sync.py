@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +31,8 @@ from typing import Any, Literal
 from . import layout
 from . import manifest as mf
 from .errors import ArtifactError, ExitCode
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, read_input
+from .header import parent_build_ids
 from .layout import HEADERS as HEADER_NAMES
 from .layout import MANIFEST as MANIFEST_NAME
 from .layout import METADATA as METADATA_NAME
@@ -107,14 +107,13 @@ class SyncReport:
 
 def header_parents(build_dir: Path, build_id: str) -> list[str]:
     """Build ids other than ``build_id`` whose data the headers in ``build_dir`` map blocks to."""
-    from .header import NIL_BUILD, read_header
-
     ids: set[str] = set()
     for name in HEADER_NAMES:
         path = build_dir / name
         if path.is_file():
-            ids.update(str(i) for i in read_header(path).referenced_build_ids())
-    return sorted(ids - {build_id, NIL_BUILD})
+            data = read_input(path, "header", missing_hint="check the build directory (e2b-artifact verify)")
+            ids.update(parent_build_ids(data, build_id, str(path)))
+    return sorted(ids)
 
 
 def _missing_parents_error(build_id: str, missing: list[str], where: str) -> ArtifactError:
@@ -328,33 +327,33 @@ def _read_remote(src: Storage, build_id: str) -> _Remote:
                             hint="push it with e2b-artifact sync push, which sends the manifest",
                             code=ExitCode.INTEGRITY)
     manifest_bytes = src.read_all(f"{build_id}/{MANIFEST_NAME}")
-    with tempfile.TemporaryDirectory(prefix="e2b-sync-") as tmp:
-        scratch = Path(tmp)
-        (scratch / MANIFEST_NAME).write_bytes(manifest_bytes)
-        manifest = mf.load_manifest(scratch)
-        assert manifest is not None
-        for name, entry in manifest.files.items():
-            if "/" in name or "\0" in name or name in (".", "..") or not mf.is_artifact_name(name):
-                raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} lists {name!r}, not a build file name",
-                                    hint="refusing to write outside the build directory; check the source",
-                                    code=ExitCode.INTEGRITY)
-            info = listing.get(name)
-            if entry.blake3 is None:
-                raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} records no hash for {name}",
-                                    hint="re-push the build with e2b-artifact sync push", code=ExitCode.INTEGRITY)
-            if info is None or info.size != entry.size:
-                state = "missing" if info is None else f"{info.size} bytes, manifest says {entry.size}"
-                raise ArtifactError(f"{src.url}/{build_id}/{name}: {state}",
-                                    hint="the remote build is damaged; re-push it from a good copy",
-                                    code=ExitCode.INTEGRITY)
-        if METADATA_NAME not in manifest.files:
-            raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} does not list {METADATA_NAME}",
+    manifest = mf.parse(manifest_bytes, f"{src.url}/{build_id}/{MANIFEST_NAME}")
+    for name, entry in manifest.files.items():
+        if "/" in name or "\0" in name or name in (".", "..") or not mf.is_artifact_name(name):
+            raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} lists {name!r}, not a build file name",
+                                hint="refusing to write outside the build directory; check the source",
+                                code=ExitCode.INTEGRITY)
+        info = listing.get(name)
+        if entry.blake3 is None:
+            raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} records no hash for {name}",
                                 hint="re-push the build with e2b-artifact sync push", code=ExitCode.INTEGRITY)
-        for name in HEADER_NAMES:  # small: fetched (and verified) only to learn the parents
-            if name in manifest.files:
-                src.download_file(f"{build_id}/{name}", manifest.files[name].size, scratch / name,
-                                  _hash(manifest, name), TransferOptions())
-        parents = header_parents(scratch, build_id)
+        if info is None or info.size != entry.size:
+            state = "missing" if info is None else f"{info.size} bytes, manifest says {entry.size}"
+            raise ArtifactError(f"{src.url}/{build_id}/{name}: {state}",
+                                hint="the remote build is damaged; re-push it from a good copy",
+                                code=ExitCode.INTEGRITY)
+    if METADATA_NAME not in manifest.files:
+        raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} does not list {METADATA_NAME}",
+                            hint="re-push the build with e2b-artifact sync push", code=ExitCode.INTEGRITY)
+    ids: set[str] = set()
+    for name in HEADER_NAMES:  # small: read (and verified) only to learn the parents
+        if name in manifest.files:
+            where = f"{src.url}/{build_id}/{name}"
+            data = src.read_all(f"{build_id}/{name}")
+            if (actual := _blake3_bytes(data)) != _hash(manifest, name):
+                raise IntegrityError(name, where, _hash(manifest, name), actual)
+            ids.update(parent_build_ids(data, build_id, where))
+    parents = sorted(ids)
     return _Remote(build_id, manifest, manifest_bytes, listing, parents)
 
 

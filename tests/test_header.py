@@ -102,3 +102,16 @@ def test_v4_with_frame_table() -> None:
     block += struct.pack("<I", 1) + struct.pack("<QQ16sQ", 0, 8192, uuid.UUID(A).bytes, 0)
     hdr = header.parse_header(meta + b"\x00" + struct.pack("<I", len(block)) + lz4.frame.compress(block))
     assert hdr.mappings == [header.Mapping(0, 8192, A, 0)] and hdr.builds[A].size == 8192
+
+
+def test_parent_build_ids_from_bytes() -> None:
+    chained = header_v1_3(size=4 * 4096, build_id=C, base_build_id=A,
+                          mappings=[(0, 4096, A, 0), (4096, 4096, header.NIL_BUILD, 0), (8192, 4096, C, 0),
+                                    (12288, 4096, B, 4096)])
+    assert header.parent_build_ids(chained, C) == [A, B]  # first-use order; nil and the build itself left out
+    assert header.parent_build_ids(chained, A) == [C, B]  # the build id of the directory it is read for
+    v5 = header_v4(size=2 * 4096, build_id=B, mappings=[(0, 4096, A, 0), (4096, 4096, B, 0)], v5=True)
+    assert header.parent_build_ids(v5, B) == [A]
+    with pytest.raises(ArtifactError) as caught:
+        header.parent_build_ids(chained[:70], C, "gs://bucket/x/rootfs.ext4.header")
+    assert caught.value.message.startswith("gs://bucket/x/rootfs.ext4.header: ")

@@ -222,6 +222,36 @@ def test_corrupt_object_fails_pull_and_leaves_storage_alone(remote: Remote, tmp_
     assert sorted(tree_digest(dst / keep)) == sorted(p.name for p in (dst / keep).iterdir())
 
 
+def test_pull_reads_remote_manifest_and_headers_in_memory(remote: Remote, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from e2b_artifacts import sync as sync_mod
+    from e2b_artifacts.storage import open_storage
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    base = make_build(src)
+    child = make_build(src, parents=[base])
+    sync_json(src, remote, "push", "--with-parents", child, remote.url)
+
+    def no_temp_files(*_: object, **__: object) -> None:
+        raise AssertionError("the remote build went through a temp file")
+
+    for name, value in remote.env.items():
+        monkeypatch.setenv(name, value)
+    store = open_storage(remote.url, endpoint_url=remote.args[1] if remote.args else None)
+    with monkeypatch.context() as patched:
+        for name in ("mkdtemp", "mkstemp", "NamedTemporaryFile", "TemporaryFile", "TemporaryDirectory"):
+            patched.setattr(tempfile, name, no_temp_files)
+        planned = sync_mod.pull(dst, child, store, with_parents=True, dry_run=True)
+    assert {b.build_id: b.parents for b in planned.builds} == {base: [], child: [base]}  # from the headers' bytes
+
+    remote.flip_one_bit(f"{remote.prefix}{child}/rootfs.ext4.header")
+    failed = sync(dst, remote, "pull", "--with-parents", child, remote.url)
+    assert_clean_error(failed, INTEGRITY, "rootfs.ext4.header", "integrity manifest")
+    assert not dst.exists() or not any(dst.iterdir())
+
+
 def test_push_refuses_a_build_that_differs_from_its_manifest(tmp_path: Path) -> None:
     src = tmp_path / "src"
     remote = Remote(str(tmp_path / "remote"), [], {}, "local")

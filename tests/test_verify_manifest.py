@@ -117,3 +117,18 @@ def test_manifest_naming_paths_outside_the_build_is_refused(tmp_path: Path) -> N
     with pytest.raises(ArtifactError, match=r"'\.\./\.\./etc/shadow', not a file name") as err:
         manifest.check_manifest(d, quick=False)
     assert err.value.code == 8
+
+
+def test_parse_reads_the_bytes_of_a_manifest(tmp_path: Path) -> None:
+    d = _build(tmp_path)
+    written = manifest.write_manifest(d, "b1")
+    assert manifest.parse((d / manifest.FILE_NAME).read_bytes()) == written == manifest.load_manifest(d)
+    for bad, detail in ((b"{not json", "Expecting property name"), (b"[]", '"format": 1'),
+                        (b'{"format": 1, "files": {"../x": {"size": 1, "blake3": null}}}', "'../x'"),
+                        (b'{"format": 1, "files": {"memfile": {"size": -1}}}', "files.memfile"),
+                        (b'\xff\xfe', "malformed")):
+        with pytest.raises(ArtifactError) as caught:
+            manifest.parse(bad, "s3://bucket/b1/artifact-manifest.json")
+        message = caught.value.message
+        assert message.startswith("s3://bucket/b1/artifact-manifest.json: malformed integrity manifest"), message
+        assert detail in message
