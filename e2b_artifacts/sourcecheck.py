@@ -112,7 +112,8 @@ def envd_problem(data: bytes) -> str | None:
     if executable is None:
         return "is a script" if data[:2] == b"#!" else "is not an ELF executable"
     if executable.interpreter is not None:
-        return f"is dynamically linked (interpreter {executable.interpreter}), so the image must hold its loader and libraries"
+        return (f"is dynamically linked (interpreter {executable.interpreter}), so the image must hold its loader "
+                "and libraries")
     return None
 
 
