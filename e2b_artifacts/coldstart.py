@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import layout, manifest, metadata
+from . import layout, limits, manifest, metadata
 from .errors import ArtifactError, ExitCode
-from .fsutil import atomic_write_bytes, unused_path
+from .fsutil import atomic_write_bytes, read_input, unused_path
+from .jsoninput import load_json
 from .layout import QUARANTINE_DIR
 from .settings import Settings
 
@@ -111,12 +112,12 @@ def plan_cold_start(build_dir: Path, settings: Settings, timestamp: str | None =
 def _filesystem_only_metadata(build_dir: Path) -> tuple[bytes, bytes]:
     """(current metadata.json bytes, the same document with ``"filesystem_only": true``)."""
     path = build_dir / metadata.FILE_NAME
+    hint = "fix metadata.json first (e2b-artifact verify --fix), or cold-start without --filesystem-only"
     try:
-        original = path.read_bytes()
-        doc = json.loads(original)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot mark {path} filesystem-only: {exc}", hint="fix metadata.json first "
-                            "(e2b-artifact verify --fix), or cold-start without --filesystem-only",
+        original = read_input(path, "metadata file", limit=limits.METADATA, missing_hint=hint)
+        doc = load_json(original, str(path), hint)
+    except ArtifactError as exc:
+        raise ArtifactError(f"cannot mark {path} filesystem-only: {exc.message}", hint=exc.hint,
                             code=ExitCode.BAD_INPUT) from exc
     if not isinstance(doc, dict):
         raise ArtifactError(f"cannot mark {path} filesystem-only: not a JSON object", hint="fix metadata.json first",

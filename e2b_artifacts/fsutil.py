@@ -7,21 +7,66 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import ArtifactError, ExitCode
+from .limits import InputLimit
 
 
-def read_input(path: Path, what: str, *, missing_hint: str, hint: str = "check the path and its permissions") -> bytes:
-    """The bytes of an input file, or an :class:`ArtifactError` naming ``what`` and the fix."""
+def open_input(path: Path, what: str, *, missing_hint: str, hint: str = "check the path and its permissions",
+               ) -> tuple[BinaryIO, int]:
+    """``path`` opened for reading if it is a regular file (symlinks followed), with its size.
+
+    Opened with ``O_NONBLOCK`` so a FIFO cannot block the open, then refused by ``fstat`` unless it is a
+    regular file: a FIFO, a device (``/dev/zero``), a socket or a directory is an error naming ``what``.
+    """
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise ArtifactError(f"{what} not found: {path}", hint=missing_hint, code=ExitCode.BAD_INPUT) from exc
     except OSError as exc:
         raise ArtifactError(f"cannot read {what} {path}: {exc.strerror}", hint=hint, code=ExitCode.BAD_INPUT) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactError(f"{what} {path} is not a regular file ({_file_kind(st.st_mode)})",
+                                hint=f"put the {what} itself there (a FIFO or device is never read)",
+                                code=ExitCode.BAD_INPUT)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_input(path: Path, what: str, *, limit: InputLimit, missing_hint: str,
+               hint: str = "check the path and its permissions") -> bytes:
+    """The bytes of a regular input file of at most ``limit`` bytes, or an :class:`ArtifactError`."""
+    fh, size = open_input(path, what, missing_hint=missing_hint, hint=hint)
+    most = limit.bytes()
+    with fh:
+        if size > most:
+            raise limit.exceeded(what, path, size)
+        try:
+            data = fh.read(most + 1)  # a file that grew since fstat is still cut at the limit
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {what} {path}: {exc.strerror}", hint=hint,
+                                code=ExitCode.BAD_INPUT) from exc
+    if len(data) > most:
+        raise limit.exceeded(what, path, None)
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def check_writable(path: Path, what: str) -> None:

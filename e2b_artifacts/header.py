@@ -12,17 +12,27 @@ e2b-template-format.md §3), all little-endian:
   columnar varints in 4 KiB pages, nil-build gaps left out). Decoding needs the
   ``lz4`` package; without it the metadata is still read and the mappings are
   reported as not decoded.
+
+Bounds: a file is read only up to :data:`limits.HEADER` (and, for v1-3, the 40 bytes per 4 KiB
+page of the size it describes: more mappings cannot cover the device without overlap); a v4/v5
+block is decompressed only up to the length its prefix states (at most upstream's 256 MiB cap).
+Mappings are kept packed (:class:`Mappings`, 40 bytes each, as in the v1-3 file), never as one
+Python object per mapping.
 """
 
 from __future__ import annotations
 
+import array
 import struct
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
+from . import limits
 from .errors import ArtifactError, ExitCode
-from .fsutil import read_input
+from .fsutil import open_input
 
 METADATA_SIZE = 64
 MAPPING_SIZE = 40
@@ -35,6 +45,7 @@ _MAP = struct.Struct("<QQ16sQ")
 _BUILD_INFO = struct.Struct("<16sq32s")
 # Frame table entries: {StartU i64, StartC i64, SizeU i32, SizeC i32}; some revisions store end offsets (4 x i64).
 FRAME_ENTRY_SIZES = (24, 32)
+MAX_PROBLEMS = 20  # layout problems listed per header; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,65 @@ class Mapping:
     @property
     def end(self) -> int:
         return self.offset + self.length
+
+
+class Mappings(Sequence[Mapping]):
+    """Mappings packed as the v1-3 file stores them: 40-byte records, decoded one at a time when read."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: bytes | bytearray | memoryview = b"") -> None:
+        view = memoryview(records).cast("B")
+        if len(view) % MAPPING_SIZE:
+            raise ValueError(f"{len(view)} bytes is not a whole number of {MAPPING_SIZE}-byte mappings")
+        self._records = view
+
+    @classmethod
+    def of(cls, mappings: Iterable[Mapping]) -> Mappings:
+        if isinstance(mappings, Mappings):
+            return mappings
+        ids: dict[str, bytes] = {}
+        return cls(b"".join(_MAP.pack(m.offset, m.length, ids.get(m.build_id) or ids.setdefault(
+            m.build_id, uuid.UUID(m.build_id).bytes), m.storage_offset) for m in mappings))
+
+    @property
+    def records(self) -> memoryview:
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self._records) // MAPPING_SIZE
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Mapping]: ...
+
+    def __getitem__(self, index: int | slice) -> Mapping | list[Mapping]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        position = index + n if index < 0 else index
+        if not 0 <= position < n:
+            raise IndexError("mapping index out of range")
+        return _mapping(self._records, position * MAPPING_SIZE)
+
+    def __iter__(self) -> Iterator[Mapping]:
+        ids: dict[bytes, str] = {}
+        for offset, length, raw_id, storage in _MAP.iter_unpack(self._records):
+            yield Mapping(offset, length, ids.get(raw_id) or ids.setdefault(raw_id, _uuid(raw_id)), storage)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mappings):
+            return self._records == other._records
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Mappings({len(self)} mappings)"
 
 
 @dataclass(frozen=True)
@@ -67,7 +137,7 @@ class Header:
     generation: int
     build_id: str
     base_build_id: str
-    mappings: list[Mapping] | None  # None: a v4/v5 block this tool could not decode (see ``note``)
+    mappings: Sequence[Mapping] | None  # None: a v4/v5 block this tool could not decode (see ``note``)
     raw_version: int = 0
     builds: dict[str, BuildFile] = field(default_factory=dict)
     incomplete: bool = False  # v4/v5 flag bit 0: upload still pending
@@ -99,18 +169,24 @@ class Header:
             found.append(f"block size {self.block_size} is neither 4096 nor 2 MiB (upstream accepts only these)")
         if self.mappings is None:
             return found
-        position = 0
+        position, more = 0, 0
         for i, m in enumerate(self.mappings):
             where = f"mapping {i} [{m.offset:#x}, {m.end:#x})"
+            wrong = []
             if m.length == 0:
-                found.append(f"{where}: zero length")
+                wrong.append(f"{where}: zero length")
             if m.offset < position:
-                found.append(f"{where} overlaps the previous mapping (which ends at {position:#x})")
+                wrong.append(f"{where} overlaps the previous mapping (which ends at {position:#x})")
             elif m.offset > position:
-                found.append(f"gap [{position:#x}, {m.offset:#x}) before {where}: not covered by any mapping")
+                wrong.append(f"gap [{position:#x}, {m.offset:#x}) before {where}: not covered by any mapping")
             if m.offset % PAGE_SIZE or m.storage_offset % PAGE_SIZE:
-                found.append(f"{where}: offset or storage offset {m.storage_offset:#x} not 4 KiB aligned")
+                wrong.append(f"{where}: offset or storage offset {m.storage_offset:#x} not 4 KiB aligned")
+            room = max(0, MAX_PROBLEMS - len(found))
+            found.extend(wrong[:room])
+            more += len(wrong) - len(wrong[:room])
             position = max(position, m.end)
+        if more:
+            found.append(f"... and {more} more problems in the mappings")
         if position < self.size:
             found.append(f"mappings end at {position:#x}, short of the size {self.size:#x}")
         elif position > -(-self.size // PAGE_SIZE) * PAGE_SIZE:  # HEAD rounds the last length up to 4 KiB
@@ -123,28 +199,60 @@ def _uuid(raw: bytes) -> str:
 
 
 def read_header(path: Path) -> Header:
-    data = read_input(path, "header", missing_hint="check the build directory (e2b-artifact verify)")
-    return parse_header(data, str(path))
+    """Read and parse a header file: only a regular file, and no more bytes than its format allows."""
+    fh, file_size = open_input(path, "header", missing_hint="check the build directory (e2b-artifact verify)")
+    where = str(path)
+    with fh:
+        cap = limits.HEADER.bytes()
+        if file_size > cap:
+            raise limits.HEADER.exceeded("header", path, file_size)
+        meta = fh.read(METADATA_SIZE)
+        bound = _bound(meta, cap, where, file_size)
+        body = fh.read(bound - len(meta) + 1)
+    if len(meta) + len(body) > bound:  # the file grew while it was read
+        _bound(meta, cap, where, len(meta) + len(body))
+        raise limits.HEADER.exceeded("header", path, None)
+    return _parse(meta, memoryview(body), where)
 
 
 def parse_header(data: bytes, where: str = "header") -> Header:
-    if len(data) < METADATA_SIZE:
-        raise _bad(where, f"{len(data)} bytes, shorter than the {METADATA_SIZE}-byte metadata")
-    raw_version, block_size, size, generation, build_id, base_build_id = _META.unpack_from(data)
+    """Parse a whole header held in memory (the same bounds as :func:`read_header`)."""
+    _bound(data[:METADATA_SIZE], limits.HEADER.bytes(), where, len(data))
+    return _parse(data[:METADATA_SIZE], memoryview(data)[METADATA_SIZE:], where)
+
+
+def _bound(meta: bytes, cap: int, where: str, total: int) -> int:
+    """The most bytes a header starting with ``meta`` may have; raises when ``total`` is over it."""
+    if len(meta) < METADATA_SIZE:
+        raise _bad(where, f"{len(meta)} bytes, shorter than the {METADATA_SIZE}-byte metadata")
+    raw_version, _block, size, *_ = _META.unpack_from(meta)
+    bound = cap
+    if raw_version & 0xFFFF in (1, 2, 3):
+        pages = -(-size // PAGE_SIZE)
+        bound = min(cap, METADATA_SIZE + MAPPING_SIZE * max(pages, 1))
+        if total > bound and total <= cap:
+            raise _bad(where, f"{(total - METADATA_SIZE) // MAPPING_SIZE} mappings: more than the {max(pages, 1)} "
+                              f"4 KiB pages of its {size}-byte device can hold without overlapping")
+    if total > cap:
+        raise limits.HEADER.exceeded("header", where, total)
+    return bound
+
+
+def _parse(meta: bytes, body: memoryview, where: str) -> Header:
+    raw_version, block_size, size, generation, build_id, base_build_id = _META.unpack_from(meta)
     layout = raw_version & 0xFFFF
     header = Header(layout, block_size, size, generation, _uuid(build_id), _uuid(base_build_id), None,
                     raw_version=raw_version)
-    body = data[METADATA_SIZE:]
     if layout in (1, 2, 3):
         if len(body) % MAPPING_SIZE:
             raise _bad(where, f"{len(body)} bytes of mappings is not a multiple of {MAPPING_SIZE} (truncated?)")
-        header.mappings = [_mapping(body, off) for off in range(0, len(body), MAPPING_SIZE)]
+        header.mappings = Mappings(body)
     elif layout in (4, 5):
         _parse_compressed(header, body, where)
     else:
         raise _bad(where, f"unknown header version {layout} (known: 1 to 5)")
-    if header.mappings == []:  # upstream: no mappings = the whole device from this build
-        header.mappings = [Mapping(0, size, header.build_id, 0)]
+    if header.mappings is not None and len(header.mappings) == 0:  # upstream: no mappings = the whole device
+        header.mappings = Mappings.of([Mapping(0, size, header.build_id, 0)])
     return header
 
 
@@ -154,12 +262,12 @@ def parent_build_ids(data: bytes, build_id: str, where: str = "header") -> list[
     return [i for i in parse_header(data, where).referenced_build_ids() if i != build_id]
 
 
-def _mapping(buf: bytes, offset: int) -> Mapping:
+def _mapping(buf: bytes | memoryview, offset: int) -> Mapping:
     dev_offset, length, build_id, storage_offset = _MAP.unpack_from(buf, offset)
     return Mapping(dev_offset, length, _uuid(build_id), storage_offset)
 
 
-def _parse_compressed(header: Header, body: bytes, where: str) -> None:
+def _parse_compressed(header: Header, body: memoryview, where: str) -> None:
     """v4/v5: ``[u8 flags][u32 length][LZ4 frame]``; early v4 writers had no flags byte."""
     try:
         import lz4.frame  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -174,13 +282,14 @@ def _parse_compressed(header: Header, body: bytes, where: str) -> None:
         if length > MAX_BLOCK_BYTES:
             errors.append(f"block length {length} over the 256 MiB cap")
             continue
-        try:
-            block = lz4.frame.decompress(body[prefix:])
+        try:  # never more than the prefix says: a frame claiming gigabytes stops at length + 1
+            block = lz4.frame.LZ4FrameDecompressor().decompress(body[prefix:], max_length=length + 1)
         except RuntimeError as exc:
             errors.append(f"LZ4: {exc}")
             continue
         if len(block) != length:
-            errors.append(f"block is {len(block)} bytes, prefix says {length}")
+            got = f"more than {length}" if len(block) > length else f"{len(block)}"
+            errors.append(f"block is {got} bytes, prefix says {length}")
             continue
         header.incomplete = prefix == 5 and bool(body[0] & 1)
         layout_errors = []
@@ -188,7 +297,7 @@ def _parse_compressed(header: Header, body: bytes, where: str) -> None:
             try:
                 _parse_block(header, block, frame_size)
                 return
-            except (struct.error, ValueError) as exc:
+            except (struct.error, ValueError, OverflowError) as exc:
                 header.builds.clear()
                 layout_errors.append(str(exc))
         # The LZ4 frame is intact (its checksum passed): an upstream layout variant this tool does not know.
@@ -200,7 +309,7 @@ def _parse_compressed(header: Header, body: bytes, where: str) -> None:
 
 
 class _Reader:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.data, self.pos = data, 0
 
     def take(self, fmt: struct.Struct) -> tuple[object, ...]:
@@ -213,12 +322,19 @@ class _Reader:
         self.pos += 4
         return int(value)
 
-    def raw(self, n: int) -> bytes:
+    def raw(self, n: int) -> bytes | memoryview:
         if self.pos + n > len(self.data):
             raise ValueError("block ends early")
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
+
+    def count(self, record_size: int) -> int:
+        """A u32 record count, refused when the records could not fit in the rest of the block."""
+        n = self.u32()
+        if n * record_size > len(self.data) - self.pos:
+            raise ValueError(f"{n} records of {record_size} bytes do not fit in the block")
+        return n
 
     def uvarint(self) -> int:
         value, shift = 0, 0
@@ -239,15 +355,15 @@ class _Reader:
 
 def _parse_block(header: Header, block: bytes, frame_size: int) -> None:
     reader = _Reader(block)
-    for _ in range(reader.u32()):
+    for _ in range(reader.count(_BUILD_INFO.size + 8)):
         build_id, size, digest = reader.take(_BUILD_INFO)
         assert isinstance(build_id, bytes) and isinstance(size, int) and isinstance(digest, bytes)
         header.builds[_uuid(build_id)] = BuildFile(size, digest.hex())
         _codec, frames = reader.u32(), reader.u32()
         reader.raw(frames * frame_size)
     if header.version == 4:
-        count = reader.u32()
-        header.mappings = [_mapping(reader.raw(MAPPING_SIZE), 0) for _ in range(count)]
+        count = reader.count(MAPPING_SIZE)
+        header.mappings = Mappings(reader.raw(count * MAPPING_SIZE))
     else:
         header.mappings = _v5_mappings(reader)
         header.mappings = with_gaps_as_nil(header)
@@ -255,37 +371,55 @@ def _parse_block(header: Header, block: bytes, frame_size: int) -> None:
         raise ValueError(f"{len(block) - reader.pos} unexpected bytes after the mappings")
 
 
-def _v5_mappings(reader: _Reader) -> list[Mapping]:
-    builds = [_uuid(reader.raw(16)) for _ in range(reader.u32())]
-    count = reader.u32()
-    offsets, position = [], 0
-    for _ in range(count):
-        position += reader.uvarint()
-        offsets.append(position)
-    lengths = [reader.uvarint() for _ in range(count)]
-    storage, position = [], 0
-    for _ in range(count):
-        position += reader.varint()
-        storage.append(position)
-    indexes = [reader.uvarint() for _ in range(count)]
-    if any(i >= len(builds) for i in indexes):
-        raise ValueError("build index out of range")
-    return [Mapping(o * PAGE_SIZE, n * PAGE_SIZE, builds[i], s * PAGE_SIZE)
-            for o, n, s, i in zip(offsets, lengths, storage, indexes, strict=True)]
+def _v5_mappings(reader: _Reader) -> Mappings:
+    builds = [bytes(reader.raw(16)) for _ in range(reader.count(16))]
+    count = reader.count(4)  # each mapping takes at least four varint bytes
+    if count > max_mappings():
+        raise ValueError(f"{count} mappings, over the {max_mappings()} a header may hold")
+    offsets = _column(count, reader.uvarint, cumulative=True)
+    lengths = _column(count, reader.uvarint, cumulative=False)
+    storage = _column(count, reader.varint, cumulative=True)
+    out = bytearray(count * MAPPING_SIZE)
+    for n in range(count):
+        index = reader.uvarint()
+        if index >= len(builds):
+            raise ValueError("build index out of range")
+        _MAP.pack_into(out, n * MAPPING_SIZE, offsets[n], lengths[n], builds[index], storage[n])
+    return Mappings(out)
 
 
-def with_gaps_as_nil(header: Header) -> list[Mapping]:
-    """v5 leaves nil-build gaps out; fill them back so coverage can be checked like v1-4."""
-    filled: list[Mapping] = []
+def _column(count: int, read: Callable[[], int], *, cumulative: bool) -> array.array[int]:
+    """One v5 column in bytes (the file counts 4 KiB pages); offsets and storage are deltas."""
+    column = array.array("Q", bytes(8 * count))
     position = 0
-    for m in header.mappings or []:
-        if m.offset > position:
-            filled.append(Mapping(position, m.offset - position, NIL_BUILD, 0))
-        filled.append(m)
-        position = max(position, m.end)
+    for n in range(count):
+        position = position + read() if cumulative else read()
+        if not 0 <= position < 1 << 52:  # pages: times 4 KiB must stay a u64
+            raise ValueError("a mapping runs outside the 64-bit range")
+        column[n] = position * PAGE_SIZE
+    return column
+
+
+def max_mappings() -> int:
+    """The most mappings a header may hold: as many as a v1-3 file at the header size limit."""
+    return limits.HEADER.bytes() // MAPPING_SIZE
+
+
+def with_gaps_as_nil(header: Header) -> Mappings:
+    """v5 leaves nil-build gaps out; fill them back so coverage can be checked like v1-4."""
+    filled = bytearray()
+    position = 0
+    nil = uuid.UUID(NIL_BUILD).bytes
+    for offset, length, build_id, storage in _MAP.iter_unpack(Mappings.of(header.mappings or []).records):
+        if offset > position:
+            filled += _MAP.pack(position, offset - position, nil, 0)
+        filled += _MAP.pack(offset, length, build_id, storage)
+        position = max(position, offset + length)
+        if len(filled) > max_mappings() * MAPPING_SIZE:
+            raise ValueError(f"more than {max_mappings()} mappings with the gaps filled")
     if position < header.size:
-        filled.append(Mapping(position, header.size - position, NIL_BUILD, 0))
-    return filled
+        filled += _MAP.pack(position, header.size - position, nil, 0)
+    return Mappings(filled)
 
 
 def _bad(where: str, detail: str) -> ArtifactError:
@@ -301,5 +435,4 @@ def serialize(header: Header) -> bytes:
                             hint="re-export the build with uncompressed (v3) headers", code=ExitCode.BAD_INPUT)
     out = _META.pack(header.raw_version or header.version, header.block_size, header.size, header.generation,
                      uuid.UUID(header.build_id).bytes, uuid.UUID(header.base_build_id).bytes)
-    return out + b"".join(_MAP.pack(m.offset, m.length, uuid.UUID(m.build_id).bytes, m.storage_offset)
-                          for m in header.mappings)
+    return out + bytes(Mappings.of(header.mappings).records)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from . import e2fsprogs
+from . import e2fsprogs, limits
 from .e2fsprogs import Ext4Image, Inode, quote
 from .errors import ArtifactError, ExitCode
 from .fsutil import read_input
@@ -137,8 +137,8 @@ def require_systemd_init(image: Path) -> None:
 
 
 def read_envd(envd: Path) -> bytes:
-    return read_input(envd, "envd", missing_hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default "
-                                                   "/fc-envd/envd)")
+    return read_input(envd, "envd", limit=limits.ENVD,
+                      missing_hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default /fc-envd/envd)")
 
 
 def _blocks(n: int) -> int:

@@ -27,9 +27,10 @@ from typing import Any, Literal
 
 import blake3
 
-from . import __version__, layout
+from . import __version__, layout, limits
 from .errors import ArtifactError, ExitCode
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, read_input
+from .jsoninput import load_json
 
 FILE_NAME = layout.MANIFEST
 FORMAT = 1
@@ -174,21 +175,17 @@ def write_entries(build_dir: Path, build_id: str, entries: dict[str, FileEntry])
 def load_manifest(build_dir: Path) -> Manifest | None:
     """The manifest of ``build_dir``, or ``None`` when there is none; malformed ones raise."""
     path = build_dir / FILE_NAME
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         return None
-    except OSError as exc:
-        raise _malformed(path, str(exc)) from exc
-    return parse(data, str(path))
+    return parse(read_input(path, "integrity manifest", limit=limits.MANIFEST, missing_hint=""), str(path))
 
 
 def parse(data: bytes, where: str = FILE_NAME) -> Manifest:
     """The manifest in ``data`` (the bytes of an ``artifact-manifest.json``); ``where`` names it in errors."""
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _malformed(where, str(exc)) from exc
+        doc = load_json(data, where, "")
+    except ArtifactError as exc:
+        raise _malformed(where, exc.message.removeprefix(f"{where}: ")) from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("files"), dict):
         raise _malformed(where, f'expected {{"format": {FORMAT}, "files": {{...}}, ...}}')
     if doc.get("hash", HASH_NAME) != HASH_NAME:

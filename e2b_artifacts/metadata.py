@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import copy
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import layout
+from . import layout, limits
 from .errors import ArtifactError, ExitCode
 from .fsutil import atomic_write_bytes, read_input
+from .jsoninput import load_json
 
 FILE_NAME = layout.METADATA
 CURRENT_VERSION = 2
 EXT_KEY = "e2b_artifact"  # our own namespace inside metadata.json
+MAX_VERSION_NAME = 128  # kernel and Firecracker version names are directory names on the orchestrator host
 
 Form = Literal["v2", "v1", "camel"]
 
@@ -92,20 +95,31 @@ class Metadata:
 
 def read(path: Path) -> Metadata:
     """Parse ``path`` in any known form; errors name the file and the field."""
-    raw = read_input(path, "metadata file", missing_hint="build the template first (e2b-artifact build)")
+    raw = read_input(path, "metadata file", limit=limits.METADATA,
+                     missing_hint="build the template first (e2b-artifact build)")
     return parse(raw, str(path))
 
 
+def version_name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a kernel or Firecracker version (a directory name on the host), or None."""
+    if len(value) > MAX_VERSION_NAME:
+        return f"{len(value)} characters, longer than the {MAX_VERSION_NAME} a version name may have"
+    if value in (".", "..") or "/" in value:
+        return "not a single directory name"
+    if any(unicodedata.category(c).startswith("C") for c in value):
+        return "contains control characters"
+    return None
+
+
 def parse(raw: bytes, where: str = FILE_NAME) -> Metadata:
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{where}: not valid JSON: {exc}",
-                            hint="fix the file, or rebuild it with e2b-artifact build",
-                            code=ExitCode.BAD_INPUT) from exc
+    doc = load_json(raw, where, "fix the file, or rebuild it with e2b-artifact build")
     if not isinstance(doc, dict):
         raise ArtifactError(f"{where}: expected a JSON object at the top level",
                             hint="see the README for the metadata.json format", code=ExitCode.BAD_INPUT)
+    if EXT_KEY in doc and not isinstance(doc[EXT_KEY], dict):
+        raise ArtifactError(f"{where}: field {EXT_KEY}: expected an object, got {_json_type(doc[EXT_KEY])}",
+                            hint=f"{EXT_KEY} holds this tool's own fields: make it an object or remove it",
+                            code=ExitCode.BAD_INPUT)
     version = doc.get("version")
     if isinstance(version, int) and not isinstance(version, bool) and version >= 2:
         return _from_v2(doc, where)
@@ -120,12 +134,28 @@ def parse(raw: bytes, where: str = FILE_NAME) -> Metadata:
                         hint="supported: 2 (current), \"v1\", or hand-written camelCase", code=ExitCode.BAD_INPUT)
 
 
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _version_name(obj: dict[str, Any], key: str, where: str, dotted: str) -> str:
+    value = str(_string(obj, key, where, dotted))
+    if problem := version_name_problem(value):
+        raise ArtifactError(f"{where}: field {dotted}: {problem}",
+                            hint=f"set {dotted} to the name of its directory on the host (e.g. vmlinux-6.1.102, "
+                                 "v1.12.1_d990331)", code=ExitCode.BAD_INPUT)
+    return value
+
+
 def _string(obj: dict[str, Any], key: str, where: str, dotted: str, required: bool = True) -> str | None:
     value = obj.get(key)
     if value is None and not required:
         return None
     if not isinstance(value, str) or (required and not value):
-        got = "missing" if value is None else f"got {json.dumps(value)}"
+        got = "missing" if value is None else f"got {_json_type(value)}" if isinstance(value, dict | list) else (
+            f"got {json.dumps(value)[:80]}")
         raise ArtifactError(f"{where}: field {dotted}: expected a non-empty string, {got}",
                             hint=f"set {dotted} in {where}, or rebuild it with e2b-artifact build",
                             code=ExitCode.BAD_INPUT)
@@ -151,8 +181,8 @@ def _from_v2(doc: dict[str, Any], where: str) -> Metadata:
                          if k not in ("build_id", "kernel_version", "firecracker_version")}
     return Metadata(
         build_id=str(_string(template, "build_id", where, "template.build_id")),
-        kernel_version=str(_string(template, "kernel_version", where, "template.kernel_version")),
-        firecracker_version=str(_string(template, "firecracker_version", where, "template.firecracker_version")),
+        kernel_version=_version_name(template, "kernel_version", where, "template.kernel_version"),
+        firecracker_version=_version_name(template, "firecracker_version", where, "template.firecracker_version"),
         template_id=ext.get("template_id") if isinstance(ext.get("template_id"), str) else None,
         envd_version=ext.get("envd_version") if isinstance(ext.get("envd_version"), str) else None,
         form="v2",
@@ -170,8 +200,8 @@ def _from_v1(doc: dict[str, Any], where: str) -> Metadata:
                          if k not in ("build_id", "kernel_version", "firecracker_version", "template_id")}
     return Metadata(
         build_id=str(_string(template, "build_id", where, "template.build_id")),
-        kernel_version=str(_string(template, "kernel_version", where, "template.kernel_version")),
-        firecracker_version=str(_string(template, "firecracker_version", where, "template.firecracker_version")),
+        kernel_version=_version_name(template, "kernel_version", where, "template.kernel_version"),
+        firecracker_version=_version_name(template, "firecracker_version", where, "template.firecracker_version"),
         template_id=_string(template, "template_id", where, "template.template_id", required=False),
         form="v1",
         extra=extra,
@@ -180,9 +210,16 @@ def _from_v1(doc: dict[str, Any], where: str) -> Metadata:
 
 def _from_camel(doc: dict[str, Any], where: str) -> Metadata:
     values: dict[str, str | None] = {}
+    if "template" in doc and not isinstance(doc["template"], dict):
+        raise ArtifactError(f"{where}: field template: expected an object, got {_json_type(doc['template'])}",
+                            hint='upstream expects {"version": 2, "template": {...}}', code=ExitCode.BAD_INPUT)
     for camel, snake in CAMEL_KEYS.items():
         if camel in doc:
             values[snake] = _string(doc, camel, where, camel, required=snake in ("build_id",))
+    for snake, camel in (("kernel_version", "kernelVersion"), ("firecracker_version", "firecrackerVersion")):
+        if values.get(snake) and (problem := version_name_problem(str(values[snake]))):
+            raise ArtifactError(f"{where}: field {camel}: {problem}",
+                                hint=f"set {camel} to the name of its directory on the host", code=ExitCode.BAD_INPUT)
     for needed, camel in (("build_id", "buildID"), ("kernel_version", "kernelVersion"),
                           ("firecracker_version", "firecrackerVersion")):
         if not values.get(needed):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import layout
+from . import layout, limits
 from . import manifest as mf
 from .errors import ArtifactError, ExitCode
 from .fsutil import atomic_write_bytes, read_input
@@ -111,7 +111,8 @@ def header_parents(build_dir: Path, build_id: str) -> list[str]:
     for name in HEADER_NAMES:
         path = build_dir / name
         if path.is_file():
-            data = read_input(path, "header", missing_hint="check the build directory (e2b-artifact verify)")
+            data = read_input(path, "header", limit=limits.HEADER,
+                              missing_hint="check the build directory (e2b-artifact verify)")
             ids.update(parent_build_ids(data, build_id, str(path)))
     return sorted(ids)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from . import header as header_mod
-from . import layout, manifest, metadata, snapshot
+from . import layout, limits, manifest, metadata, snapshot
 from .errors import ArtifactError, ExitCode
 from .findings import Finding, Fix, Status
-from .fsutil import unused_path
+from .fsutil import read_input, unused_path
 from .layout import (
     COMPRESSED_SUFFIXES,
     DATA_FILE_OF,
@@ -35,7 +35,6 @@ from .layout import (
 from .settings import HOST_ARCH_DIRS, Settings, host_file_candidates
 from .verify_rootfs import check_build_rootfs
 
-SNAPFILE_READ_LIMIT = 64 << 20  # beyond Firecracker's 10 MB bound: report the size, do not read it all
 SNAPSHOT_FILES = (MEMFILE, SNAPFILE, HEADERS[0])  # what a cold start moves aside
 NO_SNAPSHOT = "no snapshot: sandboxes cold-boot from rootfs"
 AREA_ORDER = ("files", "metadata", "kernel", "firecracker", "rootfs", "snapshot", "header", "manifest")
@@ -166,7 +165,7 @@ def _sweep_if_idle(build_dir: Path) -> list[tuple[Path, Path]]:
 
 def _check_metadata(report: VerifyReport) -> metadata.Metadata | None:
     path = report.build_dir / metadata.FILE_NAME
-    if not path.is_file():
+    if not _present(path):
         return None
     try:
         md = metadata.read(path)
@@ -191,6 +190,11 @@ def _check_metadata(report: VerifyReport) -> metadata.Metadata | None:
                    f"e2b-artifact clone {report.build_id} --build-id NEW gives a consistent copy; or fix build_id",
                    fix=Fix.BUILD_CLONE)
     return md
+
+
+def _present(path: Path) -> bool:
+    """A name in the build directory, whatever it is (a FIFO or device is then refused when read)."""
+    return path.exists() or path.is_symlink()
 
 
 def _arch(md: metadata.Metadata | None) -> str:
@@ -270,19 +274,19 @@ def _memory_size(report: VerifyReport) -> int | None:
 
 def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: str) -> None:
     path = report.build_dir / SNAPFILE
-    if not path.is_file():
+    if not _present(path):
         return
     bid = report.build_id
-    size = path.stat().st_size
-    if size > SNAPFILE_READ_LIMIT:
+    size = path.stat().st_size if path.is_file() else 0
+    if size > limits.SNAPFILE.bytes():
         report.add("snapshot.size", "FAIL", f"snapfile is {size} bytes; Firecracker refuses more than "
                                             f"{snapshot.MAX_SNAPFILE_BYTES}", f"e2b-artifact cold-start {bid}",
                    fix=Fix.SNAPSHOT_QUARANTINE)
         return
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        report.add("snapshot", "FAIL", f"cannot read {path}: {exc.strerror}", "check the file's permissions")
+        data = read_input(path, "snapfile", limit=limits.SNAPFILE, missing_hint="check the build directory")
+    except ArtifactError as exc:
+        report.add("snapshot", "FAIL", exc.message, exc.hint)
         return
     ram_mb = md.ext.get("ram_mb") if md is not None else None
     result = snapshot.check_snapfile(
@@ -305,7 +309,7 @@ def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: st
 def _check_headers(report: VerifyReport) -> None:
     for name in HEADERS:
         path = report.build_dir / name
-        if not path.is_file():
+        if not _present(path):
             continue
         check = f"header.{name.removesuffix('.header')}"
         try:

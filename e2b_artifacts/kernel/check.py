@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import limits
 from ..elf import Elf
 from ..errors import ArtifactError, ExitCode
 from ..findings import Fix, Status
@@ -179,4 +180,4 @@ def extract(bzimage: Path, out: Path) -> tuple[str, int]:
 
 
 def _read_kernel(path: Path) -> bytes:
-    return read_input(path, "kernel", missing_hint="check the path (e2b-artifact kernel list)")
+    return read_input(path, "kernel", limit=limits.KERNEL, missing_hint="check the path (e2b-artifact kernel list)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .. import limits
 from ..fsutil import read_input
 from .image import gunzip
 
@@ -88,7 +89,7 @@ def ikconfig(data: bytes) -> bytes | None:
         return None
     try:
         # The decompressor stops at the end of the gzip member; IKCFG_ED and the rest are ignored.
-        return gunzip(data[pos + len(IKCFG_START):])
+        return gunzip(data[pos + len(IKCFG_START):], limits.KERNEL_CONFIG)
     except zlib.error:
         return None
 
@@ -169,4 +170,4 @@ def _show(s: bytes | str) -> str:
 
 def _read(path: Path) -> bytes:
     fix = "pass the kernel's .config (e.g. /boot/config-<version>) with --config"
-    return read_input(path, "config", missing_hint=fix, hint=fix)
+    return read_input(path, "config", limit=limits.KERNEL_CONFIG, missing_hint=fix, hint=fix)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .. import elf as elf_reader
+from .. import limits
 from ..elf import MAGIC as ELF_MAGIC
 from ..elf import PT_LOAD, SHT_SYMTAB, Elf, c_string
 from ..errors import ArtifactError, ExitCode
@@ -28,6 +29,7 @@ ARM64_MAGIC = 0x644D5241  # "ARM\x64", u32 LE at 0x38 of an arm64 Image
 ARM64_MAGIC_OFFSET = 0x38
 BZIMAGE_MAGIC = b"HdrS"
 BZIMAGE_MAGIC_OFFSET = 0x202
+BZIMAGE_SETUP_END = 0x250  # the setup header through payload_offset/payload_length (boot protocol 2.08)
 GZIP_MAGIC = b"\x1f\x8b"
 MIN_ENTRY = 0x100000  # Firecracker's HIMEM_START: a kernel entry below it is refused
 
@@ -81,7 +83,8 @@ def elf_symbol_names(data: bytes, elf: Elf) -> frozenset[str] | None:
         strtab = elf.sections[sec.link]
         strings = data[strtab.offset:strtab.offset + strtab.size]
         names = set()
-        for name_off, *_ in _SYM.iter_unpack(data[sec.offset:sec.offset + sec.size - sec.size % _SYM.size]):
+        table = data[sec.offset:sec.offset + sec.size]  # shorter than sec.size when the file is cut
+        for name_off, *_ in _SYM.iter_unpack(table[:len(table) - len(table) % _SYM.size]):
             if name_off:
                 end = strings.find(b"\0", name_off)
                 names.add(strings[name_off:end].decode("latin-1"))
@@ -116,6 +119,9 @@ Decompressor = Callable[[bytes], bytes]
 
 def bzimage_payload(data: bytes) -> tuple[str, bytes]:
     """The compression name and the compressed payload of a bzImage (boot protocol >= 2.08)."""
+    if len(data) < BZIMAGE_SETUP_END:
+        raise ArtifactError(f"bzImage truncated: {len(data)} bytes, shorter than its {BZIMAGE_SETUP_END}-byte setup "
+                            "header", hint="the file is cut short; fetch the kernel again", code=ExitCode.BAD_INPUT)
     protocol = struct.unpack_from("<H", data, 0x206)[0]
     if protocol < 0x208:
         raise ArtifactError(f"bzImage boot protocol {protocol >> 8}.{protocol & 0xff:02d} has no payload fields "
@@ -150,27 +156,45 @@ def decompress_bzimage(data: bytes) -> tuple[str, bytes]:
     return method, vmlinux
 
 
-def gunzip(data: bytes) -> bytes:
+def gunzip(data: bytes, limit: limits.InputLimit = limits.KERNEL) -> bytes:
     """The first gzip member of ``data``; bytes after it (a bzImage's tail, IKCFG_ED) are ignored."""
-    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+    return _bounded(zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, limit.bytes() + 1), limit)
+
+
+def _bounded(out: bytes, limit: limits.InputLimit) -> bytes:
+    """Decompressors get ``limit + 1`` as their output cap: reaching it means the data expands past the limit."""
+    if len(out) > limit.bytes():
+        raise _expands(limit)
+    return out
+
+
+def _expands(limit: limits.InputLimit) -> ArtifactError:
+    return ArtifactError(f"the compressed data expands past the {limit.bytes()}-byte limit for {limit.kind} files",
+                         hint=f"check that it is a real kernel; to allow more, set {limit.env}=BYTES",
+                         code=ExitCode.BAD_INPUT)
 
 
 def _xz(payload: bytes) -> bytes:
-    return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(payload)
+    return _bounded(lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(payload, limits.KERNEL.bytes() + 1),
+                    limits.KERNEL)
 
 
 def _lzma(payload: bytes) -> bytes:
-    return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(payload)
+    return _bounded(lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(payload, limits.KERNEL.bytes() + 1),
+                    limits.KERNEL)
 
 
 def _bzip2(payload: bytes) -> bytes:
-    return bz2.BZ2Decompressor().decompress(payload)
+    return _bounded(bz2.BZ2Decompressor().decompress(payload, limits.KERNEL.bytes() + 1), limits.KERNEL)
 
 
 def _zstd(payload: bytes) -> bytes:
+    import io
+
     import zstandard
 
-    return zstandard.ZstdDecompressor().decompressobj().decompress(payload)
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload), read_across_frames=False) as reader:
+        return _bounded(reader.read(limits.KERNEL.bytes() + 1), limits.KERNEL)
 
 
 LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
@@ -184,7 +208,7 @@ def _lz4_legacy(payload: bytes) -> bytes:
     except ImportError as exc:
         raise ArtifactError("this bzImage's payload is LZ4 and the lz4 package is not installed",
                             hint="pip install 'e2b-artifact[verify]' (or pip install lz4)", code=ExitCode.TOOL) from exc
-    out, pos = [], 4
+    out, pos, total = [], 4, 0
     while pos + 4 <= len(payload):
         if payload[pos:pos + 4] == LZ4_LEGACY_MAGIC:  # concatenated frames
             pos += 4
@@ -193,6 +217,9 @@ def _lz4_legacy(payload: bytes) -> bytes:
         if size == 0 or pos + 4 + size > len(payload):  # the trailing uncompressed-size word
             break
         out.append(lz4.block.decompress(payload[pos + 4:pos + 4 + size], uncompressed_size=LZ4_LEGACY_BLOCK))
+        total += len(out[-1])
+        if total > limits.KERNEL.bytes():
+            raise _expands(limits.KERNEL)
         pos += 4 + size
     return b"".join(out)
 
