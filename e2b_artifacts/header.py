@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 from . import limits
 from .errors import ArtifactError, ExitCode
@@ -45,6 +45,7 @@ _MAP = struct.Struct("<QQ16sQ")
 _BUILD_INFO = struct.Struct("<16sq32s")
 # Frame table entries: {StartU i64, StartC i64, SizeU i32, SizeC i32}; some revisions store end offsets (4 x i64).
 FRAME_ENTRY_SIZES = (24, 32)
+INFLATE_STEP = 1 << 20
 MAX_PROBLEMS = 20  # layout problems listed per header; the rest are counted
 
 
@@ -282,8 +283,8 @@ def _parse_compressed(header: Header, body: memoryview, where: str) -> None:
         if length > MAX_BLOCK_BYTES:
             errors.append(f"block length {length} over the 256 MiB cap")
             continue
-        try:  # never more than the prefix says: a frame claiming gigabytes stops at length + 1
-            block = lz4.frame.LZ4FrameDecompressor().decompress(body[prefix:], max_length=length + 1)
+        try:
+            block = _inflate(lz4.frame.LZ4FrameDecompressor(), body[prefix:], length)
         except RuntimeError as exc:
             errors.append(f"LZ4: {exc}")
             continue
@@ -306,6 +307,21 @@ def _parse_compressed(header: Header, body: memoryview, where: str) -> None:
                        f"({'; '.join(dict.fromkeys(layout_errors))}): mappings not checked")
         return
     raise _bad(where, f"cannot decode the v{header.version} block: " + "; ".join(dict.fromkeys(errors)))
+
+
+def _inflate(decompressor: Any, frame: memoryview, length: int) -> bytes:
+    """At most ``length + 1`` bytes out of ``frame``, in 1 MiB steps: memory follows what the frame really holds,
+    not what its prefix or its own header claims."""
+    parts: list[bytes] = []
+    total, data = 0, frame
+    while total <= length:
+        piece = decompressor.decompress(data, max_length=min(INFLATE_STEP, length + 1 - total))
+        data = memoryview(b"")
+        parts.append(piece)
+        total += len(piece)
+        if decompressor.eof or not piece:
+            break
+    return b"".join(parts)
 
 
 class _Reader:
