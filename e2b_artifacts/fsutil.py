@@ -11,10 +11,12 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import ArtifactError, ExitCode
-from .limits import InputLimit
+
+if TYPE_CHECKING:  # only its methods are used: layout imports fsutil and stays free of other modules
+    from .limits import InputLimit
 
 
 def open_input(path: Path, what: str, *, missing_hint: str, hint: str = "check the path and its permissions",
