@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from . import layout
 from .errors import ArtifactError, ExitCode
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -53,11 +54,11 @@ def parse_size(text: str, where: str) -> int:
     return int(m.group(1)) * _UNITS[(m.group(2) or "")[:1].lower()]
 
 
-METADATA = InputLimit("metadata", 1 * MIB, "metadata.json")
-MANIFEST = InputLimit("manifest", 16 * MIB, "artifact-manifest.json")
-HEADER = InputLimit("header", 256 * MIB + KIB, "memfile.header, rootfs.ext4.header (also bounded by the size "
-                                               "they describe: 40 bytes per 4 KiB page)")
-SNAPFILE = InputLimit("snapfile", 64 * MIB, "snapfile (Firecracker itself refuses more than 10 MB)")
+METADATA = InputLimit("metadata", 1 * MIB, layout.METADATA)
+MANIFEST = InputLimit("manifest", 16 * MIB, layout.MANIFEST)
+HEADER = InputLimit("header", 256 * MIB + KIB, ", ".join(layout.HEADERS) + " (also bounded by the size they "
+                                                "describe: 40 bytes per 4 KiB page)")
+SNAPFILE = InputLimit(layout.SNAPFILE, 64 * MIB, "the Firecracker snapshot state (Firecracker refuses more than 10 MB)")
 KERNEL = InputLimit("kernel", 512 * MIB, "a kernel file, and a bzImage's decompressed payload")
 KERNEL_CONFIG = InputLimit("kernel-config", 16 * MIB, "a kernel .config (--config, sidecar files, IKCONFIG)")
 ENVD = InputLimit("envd", 512 * MIB, "the envd binary injected into a rootfs")

@@ -284,7 +284,7 @@ def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: st
                    fix=Fix.SNAPSHOT_QUARANTINE)
         return
     try:
-        data = read_input(path, "snapfile", limit=limits.SNAPFILE, missing_hint="check the build directory")
+        data = read_input(path, SNAPFILE, limit=limits.SNAPFILE, missing_hint="check the build directory")
     except ArtifactError as exc:
         report.add("snapshot", "FAIL", exc.message, exc.hint)
         return
