@@ -229,13 +229,15 @@ _oci_inputs = st.one_of(_oci_doc.map(lambda d: json.dumps(d).encode()), st.binar
 
 
 def _oci(raw: bytes) -> object:
-    from e2b_artifacts.oci import sources
+    from e2b_artifacts.oci import schema, sources
     from e2b_artifacts.oci.reference import Platform
 
-    doc = sources._json(raw, "document")
-    if sources.is_index(doc):
-        return sources.select_platform(doc, Platform("linux", "amd64"), "index")
-    return sources._diff_ids(doc, 1, "config")
+    doc = schema.parse_manifest_or_index(raw, "document")
+    if isinstance(doc, schema.Index):
+        sources.select_platform(doc, Platform("linux", "amd64"), "index")
+    schema.parse_archive_manifest(raw, "manifest.json")
+    config = schema.parse_config(raw, "config")
+    return sources._diff_ids(config, 1, "config")
 
 
 # ------------------------------------------------------------------ tar members

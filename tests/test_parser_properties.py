@@ -36,12 +36,6 @@ def _property(name: str) -> Any:
     return run
 
 
-@pytest.mark.parametrize("name", [n for n in TARGETS if n != "oci-documents"])
+@pytest.mark.parametrize("name", list(TARGETS))
 def test_parser_contract(name: str) -> None:
     _property(name)()
-
-
-@pytest.mark.xfail(strict=True, reason="OCI documents of the wrong shape still raise KeyError/TypeError "
-                                       "(the OCI work fixes them)")
-def test_oci_documents_contract() -> None:
-    _property("oci-documents")()
