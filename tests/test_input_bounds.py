@@ -254,13 +254,6 @@ def test_bzimage_payload_that_expands_past_the_kernel_limit(monkeypatch: pytest.
     assert used[0] < 4 * MIB
 
 
-def test_symbol_table_cut_by_the_end_of_the_file() -> None:
-    elf = image.Elf(2, True, 62, 0x1000000, 64, 56, sections=(
-        image.Section("", 0, 0, 0, 0), image.Section(".symtab", image.SHT_SYMTAB, 10, 48, 2),
-        image.Section(".strtab", 3, 0, 10, 0)))
-    assert image.elf_symbol_names(bytes(40), elf) == frozenset()  # 30 bytes of a 48-byte table
-
-
 # ------------------------------------------------------------------ FIFOs, devices, size limits
 
 @pytest.mark.parametrize("name", ["artifact-manifest.json", "metadata.json", "memfile.header", "snapfile"])
