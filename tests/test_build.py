@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_clean_error, cli, debugfs_lines
 
 from e2b_artifacts import metadata, runner
 from e2b_artifacts.cli import main
 from e2b_artifacts.errors import ArtifactError
+from tests.conftest import REPO, assert_clean_error, cli, debugfs_lines
 
 
 def test_build_layout_and_metadata(tmp_path: Path, sample_tar: Path, envd_standin: Path) -> None:
@@ -39,7 +39,7 @@ def test_build_layout_and_metadata(tmp_path: Path, sample_tar: Path, envd_standi
 
 
 def test_existing_build_needs_force_and_is_kept(tmp_path: Path, sample_tar: Path, envd_standin: Path) -> None:
-    args = ["--storage", tmp_path, "build", "--rootfs-tar", sample_tar, "--envd", envd_standin,
+    args: list[str | Path] = ["--storage", tmp_path, "build", "--rootfs-tar", sample_tar, "--envd", envd_standin,
             "--build-id", "b1", "--disk-size-mb", "8"]
     assert cli(*args).returncode == 0
     marker = tmp_path / "b1" / "user-note.txt"
@@ -70,7 +70,7 @@ def test_lock_serializes_builds(tmp_path: Path, sample_tar: Path, envd_standin: 
 
 
 def test_clean_errors(tmp_path: Path, sample_tar: Path, envd_standin: Path) -> None:
-    base = ["--storage", tmp_path, "build", "--envd", envd_standin]
+    base: list[str | Path] = ["--storage", tmp_path, "build", "--envd", envd_standin]
     assert_clean_error(cli(*base, "--rootfs-tar", tmp_path / "missing.tar"), 3, "missing.tar")
     assert_clean_error(cli(*base), 2, "exactly one of --rootfs-dir")
     assert_clean_error(cli(*base, "--rootfs-tar", sample_tar, "--build-id", "../evil"), 2, "invalid build id")

@@ -16,11 +16,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import assert_clean_error, cli
-from db import goose, pgserver
 
 from e2b_artifacts import metadata
 from e2b_artifacts.db import known
+from tests.conftest import assert_clean_error, cli
+from tests.db import goose, pgserver
 
 TAG_2025_45 = 20251106172810  # newest pinned migration in tag 2025.45 (2025-11-06)
 M_N_BUILDS = 20251218160000  # env_build_assignments, kept in sync by a trigger until 20260204172712
@@ -48,7 +48,7 @@ class Db:
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url) as conn:
-            return conn.execute(sql, params or None).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params or None).fetchall()
 
 
 _counter = iter(range(1_000_000))
@@ -58,7 +58,7 @@ def make_db(pg: pgserver.PgServer, up_to: int | None = None, skip: tuple[int, ..
     """A fresh database with the pinned migrations applied, plus one tier and one team (as E2B's seed does)."""
     name = f"e2b_{next(_counter)}"
     with psycopg.connect(pg.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+        conn.execute(f"CREATE DATABASE {name}")
     url = pg.url(name)
     goose.apply(url, goose.files(up_to=up_to, skip=skip))
     team = str(uuid.uuid4())
@@ -327,7 +327,7 @@ def test_a_database_error_is_one_clean_line_and_nothing_is_committed(pg: pgserve
 def test_goose_default_table_and_no_goose_table(pg: pgserver.PgServer, tmp_path: Path) -> None:
     name = f"e2b_{next(_counter)}"
     with psycopg.connect(pg.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+        conn.execute(f"CREATE DATABASE {name}")
     url = pg.url(name)
     goose.apply(url, goose.files(skip=(ENV_SECURE,)), table="goose_db_version")  # goose without -table
     report = json.loads(run(tmp_path, "db", "check", "--db", url, "--json").stdout)

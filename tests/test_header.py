@@ -8,10 +8,10 @@ from pathlib import Path
 
 import lz4.frame
 import pytest
-from verify.craft import header_v1_3, header_v4
 
 from e2b_artifacts import header
 from e2b_artifacts.errors import ArtifactError
+from tests.verify.craft import header_v1_3, header_v4
 
 A, B, C = (str(uuid.UUID(int=n)) for n in (0xA1, 0xB2, 0xC3))
 MIB = 1 << 20

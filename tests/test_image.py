@@ -53,7 +53,7 @@ def envd(nobody: Unprivileged, envd_standin: Path) -> Path:
     return path
 
 
-def build(nobody: Unprivileged, envd: Path, source: str, build_id: str, *extra: str,
+def build(nobody: Unprivileged, envd: Path, source: str, build_id: str, *extra: str | Path,
           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return nobody.run("--storage", nobody.workdir / "templates", "build", "--from-image", source, "--envd", envd,
                       "--build-id", build_id, "--disk-size-mb", "8", *extra, env=env)

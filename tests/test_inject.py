@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import cli, debugfs_lines, make_ext4, sha256
 
 from e2b_artifacts import e2fsprogs, inject
 from e2b_artifacts.errors import ArtifactError
+from tests.conftest import cli, debugfs_lines, make_ext4, sha256
 
 
 def _systemd_tree(root: Path) -> Path:

@@ -300,7 +300,7 @@ def test_packaging_lists_every_package_and_ships_kernels_data() -> None:
 # ----------------------------------------------------------------------------------------- real kernels
 
 # variant -> {firecracker: (kernel.devices status, discovery path, decided by)}
-VERDICTS = {
+VERDICTS: dict[str, dict[str, tuple[str, str | None, str]]] = {
     "cmdline-ikconfig": {FC_OLD: ("ok", "cmdline", "config"), FC_NEW: ("ok", "cmdline", "config")},
     "cmdline-noikconfig": {FC_OLD: ("ok", "cmdline", "symbol"), FC_NEW: ("ok", "cmdline", "symbol")},
     "nocmdline-noacpi": {FC_OLD: ("FAIL", None, "config"), FC_NEW: ("FAIL", None, "config")},

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from e2b_artifacts import metadata
 from e2b_artifacts.errors import ArtifactError
 
-V2 = {
+V2: dict[str, Any] = {
     "version": 2,
     "template": {"build_id": "3f1c9a52-7d0e-4b6a-9c44-0e5d2b8f1a77", "kernel_version": "vmlinux-6.1.102",
                  "firecracker_version": "v1.12.1_d990331", "future_field": 7},

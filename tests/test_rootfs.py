@@ -11,7 +11,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import Unprivileged, cli, debugfs_lines, make_ext4
+
+from tests.conftest import Unprivileged, cli, debugfs_lines, make_ext4
 
 LONG_TARGET = "/usr/lib/" + "x" * 90 + "/target"  # longer than a fast symlink (60 bytes)
 CAP = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_bind_service=ep

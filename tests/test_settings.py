@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_error, cli
 
 from e2b_artifacts.oci.cache import BlobCache
 from e2b_artifacts.settings import SETTINGS, Settings, cache_dir, parse_env_file
 from e2b_artifacts.vm import boot
+from tests.conftest import assert_clean_error, cli
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:

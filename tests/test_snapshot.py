@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from verify.craft import ARM, X86, crc64_reference, snapfile, with_crc
 
 from e2b_artifacts import snapshot
+from tests.verify.craft import ARM, X86, crc64_reference, snapfile, with_crc
 
 # (era, version written, Firecracker that loads it, Firecracker too old for it)
 ERAS = [

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_clean_error, cli
-from storage.builds import make_build, storage_snapshot, tree_digest
-from storage.proxy import Proxy, s3_error, wait_until
-from storage.servers import S3_ENV, Server, gcs_client, s3_client, start_gcs_emulator, start_moto
+
+from tests.conftest import assert_clean_error, cli
+from tests.storage.builds import make_build, storage_snapshot, tree_digest
+from tests.storage.proxy import Proxy, s3_error, wait_until
+from tests.storage.servers import S3_ENV, Server, gcs_client, s3_client, start_gcs_emulator, start_moto
 
 CONFLICT, INTEGRITY = 6, 8
 

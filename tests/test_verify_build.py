@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, cli
-from verify.craft import add_snapshot, header_v1_3
 
 from e2b_artifacts import build, header, manifest
+from tests.conftest import FIXTURES, cli
+from tests.verify.craft import add_snapshot, header_v1_3
 
 BUILD_ID = "3f1c9a52-7d0e-4b6a-9c44-0e5d2b8f1a77"
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, make_ext4
 
 from e2b_artifacts import elf
 from e2b_artifacts.findings import Finding
 from e2b_artifacts.verify_rootfs import check_rootfs
+from tests.conftest import FIXTURES, make_ext4
 
 ENVD = FIXTURES / "envd-standin" / "envd"
 

@@ -71,10 +71,10 @@ def apply(url: str, paths: Iterable[Path], table: str = "_migrations") -> list[i
         for path in paths:
             for statement in up_statements(path.read_text()):
                 try:
-                    conn.execute(statement)  # type: ignore[arg-type]  # literal SQL from a pinned file
+                    conn.execute(statement)
                 except psycopg.Error as exc:
                     raise RuntimeError(f"{path.name}: {exc}\n--- statement ---\n{statement}") from exc
             conn.execute(f"INSERT INTO public.{table} (version_id, is_applied) VALUES (%s, true)",
-                         (version_of(path),))  # type: ignore[arg-type]
+                         (version_of(path),))
             applied.append(version_of(path))
     return applied

@@ -105,4 +105,4 @@ def gcs_client(endpoint: str) -> object:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    return storage.Client(project="e2b-artifact-test", credentials=AnonymousCredentials())
+    return storage.Client(project="e2b-artifact-test", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]

@@ -100,7 +100,7 @@ def header_v4(*, size: int, build_id: str, mappings: Sequence[tuple[int, int, st
             prev = storage // 4096
         block += b"".join(_uvarint(table.index(bid)) for _, _, bid, _ in mappings)
     prefix = (bytes([flags]) if flags is not None else b"") + struct.pack("<I", len(block))
-    return meta + prefix + lz4.frame.compress(block)
+    return meta + prefix + bytes(lz4.frame.compress(block))
 
 
 def _uvarint(n: int) -> bytes:
