@@ -22,12 +22,11 @@ from .image import ImageOptions, build_rootfs
 from .inject import InitMode, inject, read_envd, require_systemd_init
 from .layout import METADATA as METADATA_NAME
 from .layout import ROOTFS as ROOTFS_NAME
-from .metadata import Metadata
+from .manifest import write_manifest
+from .metadata import DEFAULT_FIRECRACKER_VERSION, DEFAULT_KERNEL_VERSION, DEFAULT_RAM_MB, DEFAULT_VCPU, Metadata
 from .oci.flatten import FlatEntry
 from .versions import read_firecracker_version
 
-DEFAULT_KERNEL_VERSION = "vmlinux-6.1.102"  # upstream's 2025 defaults (packages/shared/pkg/schema)
-DEFAULT_FIRECRACKER_VERSION = "v1.12.1_d990331"
 SourceKind = Literal["dir", "tar", "ext4", "image"]
 
 
@@ -44,11 +43,11 @@ class BuildRequest:
     envd_version: str | None = None
     init: InitMode = "envd"
     free_mb: int = rootfs.DEFAULT_FREE_MB
-    vcpu: int = 2
-    ram_mb: int = 512
+    vcpu: int = DEFAULT_VCPU
+    ram_mb: int = DEFAULT_RAM_MB
     force: bool = False
     extra_metadata: dict[str, Any] = field(default_factory=dict)
-    image: ImageOptions | None = None  # source_kind "image" (build --from-image, issue 5)
+    image: ImageOptions | None = None  # source_kind "image" (build --from-image)
     strict: bool = False  # refuse an envd that is not a static ELF (a warning otherwise)
 
 
@@ -102,7 +101,7 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
                 if systemd:
                     require_systemd_init(req.source)
                 rootfs.create_from_ext4(req.source, image, free_mb=req.free_mb)
-            else:  # --- build --from-image (issue 5): pull/flatten/mke2fs/fidelity in image.py ---
+            else:  # --- build --from-image: pull/flatten/mke2fs/fidelity in image.py ---
                 assert req.image is not None
                 if systemd:
                     req.image.before_mke2fs = _require_init_in_image
@@ -114,7 +113,7 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
             rootfs.ensure_free(image, req.free_mb)
             metadata = _metadata(req, build_id, image)
             metadata.write(stage / METADATA_NAME)
-            _write_manifest(stage, build_id)
+            write_manifest(stage, build_id)
             moved = layout.publish(stage, target, replace=req.force)
     return BuildResult(build_id, target, (target / ROOTFS_NAME).stat().st_size, moved, injected.actions,
                        image_summary)
@@ -168,11 +167,3 @@ def _metadata(req: BuildRequest, build_id: str, image: Path) -> Metadata:
     return md
 
 
-def _write_manifest(stage: Path, build_id: str) -> None:
-    import importlib
-
-    try:  # the integrity manifest arrives with `verify` (issue 3)
-        manifest = importlib.import_module(f"{__package__}.manifest")
-    except ImportError:
-        return
-    manifest.write_manifest(stage, build_id)

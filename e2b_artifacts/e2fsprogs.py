@@ -1,8 +1,7 @@
 """e2fsprogs as subprocesses: mke2fs, debugfs, e2fsck, resize2fs, e2undo, dumpe2fs.
 
-Everything ext4 goes through here; nothing mounts. See the shared reference
-(tools-and-pitfalls.md §1) for the debugfs quirks handled below: it always
-exits 0, reports failures only as ``<cmd>: <message>`` lines, and refuses to
+Everything ext4 goes through here; nothing mounts. The debugfs quirks handled
+below: it always exits 0, reports failures only as ``<cmd>: <message>`` lines, and refuses to
 overwrite. Commands are batched into one ``debugfs -f -`` run per operation.
 """
 
@@ -20,7 +19,7 @@ from .errors import ArtifactError, ExitCode
 from .runner import last_line, run, which
 
 BLOCK_SIZE = 4096
-# Upstream E2B's mkfs.ext4 feature set (e2b-template-format.md §7), minus the fixed 25 GB size.
+# Upstream E2B's mkfs.ext4 feature set (its template build's ext4 options), minus the fixed 25 GB size.
 MKE2FS_FEATURES = ("^dir_index,^64bit,^dir_nlink,ext_attr,sparse_super2,filetype,extent,flex_bg,"
                    "large_file,huge_file,extra_isize")
 INODE_RATIO = 4096

@@ -153,12 +153,6 @@ def unused_path(path: Path) -> Path:
         n += 1
 
 
-def apparent_and_allocated(path: Path) -> tuple[int, int]:
-    """(size in bytes, bytes allocated on disk) of a file."""
-    st = path.stat()
-    return st.st_size, st.st_blocks * 512
-
-
 COPY_CHUNK = 8 << 20  # bytes per copy_file_range call (and per read where the kernel refuses it)
 HOLE_GRAIN = 64 << 10  # all-zero runs of this size are left as holes by write_sparse
 _ZEROS = bytes(HOLE_GRAIN)

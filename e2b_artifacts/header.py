@@ -1,7 +1,6 @@
 """E2B's ``memfile.header`` / ``rootfs.ext4.header``: parse and check (pure, no I/O but reading the file).
 
-Layout (e2b-dev/infra ``packages/shared/pkg/storage/header``, shared reference
-e2b-template-format.md §3), all little-endian:
+Layout (e2b-dev/infra ``packages/shared/pkg/storage/header``), all little-endian:
 
 * 64-byte metadata: u64 version, u64 block size, u64 size, u64 generation,
   16-byte build id, 16-byte base build id. ``version & 0xFFFF`` selects the layout.
@@ -441,7 +440,7 @@ def with_gaps_as_nil(header: Header) -> Mappings:
 def _bad(where: str, detail: str) -> ArtifactError:
     return ArtifactError(f"{where}: malformed header: {detail}",
                          hint="the header is optional: move it aside and the orchestrator maps the data file "
-                              "1:1 (e2b-template-format.md §3), or re-export the build", code=ExitCode.BAD_INPUT)
+                              "1:1, or re-export the build", code=ExitCode.BAD_INPUT)
 
 
 def serialize(header: Header) -> bytes:

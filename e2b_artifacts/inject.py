@@ -30,7 +30,7 @@ ENVD_PATH = "/usr/bin/envd"
 INIT_PATH = "/sbin/init"
 UNIT_PATH = "/etc/systemd/system/envd.service"
 WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/envd.service"
-# Modelled on upstream's HEAD unit (e2b-template-format.md §7): envd runs directly, restarts forever.
+# Modelled on upstream's HEAD envd unit: envd runs directly, restarts forever.
 UNIT_TEXT = """\
 [Unit]
 Description=E2B envd

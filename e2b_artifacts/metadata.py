@@ -1,6 +1,6 @@
 """Read every metadata.json form seen in the wild; write upstream's current one.
 
-Forms (see shared reference, e2b-template-format.md §2):
+Forms:
 
 * ``v2``: ``{"version": 2, "template": {build_id, kernel_version, firecracker_version},
   "context": {...}, "start": ..., "from_image": ..., "from_template": ...}`` — what
@@ -34,6 +34,12 @@ EXT_KEY = "e2b_artifact"  # our own namespace inside metadata.json
 MAX_VERSION_NAME = 128  # kernel and Firecracker version names are directory names on the orchestrator host
 
 Form = Literal["v2", "v1", "camel"]
+
+# What a build records when not told otherwise: upstream's 2025 defaults (packages/shared/pkg/schema).
+DEFAULT_KERNEL_VERSION = "vmlinux-6.1.102"
+DEFAULT_FIRECRACKER_VERSION = "v1.12.1_d990331"
+DEFAULT_VCPU = 2
+DEFAULT_RAM_MB = 512
 
 CAMEL_KEYS = {
     "buildID": "build_id",

@@ -1,6 +1,6 @@
 """Firecracker snapfiles (vmstate): parse every format era and check them offline. Pure: bytes in, records out.
 
-Shared reference firecracker-snapshot-and-kernel.md §1-§8, §13:
+Formats (Firecracker's snapshot code, every release since v0.23):
 
 * magic u64 LE: x86_64 ``0x0710198486640000``, aarch64 ``0x07101984AAAA0000``;
 * versionize era (Firecracker v0.23-v1.6): magic low 16 bits = 1 (format version),
@@ -27,7 +27,6 @@ from .versions import parse_firecracker_version
 X86_64_MAGIC = 0x0710_1984_8664_0000
 AARCH64_MAGIC = 0x0710_1984_AAAA_0000
 ARCH_OF_MAGIC = {X86_64_MAGIC: "x86_64", AARCH64_MAGIC: "aarch64"}
-MAGIC_OF_ARCH = {arch: magic for magic, arch in ARCH_OF_MAGIC.items()}
 MAX_SNAPFILE_BYTES = 10_000_000  # Firecracker refuses (v1.15+) or cannot decode (10 MiB limit) more
 CRC_BYTES = 8
 
@@ -249,7 +248,7 @@ def _check_version(snap: Snapfile, firecracker_version: str | None, add: AddIssu
     want = _era_of(fc)
     if snap.era != want:
         add(Issue("FAIL", "version", f"{era_text}, but {fc_name} reads only {want}-era snapshots "
-                                     "(cross-era loads always fail, firecracker#4676)"))
+                                     "(cross-era loads always fail)"))
         return
     if snap.era == "versionize":
         own = VERSIONIZE_DATA_VERSION[fc[:2]]

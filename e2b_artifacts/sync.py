@@ -1,6 +1,6 @@
 """Push and pull template builds between local storage and object stores, verified and resumable.
 
-Rules (issue 6):
+Rules:
 
 * Keys are upstream's: ``<prefix>/<build-id>/<file name>``.
 * A build counts as present where ``metadata.json`` exists (the file the

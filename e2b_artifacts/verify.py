@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import header as header_mod
-from . import layout, limits, manifest, metadata, snapshot
+from . import hostfiles, layout, limits, manifest, metadata, snapshot
 from .errors import ArtifactError, ExitCode
 from .findings import Finding, Fix, Status
 from .fsutil import read_input, unused_path
@@ -32,7 +32,7 @@ from .layout import (
     ROOTFS,
     SNAPFILE,
 )
-from .settings import HOST_ARCH_DIRS, Settings, host_file_candidates
+from .settings import HOST_ARCH_DIRS, Settings
 from .verify_rootfs import check_build_rootfs
 
 SNAPSHOT_FILES = (MEMFILE, SNAPFILE, HEADERS[0])  # what a cold start moves aside
@@ -84,7 +84,7 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyRe
     report = VerifyReport(build_dir.name, build_dir)
     _check_files(report)
     md = _check_metadata(report)
-    arch = _arch(md)
+    arch = hostfiles.build_arch(md)
     guest_arch = _check_host_binaries(report, settings, md, arch) or arch
     rootfs = build_dir / ROOTFS
     init_mode = md.ext.get("init") if md is not None else None
@@ -197,44 +197,35 @@ def _present(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
-def _arch(md: metadata.Metadata | None) -> str:
-    value = md.ext.get("arch") if md is not None else None
-    return value if isinstance(value, str) and value in HOST_ARCH_DIRS else "x86_64"
-
-
 def _check_host_binaries(report: VerifyReport, settings: Settings, md: metadata.Metadata | None,
                          arch: str) -> str | None:
     """Locate the kernel and Firecracker; check the kernel. Returns the kernel's arch when it is known."""
     if md is None:
         return None
-    kernel = _locate(report, settings, "HOST_KERNELS_DIR", md.kernel_version, "vmlinux.bin", arch,
+    kernel = _locate(report, hostfiles.locate_kernel(settings, md.kernel_version, arch),
                      f"e2b-artifact kernel check PATH, then copy it to $HOST_KERNELS_DIR/{md.kernel_version}/"
                      "vmlinux.bin")
-    _locate(report, settings, "FIRECRACKER_VERSIONS_DIR", md.firecracker_version, "firecracker", arch,
+    _locate(report, hostfiles.locate_firecracker(settings, md.firecracker_version, arch),
             f"install Firecracker {md.firecracker_version} at $FIRECRACKER_VERSIONS_DIR/"
             f"{md.firecracker_version}/firecracker")
     return _check_kernel(report, kernel, md.firecracker_version, arch) if kernel is not None else None
 
 
-def _locate(report: VerifyReport, settings: Settings, var: str, version: str, file_name: str, arch: str,
-            hint: str) -> Path | None:
-    check = "kernel" if var == "HOST_KERNELS_DIR" else "firecracker"
-    resolved = settings[var]
-    if resolved.value is None:
-        report.add(check, "warn", f"{var} not set: {file_name} not checked", f"set {var} (e2b-artifact paths)")
+def _locate(report: VerifyReport, host_file: hostfiles.HostFile, hint: str) -> Path | None:
+    var, root, flat = host_file.var, host_file.root, host_file.flat
+    check = "kernel" if var == hostfiles.KERNELS_VAR else "firecracker"
+    if root is None:
+        report.add(check, "warn", f"{var} not set: {host_file.name} not checked", f"set {var} (e2b-artifact paths)")
         return None
-    root = Path(resolved.value)
-    per_arch, flat = host_file_candidates(root, version, file_name, arch)
-    for candidate in (per_arch, flat):
-        if candidate.is_file():
-            report.add(check, "ok", f"{candidate} present")
-            return candidate
+    if host_file.found is not None:
+        report.add(check, "ok", f"{host_file.found} present")
+        return host_file.found
     if not root.is_dir():
-        where = "not configured (default" if resolved.source == "default" else f"from {resolved.source} ("
+        where = "not configured (default" if host_file.source == "default" else f"from {host_file.source} ("
         report.add(check, "warn", f"{var} {where} {root} does not exist on this host): {flat} not checked",
                    f"run verify on the orchestrator host, or set {var} as the orchestrator has it")
         return None
-    report.add(check, "FAIL", f"{flat} missing ({var} from {resolved.source}); the orchestrator stats it before "
+    report.add(check, "FAIL", f"{flat} missing ({var} from {host_file.source}); the orchestrator stats it before "
                               "every sandbox start", hint,
                fix=Fix.KERNEL_INSTALL if check == "kernel" else Fix.FIRECRACKER_INSTALL)
     return None

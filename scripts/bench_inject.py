@@ -2,7 +2,7 @@
 """Benchmark: whole `e2b-artifact inject` process time on a 64 MiB and a 4 GiB (sparse) image.
 
 Baseline, measured in the same run: `python3 -c pass` (interpreter start-up, the floor).
-Targets (issue 2): each inject at most 150 ms above the floor; the 4 GiB one within 50 ms of the
+Targets: each inject at most 150 ms above the floor; the 4 GiB one within 50 ms of the
 64 MiB one. Prints medians of N runs; each run injects into a fresh copy of a freshly made image.
 """
 

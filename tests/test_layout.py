@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from e2b_artifacts import layout
 from e2b_artifacts.errors import ArtifactError, ExitCode
+from tests.conftest import REPO
 
 PACKAGE = REPO / "e2b_artifacts"
 

@@ -30,7 +30,7 @@ def _add(tar: tarfile.TarFile, name: str, kind: bytes, mode: int, uid: int = 0, 
 
 
 def every_item_tar(path: Path) -> Path:
-    """A tar with each thing issue 2 lists: owners, special modes, links, devices, fifo, xattrs, mtimes."""
+    """A tar with each kind of entry a rootfs holds: owners, special modes, links, devices, fifo, xattrs, mtimes."""
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         for d, mode, owner in (("etc", 0o755, 0), ("home", 0o755, 0), ("home/user", 0o750, 1000),
                                ("tmp", 0o1777, 0), ("dev", 0o755, 0), ("usr", 0o755, 0), ("usr/bin", 0o755, 0),

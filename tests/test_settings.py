@@ -42,8 +42,10 @@ def test_paths_flags_absent_mount_and_creates(tmp_path: Path) -> None:
     assert storage["state"] == "absent-mount" and storage["source"] == "env"
     assert "/mnt/e2b-artifact-no-such-disk does not exist on this host" in storage["detail"]
     assert rows["HOST_KERNELS_DIR"]["state"] == "missing"
+    assert rows["HOST_KERNELS_DIR"]["about"] == "guest kernels: <path>/<kernel_version>/vmlinux.bin"
     text = cli("paths", env=env).stdout
     assert "ABSENT MOUNT" in text and "warning: LOCAL_TEMPLATE_STORAGE_BASE_PATH" in text
+    assert "guest kernels: <path>/<kernel_version>/vmlinux.bin" in text
     env["LOCAL_TEMPLATE_STORAGE_BASE_PATH"] = str(tmp_path / "templates")
     created = cli("paths", "--create", "--json", env=env)
     assert created.returncode == 0, created.stdout

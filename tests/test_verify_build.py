@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from e2b_artifacts import build, header, manifest
+from e2b_artifacts import BuildRequest, build, header, manifest
 from tests.conftest import FIXTURES, cli
 from tests.verify.craft import add_snapshot, header_v1_3
 
@@ -49,9 +49,9 @@ class Env:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real build (rootfs + envd + metadata + manifest), copied per test."""
     storage = tmp_path_factory.mktemp("built")
-    build.build(build.BuildRequest(source_kind="tar", source=FIXTURES / "sample-rootfs.tar",
-                                   envd=FIXTURES / "envd-standin" / "envd", storage=storage, build_id=BUILD_ID,
-                                   free_mb=4, ram_mb=64))
+    build(BuildRequest(source_kind="tar", source=FIXTURES / "sample-rootfs.tar",
+                       envd=FIXTURES / "envd-standin" / "envd", storage=storage, build_id=BUILD_ID,
+                       free_mb=4, ram_mb=64))
     return storage / BUILD_ID
 
 

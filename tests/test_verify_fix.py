@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES
-from verify.craft import add_snapshot, header_v1_3, snapfile
 
 import e2b_artifacts.kernel.rules  # noqa: F401  (KernelFinding is reworded too)
-from e2b_artifacts import build, manifest, verify
+from e2b_artifacts import BuildRequest, build, manifest, verify
 from e2b_artifacts.findings import AUTOMATIC, Finding, Fix
 from e2b_artifacts.settings import Settings
+from tests.conftest import FIXTURES
+from tests.verify.craft import add_snapshot, header_v1_3, snapfile
 
 BUILD_ID = "5d0e7c1a-2b3f-4a6e-8d9c-1f2e3a4b5c6d"
 MIB = 1 << 20
@@ -32,9 +32,9 @@ SNAPSHOT_FILES = ("memfile", "snapfile", "memfile.header")
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     storage = tmp_path_factory.mktemp("built")
-    build.build(build.BuildRequest(source_kind="tar", source=FIXTURES / "sample-rootfs.tar",
-                                   envd=FIXTURES / "envd-standin" / "envd", storage=storage, build_id=BUILD_ID,
-                                   free_mb=4, ram_mb=64))
+    build(BuildRequest(source_kind="tar", source=FIXTURES / "sample-rootfs.tar",
+                       envd=FIXTURES / "envd-standin" / "envd", storage=storage, build_id=BUILD_ID,
+                       free_mb=4, ram_mb=64))
     return storage / BUILD_ID
 
 
@@ -183,11 +183,11 @@ def reworded(monkeypatch: pytest.MonkeyPatch) -> None:
 def _repair(case: str, b: Build, *, expect_reworded: bool) -> None:
     arrange, outcome, code = CASES[case]
     arrange(b.dir)
-    before = verify.verify(b.dir, b.settings)
+    before = verify(b.dir, b.settings)
     assert all((f.message.startswith(REWORDED + " ")) == expect_reworded for f in before.findings)
     codes = {f.fix for f in before.findings}
     assert code in codes if code else not codes & AUTOMATIC, [f.to_dict() for f in before.findings]
-    after = verify.verify(b.dir, b.settings, fix=True)
+    after = verify(b.dir, b.settings, fix=True)
     outcome(b.dir, after.fixed)
     if code:
         assert not after.failed(), [f.to_dict() for f in after.findings]
@@ -207,7 +207,7 @@ def test_fix_repairs_with_every_message_reworded(case: str, fresh: Build, reword
 def test_json_report_shows_fix_codes(fresh: Build) -> None:
     _lone("memfile")(fresh.dir)
     (fresh.dir / manifest.FILE_NAME).unlink()
-    doc = verify.verify(fresh.dir, fresh.settings).to_dict()
+    doc = verify(fresh.dir, fresh.settings).to_dict()
     by_code = {f["fix"]: f for f in doc["findings"] if f["fix"]}
     assert by_code["snapshot.quarantine"]["check"] == "files"
     assert by_code["manifest.write"]["check"] == "manifest"

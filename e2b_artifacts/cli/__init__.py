@@ -58,6 +58,10 @@ def cli(ctx: click.Context, env_file: Path | None, overrides: tuple[str, ...], s
     Paths follow E2B's own variables (see `e2b-artifact paths`). Every command
     takes --json; exit codes are listed in the README.
     """
+    app = ctx.ensure_object(AppState)  # main() passes its own, to read --json and --debug after a failure
+    app.debug = debug
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="debug: %(message)s", stream=sys.stderr)
     flags: dict[str, str] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -68,50 +72,46 @@ def cli(ctx: click.Context, env_file: Path | None, overrides: tuple[str, ...], s
         flags[key] = value
     if storage is not None:
         flags["LOCAL_TEMPLATE_STORAGE_BASE_PATH"] = str(storage)
-    if debug:
-        logging.basicConfig(level=logging.DEBUG, format="debug: %(message)s", stream=sys.stderr)
-    ctx.obj = AppState(flags=flags, env_file=env_file, debug=debug)
-
-
-def _wants_json(argv: list[str]) -> bool:
-    return "--json" in argv
+    app.flags, app.env_file = flags, env_file
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: maps every failure to one error line and an exit code."""
+    """Console-script entry point: one exit channel.
+
+    A command returns its :class:`ExitCode`; an :class:`ArtifactError` (or any other failure)
+    becomes one ``error:`` line, a ``hint:`` line and its code, plus a JSON document on stdout
+    when the command was given ``--json``.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("E2B_ARTIFACT_DEBUG") == "1"
+    app = AppState()
     try:
-        rc = cli.main(args=args, prog_name="e2b-artifact", standalone_mode=False)
-        return rc if isinstance(rc, int) else 0
+        rc = cli.main(args=args, prog_name="e2b-artifact", standalone_mode=False, obj=app)
     except ArtifactError as exc:
-        if debug:
-            traceback.print_exc()
-        return _fail(exc.message, exc.hint, exc.code, args)
+        return _fail(exc.message, exc.hint, exc.code, app)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
-        return _fail("aborted", "", ExitCode.USAGE, args)
+        return _fail("aborted", "", ExitCode.USAGE, app)
     except click.ClickException as exc:
-        if debug:
-            traceback.print_exc()
         hint = "see e2b-artifact --help, or COMMAND --help"
-        return _fail(exc.format_message(), hint, ExitCode.USAGE, args)
+        return _fail(exc.format_message(), hint, ExitCode.USAGE, app)
     except KeyboardInterrupt:
         return _fail("interrupted", "nothing was replaced: outputs are written to temp names first",
-                     ExitCode.USAGE, args)
+                     ExitCode.USAGE, app)
     except Exception as exc:
-        if debug:
-            traceback.print_exc()
         return _fail(f"internal error: {type(exc).__name__}: {exc}",
-                     "rerun with --debug and report the traceback", ExitCode.INTERNAL, args)
+                     "rerun with --debug and report the traceback", ExitCode.INTERNAL, app)
+    # click returns a command's value, or the code of the Exit it raised for --help and --version
+    return int(rc) if isinstance(rc, int) else ExitCode.OK
 
 
-def _fail(message: str, hint: str, code: ExitCode, args: list[str]) -> int:
+def _fail(message: str, hint: str, code: ExitCode, app: AppState) -> int:
+    if (app.debug or os.environ.get("E2B_ARTIFACT_DEBUG") == "1") and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     click.echo(f"error: {message}", err=True)
     if hint:
         click.echo(f"hint: {hint}", err=True)
-    if _wants_json(args):
+    if app.json:
         click.echo(json.dumps({"ok": False, "error": message, "hint": hint, "exit_code": int(code)}))
     return int(code)
 

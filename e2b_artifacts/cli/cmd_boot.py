@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from .. import layout
-from ..errors import ArtifactError, ExitCode
-from .common import AppState, emit, json_option, progress
+from ..errors import ExitCode
+from ..vm.boot import BootSpec
+from .common import AppState, emit, json_option, progress, verdict
 
 
 @click.command("boot")
@@ -34,63 +34,38 @@ from .common import AppState, emit, json_option, progress
 @click.option("--console-log", type=click.Path(path_type=Path),
               help="Where to write the console [default: ~/.cache/e2b-artifact/boots/<build>-<time>.console.log].")
 @click.option("--append", "extra_args", default="", metavar="ARGS", help="Extra kernel arguments.")
-@click.option("--mem-mib", type=click.IntRange(min=64), default=256, show_default=True, help="Guest RAM.")
+@click.option("--mem-mib", type=click.IntRange(min=64), default=BootSpec.mem_mib, show_default=True,
+              help="Guest RAM.")
 @json_option
 @click.pass_obj
 def command(app: AppState, build: str | None, rootfs_path: Path | None, kernel_path: Path | None,
             firecracker_version: str | None, acpi_mode: str, vmm: str, accel: str, timeout: float, settle: float,
             expect: str | None, hang_after: float, console_log: Path | None, extra_args: str, mem_mib: int,
-            as_json: bool) -> None:
+            as_json: bool) -> ExitCode:
     """Boot a build's kernel with a throwaway view of its rootfs.ext4 (the build is never modified).
 
     Pass: the marker (--expect) appears, or init is still alive --settle seconds
     after the kernel started it. On failure the console log is diagnosed.
     Exit 0 on pass, 1 on fail or hang.
     """
-    from ..vm.boot import BootSpec, boot, default_console_log, kernel_has_acpi
+    from ..hostfiles import boot_target
+    from ..vm.boot import boot, default_console_log
 
-    settings = app.settings
-    kernel_version: str | None = None
-    if build is not None:
-        build_dir = settings.build_dir(build)
-        meta_file = build_dir / layout.METADATA
-        if meta_file.exists():
-            from ..metadata import read
-            meta = read(meta_file)
-            kernel_version = meta.kernel_version
-            firecracker_version = firecracker_version or meta.firecracker_version
-        elif kernel_path is None:
-            raise ArtifactError(f"no metadata.json in {build_dir}", hint="check the build id, or pass --kernel PATH",
-                                code=ExitCode.BAD_INPUT)
-        rootfs = rootfs_path or build_dir / layout.ROOTFS
-        label = build_dir.name
-    elif rootfs_path is not None:
-        rootfs, label = rootfs_path, rootfs_path.stem
-    else:
-        raise ArtifactError("give a BUILD-ID (or build directory), or --rootfs IMAGE with --kernel PATH",
-                            hint="e.g. e2b-artifact boot 3f2a... --expect 'envd'", code=ExitCode.USAGE)
-    if kernel_path is None:
-        if kernel_version is None:
-            raise ArtifactError("no kernel given", hint="pass --kernel PATH", code=ExitCode.USAGE)
-        kernel_path = _host_file(settings["HOST_KERNELS_DIR"].path, kernel_version, "vmlinux.bin")
-    firecracker_bin = None
-    if firecracker_version:
-        firecracker_bin = _host_file(settings["FIRECRACKER_VERSIONS_DIR"].path, firecracker_version, "firecracker",
-                                     must_exist=False)
-    if acpi_mode == "auto":
-        acpi, acpi_note = kernel_has_acpi(kernel_path)
-    else:
-        acpi, acpi_note = acpi_mode == "on", f"kernel ACPI support set to {acpi_mode} by --kernel-acpi"
-    spec = BootSpec(kernel=kernel_path, rootfs=rootfs, console_log=console_log or default_console_log(label),
-                    firecracker_version=firecracker_version, firecracker_bin=firecracker_bin, kernel_has_acpi=acpi,
+    target = boot_target(app.settings, build, rootfs=rootfs_path, kernel=kernel_path,
+                         firecracker_version=firecracker_version,
+                         acpi=acpi_mode)  # type: ignore[arg-type]  # click.Choice checked the value
+    spec = BootSpec(kernel=target.kernel, rootfs=target.rootfs,
+                    console_log=console_log or default_console_log(target.label),
+                    firecracker_version=target.firecracker_version, firecracker_bin=target.firecracker_bin,
+                    kernel_has_acpi=target.kernel_has_acpi,
                     vmm=vmm, accel=accel,  # type: ignore[arg-type]  # click.Choice checked the values
                     timeout=timeout, settle=settle, expect=expect, hang_after=hang_after, mem_mib=mem_mib,
                     extra_args=extra_args)
     if not as_json:
-        progress(f"booting {kernel_path} with {rootfs} (console: {spec.console_log})")
+        progress(f"booting {target.kernel} with {target.rootfs} (console: {spec.console_log})")
     result = boot(spec)
-    if acpi_note:
-        result.notes.append(acpi_note)
+    if target.acpi_note:
+        result.notes.append(target.acpi_note)
     lines = [f"boot: {result.verdict.upper()}: {result.reason}",
              f"vmm: {result.vmm} ({result.accel}, acpi={'on' if result.acpi else 'off'})"]
     if result.init_failed is not None:
@@ -111,20 +86,5 @@ def command(app: AppState, build: str | None, rootfs_path: Path | None, kernel_p
     if not result.ok and not result.findings:
         lines.append(f"no known failure in the console log; read it: {result.console_log}")
     emit(as_json, result.to_json(), lines)
-    if not result.ok:
-        raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
+    return verdict(result.ok)
 
-
-def _host_file(base: Path, version: str, name: str, must_exist: bool = True) -> Path:
-    """``<base>/<version>/amd64/<name>`` (upstream HEAD) or ``<base>/<version>/<name>`` (2025)."""
-    from ..settings import host_file_candidates
-
-    candidates = host_file_candidates(base, version, name)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    flat = candidates[-1]
-    if must_exist:
-        raise ArtifactError(f"{flat} does not exist", hint=f"put the kernel there, fix HOST_KERNELS_DIR "
-                            f"(now {base}), or pass --kernel PATH", code=ExitCode.BAD_INPUT)
-    return flat

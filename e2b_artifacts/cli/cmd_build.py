@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import ArtifactError, ExitCode
+from ..metadata import DEFAULT_FIRECRACKER_VERSION, DEFAULT_KERNEL_VERSION, DEFAULT_RAM_MB, DEFAULT_VCPU
+from ..rootfs import DEFAULT_FREE_MB
 from .common import AppState, emit, json_option, progress
 
 
@@ -14,7 +16,7 @@ from .common import AppState, emit, json_option, progress
 @click.option("--rootfs-dir", type=click.Path(path_type=Path), help="Build from this directory tree.")
 @click.option("--rootfs-tar", type=click.Path(path_type=Path), help="Build from a tar, tar.gz or tar.zst.")
 @click.option("--rootfs-ext4", type=click.Path(path_type=Path), help="Build from a copy of this ext4 image.")
-# --- build --from-image options (issue 5, e2b_artifacts/image.py) ---
+# --- build --from-image options (e2b_artifacts/image.py) ---
 @click.option("--from-image", "from_image", metavar="SRC",
               help="Build from an OCI/Docker image: REGISTRY/REPO:TAG, REGISTRY/REPO@sha256:..., "
                    "oci-layout:DIR[:TAG] or docker-archive:FILE.")
@@ -34,17 +36,18 @@ from .common import AppState, emit, json_option, progress
 @click.option("--envd", type=click.Path(path_type=Path), help="envd binary to inject [default: $HOST_ENVD_PATH].")
 @click.option("--build-id", help="Build id (directory name) [default: a new UUID4].")
 @click.option("--template-id", help="Template id recorded in metadata.")
-@click.option("--kernel-version", default="vmlinux-6.1.102", show_default=True,
+@click.option("--kernel-version", default=DEFAULT_KERNEL_VERSION, show_default=True,
               help="Directory name under $HOST_KERNELS_DIR.")
-@click.option("--firecracker-version", default="v1.12.1_d990331", show_default=True,
+@click.option("--firecracker-version", default=DEFAULT_FIRECRACKER_VERSION, show_default=True,
               help="Directory name under $FIRECRACKER_VERSIONS_DIR.")
 @click.option("--envd-version", help="envd version recorded in metadata (the DB needs one).")
 @click.option("--init", "init_mode", type=click.Choice(["envd", "systemd"]), default="envd", show_default=True,
               help="envd: /sbin/init -> /usr/bin/envd. systemd: enabled envd.service, /sbin/init kept.")
-@click.option("--disk-size-mb", type=int, default=512, show_default=True,
+@click.option("--disk-size-mb", type=int, default=DEFAULT_FREE_MB, show_default=True,
               help="Free space left in rootfs.ext4 beyond the content.")
-@click.option("--vcpu", type=int, default=2, show_default=True, help="vCPUs recorded for the sandbox.")
-@click.option("--ram-mb", type=int, default=512, show_default=True, help="Guest RAM recorded for the sandbox.")
+@click.option("--vcpu", type=int, default=DEFAULT_VCPU, show_default=True, help="vCPUs recorded for the sandbox.")
+@click.option("--ram-mb", type=int, default=DEFAULT_RAM_MB, show_default=True,
+              help="Guest RAM recorded for the sandbox.")
 @click.option("--force", is_flag=True, help="Replace an existing build (the old one is moved aside).")
 @click.option("--strict", is_flag=True, help="Refuse an envd that is not a static ELF (otherwise a warning).")
 @json_option
@@ -54,7 +57,7 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
             max_image_size: int, max_layer_ratio: int,
             envd: Path | None, build_id: str | None, template_id: str | None, kernel_version: str,
             firecracker_version: str, envd_version: str | None, init_mode: str, disk_size_mb: int,
-            vcpu: int, ram_mb: int, force: bool, strict: bool, as_json: bool) -> None:
+            vcpu: int, ram_mb: int, force: bool, strict: bool, as_json: bool) -> ExitCode:
     """Build <storage>/<build-id>/ with rootfs.ext4 (envd injected) and metadata.json.
 
     No root, no mount. Prints the build id (or a JSON result with --json).
@@ -76,7 +79,7 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
                        kernel_version=kernel_version, firecracker_version=firecracker_version,
                        envd_version=envd_version, init="systemd" if init_mode == "systemd" else "envd",
                        free_mb=disk_size_mb, vcpu=vcpu, ram_mb=ram_mb, force=force, strict=strict)
-    if from_image:  # --- issue 5 ---
+    if from_image:
         from ..image import ImageOptions
 
         req.image = ImageOptions(from_image, platform=platform, insecure=insecure, report=report_file,
@@ -90,6 +93,7 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
             progress(f"the previous build was moved to {result.replaced_moved_to} "
                      f"(undo: mv {result.build_dir} elsewhere && mv {result.replaced_moved_to} {result.build_dir})")
     emit(as_json, result.to_json(), lines)
+    return ExitCode.OK
 
 
 def _size(param: click.Parameter, value: str) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .common import AppState, emit, json_option
+from ..errors import ExitCode
+from .common import AppState, emit, json_option, verdict
 
 
 @click.command("clone")
@@ -17,7 +18,7 @@ from .common import AppState, emit, json_option
 @json_option
 @click.pass_obj
 def command(app: AppState, source: str, build_id: str | None, template_id: str | None, quick: bool, force: bool,
-            as_json: bool) -> int:
+            as_json: bool) -> ExitCode:
     """Copy build SOURCE (sparse files stay sparse), rewrite its ids, verify the copy.
 
     The source is checked against its manifest first. Exit 0 when the copy verifies, 1 when a
@@ -39,4 +40,4 @@ def command(app: AppState, source: str, build_id: str | None, template_id: str |
     failed = report.failed()
     lines.append(f"verify {result.build_id}: {'FAILED' if failed else 'passed'}")
     emit(as_json, {**result.to_dict(), "verify": report.to_dict()}, lines)
-    return 1 if failed else 0
+    return verdict(not failed)

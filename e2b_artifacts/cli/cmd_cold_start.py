@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import ExitCode
 from .common import AppState, emit, json_option
 
 
@@ -15,7 +16,7 @@ from .common import AppState, emit, json_option
                    "restore puts the original back).")
 @json_option
 @click.pass_obj
-def command(app: AppState, build: str, dry_run: bool, filesystem_only: bool, as_json: bool) -> None:
+def command(app: AppState, build: str, dry_run: bool, filesystem_only: bool, as_json: bool) -> ExitCode:
     """Move BUILD's memfile, snapfile and headers into <build>/.quarantine/<UTC timestamp>/.
 
     Its TEMPLATE_CACHE_DIR and SHARED_CHUNK_CACHE_PATH entries move into quarantine too.
@@ -38,3 +39,4 @@ def command(app: AppState, build: str, dry_run: bool, filesystem_only: bool, as_
         lines.append("sandboxes now cold-boot from rootfs (e2b-artifact verify warns: no snapshot)")
     lines.append(f"note: {RESTART_NOTE}")
     emit(as_json, result.to_dict(), lines)
+    return ExitCode.OK

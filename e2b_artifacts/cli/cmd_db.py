@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ExitCode
-from .common import emit, json_option
+from .common import emit, json_option, verdict
 
 DB_ENVVAR = "POSTGRES_CONNECTION_STRING"  # the variable E2B's API and migrator read
 
@@ -26,7 +26,7 @@ def command() -> None:
 @click.option("--apply", "apply_fixes", is_flag=True,
               help="Run the known fixes for missing columns (one transaction) and record them in goose.")
 @json_option
-def check_cmd(url: str, apply_fixes: bool, as_json: bool) -> int:
+def check_cmd(url: str, apply_fixes: bool, as_json: bool) -> ExitCode:
     """Find E2B's schema, compare it with the goose migrations this tool knows, name each missing piece.
 
     Changes nothing unless --apply is given. Exit 1 when something the API needs is missing.
@@ -48,4 +48,4 @@ def check_cmd(url: str, apply_fixes: bool, as_json: bool) -> int:
     if not report.ok and report.missing and not apply_fixes and any(m.migration.fix_sql for m in report.missing):
         lines.append("run again with --apply to add the missing columns listed above")
     emit(as_json, result, lines)
-    return 0 if report.ok else int(ExitCode.CHECK_FAILED)
+    return verdict(report.ok)

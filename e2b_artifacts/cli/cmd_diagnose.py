@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ExitCode
-from .common import emit, json_option
+from .common import emit, json_option, verdict
 
 
 @click.command("diagnose")
@@ -17,7 +17,7 @@ from .common import emit, json_option
               help="Use this knowledge base instead of the bundled one (same JSON shape).")
 @click.option("--list-rules", is_flag=True, help="List the known failures and exit.")
 @json_option
-def command(logfile: str, rules_path: Path | None, list_rules: bool, as_json: bool) -> None:
+def command(logfile: str, rules_path: Path | None, list_rules: bool, as_json: bool) -> ExitCode:
     """Match a log (guest console, orchestrator, API, Nomad) against known failures.
 
     Reads LOGFILE, or stdin with '-' (the default). Prints each matching line with
@@ -31,7 +31,7 @@ def command(logfile: str, rules_path: Path | None, list_rules: bool, as_json: bo
         emit(as_json, {"ok": True, "rules": [{"id": r.id, "title": r.title, "patterns": [p.pattern for p in r.patterns],
                                              "commands": list(r.commands)} for r in rules]},
              [f"{r.id}: {r.title}" for r in rules])
-        return
+        return ExitCode.OK
     if logfile == "-":
         result = diagnose_log(sys.stdin, rules)
         source = "stdin"
@@ -40,5 +40,4 @@ def command(logfile: str, rules_path: Path | None, list_rules: bool, as_json: bo
             result = diagnose_log(fh, rules)
         source = logfile
     emit(as_json, {"ok": not result.matches, "source": source, **result.to_json()}, result.text_lines(source))
-    if result.matches:
-        raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
+    return verdict(not result.matches)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import ExitCode
 from .common import AppState, emit, json_option, progress
 
 
@@ -19,7 +20,7 @@ from .common import AppState, emit, json_option, progress
 @json_option
 @click.pass_obj
 def command(app: AppState, image: Path, envd: Path | None, init_mode: str, no_grow: bool, strict: bool,
-            as_json: bool) -> None:
+            as_json: bool) -> ExitCode:
     """Install envd as /usr/bin/envd in IMAGE and make it start.
 
     Idempotent; on failure IMAGE is left byte-identical.
@@ -32,3 +33,4 @@ def command(app: AppState, image: Path, envd: Path | None, init_mode: str, no_gr
     result = inject(image, envd_path, init="systemd" if init_mode == "systemd" else "envd", grow=not no_grow)
     lines = [f"{image}: {a}" for a in result.actions] or [f"{image}: already up to date, nothing written"]
     emit(as_json, result.to_json(), lines)
+    return ExitCode.OK

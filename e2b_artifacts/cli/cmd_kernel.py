@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 
 import click
 
 from ..errors import ExitCode
-from .common import AppState, emit, json_option, progress
+from .common import AppState, ProgressLine, emit, json_option, progress, verdict
 
 ARCH_CHOICE = click.Choice(["x86_64", "aarch64"])
 
@@ -27,7 +25,7 @@ def command() -> None:
               help="The kernel's .config, when it embeds none (IKCONFIG wins when present).")
 @json_option
 def check(kernel: Path, firecracker_version: str | None, arch: str | None, config_file: Path | None,
-          as_json: bool) -> None:
+          as_json: bool) -> ExitCode:
     """Check KERNEL (vmlinux, bzImage or arm64 Image) for Firecracker. Exit 0 pass, 1 a FAIL."""
     from ..kernel.check import check_kernel
 
@@ -36,8 +34,7 @@ def check(kernel: Path, firecracker_version: str | None, arch: str | None, confi
     head = f"{kernel}: {report.kind}, {report.arch or 'unknown arch'}, {fc}"
     emit(as_json, report.to_dict(), [head, *(f.line() for f in report.findings),
                                      "result: " + ("ok" if report.ok else "FAIL")])
-    if not report.ok:
-        raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
+    return verdict(report.ok)
 
 
 @command.command("extract")
@@ -45,19 +42,20 @@ def check(kernel: Path, firecracker_version: str | None, arch: str | None, confi
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="Where to write the ELF vmlinux (written to a temp name, then renamed).")
 @json_option
-def extract_cmd(bzimage: Path, out: Path, as_json: bool) -> None:
+def extract_cmd(bzimage: Path, out: Path, as_json: bool) -> ExitCode:
     """Write the ELF vmlinux inside BZIMAGE (gzip, xz, lzma, lz4, zstd or bzip2 payload) to OUT."""
     from ..kernel.check import extract
 
     method, size = extract(bzimage, out)
     emit(as_json, {"ok": True, "bzimage": str(bzimage), "output": str(out), "compression": method, "size": size},
          [f"{out}: ELF vmlinux, {size} bytes ({method} payload of {bzimage})"])
+    return ExitCode.OK
 
 
 @command.command("list")
 @json_option
 @click.pass_obj
-def list_cmd(app: AppState, as_json: bool) -> None:
+def list_cmd(app: AppState, as_json: bool) -> ExitCode:
     """The kernel catalog, and the kernels installed under $HOST_KERNELS_DIR."""
     from ..kernel.catalog import installed_kernels, load_catalog
 
@@ -75,6 +73,7 @@ def list_cmd(app: AppState, as_json: bool) -> None:
     emit(as_json, {"ok": True, "host_kernels_dir": str(root),
                    "catalog": [vars(k) for k in catalog],
                    "installed": [{**vars(k), "path": str(k.path)} for k in installed]}, lines)
+    return ExitCode.OK
 
 
 @command.command("fetch")
@@ -91,7 +90,7 @@ def list_cmd(app: AppState, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def fetch_cmd(app: AppState, name_or_url: str, sha256: str | None, name: str | None, arch: str | None,
-              firecracker_version: str | None, force: bool, extract: bool, as_json: bool) -> None:
+              firecracker_version: str | None, force: bool, extract: bool, as_json: bool) -> ExitCode:
     """Download a catalog kernel or a URL into $HOST_KERNELS_DIR/<name>/vmlinux.bin, verified, then check it.
 
     Exit 0 installed and passing, 1 installed but the check failed, 3 not a kernel Firecracker
@@ -104,8 +103,12 @@ def fetch_cmd(app: AppState, name_or_url: str, sha256: str | None, name: str | N
     root = app.settings["HOST_KERNELS_DIR"].path
     entry = resolve(name_or_url, arch or default_arch(), name, sha256)
     progress(f"fetching {entry.url} -> {root / entry.name}/vmlinux.bin")
-    result = fetch(entry, root, force=force, progress=_ProgressBar(), note=lambda msg: progress(f"fetch: {msg}"),
-                   extract=extract)
+    bar = ProgressLine("fetch")
+    try:
+        result = fetch(entry, root, force=force, progress=bar.update, note=lambda msg: progress(f"fetch: {msg}"),
+                       extract=extract)
+    finally:
+        bar.close()
     report = check_kernel(result.path, firecracker_version=firecracker_version, arch=entry.arch)
     lines = [f"{result.state}: {result.path} (sha256 {result.sha256}, "
              f"{'verified' if result.verified else 'not verified: no known digest'})"]
@@ -116,32 +119,5 @@ def fetch_cmd(app: AppState, name_or_url: str, sha256: str | None, name: str | N
     lines += [f.line() for f in report.findings]
     lines.append("result: " + ("ok" if report.ok else "FAIL (the kernel is installed; see the findings)"))
     emit(as_json, {"ok": report.ok, "fetch": result.to_dict(), "check": report.to_dict()}, lines)
-    if not report.ok:
-        raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
+    return verdict(report.ok)
 
-
-class _ProgressBar:
-    """Download progress on stderr: a redrawn bar on a terminal, a line per 10 % otherwise."""
-
-    def __init__(self) -> None:
-        self._tty = sys.stderr.isatty()
-        self._last_step = -1
-        self._last_draw = 0.0
-
-    def __call__(self, done: int, total: int | None) -> None:
-        mib = done / (1 << 20)
-        if total:
-            step = done * 10 // total
-            text = f"{mib:.1f}/{total / (1 << 20):.1f} MiB {done * 100 // total:3d}%"
-        else:
-            step = int(mib) // 10
-            text = f"{mib:.1f} MiB"
-        now = time.monotonic()
-        if self._tty:
-            if now - self._last_draw >= 0.1 or done == total:
-                filled = 30 * done // total if total else 0
-                click.echo(f"\r[{'#' * filled:<30}] {text}", err=True, nl=done == total)
-                self._last_draw = now
-        elif step != self._last_step:
-            self._last_step = step
-            progress(f"fetch: {text}")

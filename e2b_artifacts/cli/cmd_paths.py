@@ -8,7 +8,7 @@ import click
 
 from ..errors import ArtifactError, ExitCode
 from ..settings import BY_NAME, inspect_path
-from .common import AppState, emit, json_option
+from .common import AppState, emit, json_option, verdict
 
 MARKS = {"exists": "ok", "missing": "missing", "unset": "-", "value": "",
          "absent-mount": "ABSENT MOUNT", "not-mounted": "NOT MOUNTED", "wrong-type": "WRONG TYPE"}
@@ -18,7 +18,7 @@ MARKS = {"exists": "ok", "missing": "missing", "unset": "-", "value": "",
 @click.option("--create", is_flag=True, help="Create the missing directories.")
 @json_option
 @click.pass_obj
-def command(app: AppState, create: bool, as_json: bool) -> None:
+def command(app: AppState, create: bool, as_json: bool) -> ExitCode:
     """Show each E2B path, where its value came from, and whether it exists.
 
     Exit 1 when a path sits under a mount point absent on this host.
@@ -39,8 +39,7 @@ def command(app: AppState, create: bool, as_json: bool) -> None:
             created.append(resolved.value)
             status = inspect_path(setting, resolved.value)
         rows.append({"name": resolved.name, "value": resolved.value, "source": resolved.source,
-                     "state": status.state, "detail": status.detail})
-    # Upstream's own defaults (e.g. the /mnt/snapshot-cache tmpfs) only warn; a configured path fails.
+                     "state": status.state, "detail": status.detail, "about": setting.about})
     # Upstream's own defaults (e.g. the /mnt/snapshot-cache tmpfs) only warn; a configured path fails.
     bad = [r for r in rows if r["state"] in ("absent-mount", "not-mounted", "wrong-type") and r["source"] != "default"]
     lines = []
@@ -51,11 +50,10 @@ def command(app: AppState, create: bool, as_json: bool) -> None:
         line = f"{r['name']:<{width}}  {value}  [{r['source']}]  {MARKS[state]}".rstrip()
         if r["detail"] and state not in ("exists", "value"):
             line += f": {r['detail']}"
-        lines.append(line)
+        lines += [line, f"{'':<{width}}  {r['about']}"]
     lines += [f"created {c}" for c in created]
     lines += [f"warning: {r['name']}={r['value']} is under a mount point that is not here; "
               "set it for this host (environment or --env-file)"
               for r in rows if r["state"] in ("absent-mount", "not-mounted")]
     emit(as_json, {"ok": not bad, "paths": rows, "created": created}, lines)
-    if bad:
-        raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
+    return verdict(not bad)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..errors import ExitCode
+from ..metadata import DEFAULT_RAM_MB, DEFAULT_VCPU
 from .cmd_db import db_option
 from .common import AppState, emit, json_option, progress
 
@@ -16,9 +18,9 @@ from .common import AppState, emit, json_option, progress
 @click.option("--alias", default=None, help="Also name the template (env_aliases), e.g. my-template.")
 @click.option("--public/--private", "public", default=None, help="Set envs.public (default: keep; new: private).")
 @click.option("--vcpu", type=click.IntRange(1, 64), default=None, help="vCPUs the snapshot was taken with "
-              "(default: metadata.json, else 2).")
+              f"(default: metadata.json, else {DEFAULT_VCPU}).")
 @click.option("--ram-mb", type=click.IntRange(128), default=None, help="RAM in MiB the snapshot was taken with "
-              "(default: metadata.json, else 512).")
+              f"(default: metadata.json, else {DEFAULT_RAM_MB}).")
 @click.option("--free-disk-mb", type=click.IntRange(1), default=None,
               help="env_builds.free_disk_size_mb (default: metadata.json, else the rootfs size).")
 @click.option("--envd-version", default=None, help="envd version in the rootfs (default: metadata.json).")
@@ -27,7 +29,7 @@ from .common import AppState, emit, json_option, progress
 @click.pass_obj
 def command(app: AppState, build: str, url: str, template_id: str | None, team_id: str | None, alias: str | None,
             public: bool | None, vcpu: int | None, ram_mb: int | None, free_disk_mb: int | None,
-            envd_version: str | None, dry_run: bool, as_json: bool) -> None:
+            envd_version: str | None, dry_run: bool, as_json: bool) -> ExitCode:
     """Upsert envs, env_builds, env_aliases (and env_build_assignments) for BUILD in one transaction.
 
     BUILD is a build id under the storage directory, or a path to a build directory.
@@ -50,3 +52,4 @@ def command(app: AppState, build: str, url: str, template_id: str | None, team_i
                  f"firecracker {row.get('firecracker_version')} envd {row.get('envd_version')}"
                  + (" (rolled back)" if dry_run else ""))
     emit(as_json, result.to_dict(), lines)
+    return ExitCode.OK

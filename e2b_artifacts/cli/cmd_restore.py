@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import ExitCode
 from .common import AppState, emit, json_option
 
 
@@ -12,7 +13,7 @@ from .common import AppState, emit, json_option
 @click.argument("timestamp")
 @json_option
 @click.pass_obj
-def command(app: AppState, build: str, timestamp: str, as_json: bool) -> None:
+def command(app: AppState, build: str, timestamp: str, as_json: bool) -> ExitCode:
     """Move everything cold-start put in BUILD's quarantine TIMESTAMP back in place.
 
     Refuses (and moves nothing) when one of the original paths exists again.
@@ -30,3 +31,4 @@ def command(app: AppState, build: str, timestamp: str, as_json: bool) -> None:
         lines.append("integrity manifest restored")
     lines.append(f"note: {RESTART_NOTE}")
     emit(as_json, result.to_dict(), lines)
+    return ExitCode.OK

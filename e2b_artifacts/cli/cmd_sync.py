@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from ..errors import ArtifactError, ExitCode
-from .common import AppState, emit, json_option, progress
+from .common import AppState, ProgressLine, emit, json_option, progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,42 +51,9 @@ def transfer_options(func: F) -> F:
     return store_options(func)
 
 
-class ProgressLine:
-    """Bytes moved so far, redrawn on stderr at most twice a second (a line every 2 s when not a tty)."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label = label
-        self.total = total
-        self.done = 0
-        self.started = time.monotonic()
-        self.shown = 0.0
-        self.tty = sys.stderr.isatty()
-        self.lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.done += n
-            now = time.monotonic()
-            if now - self.shown >= (0.5 if self.tty else 2.0):
-                self.shown = now
-                self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        rate = self.done / max(now - self.started, 1e-6) / 1e6
-        pct = 100.0 * self.done / self.total if self.total else 100.0
-        text = f"{self.label}: {self.done / 2**20:.1f}/{self.total / 2**20:.1f} MiB {pct:3.0f}% {rate:.0f} MB/s"
-        click.echo(("\r" + text) if self.tty else text, err=True, nl=not self.tty)
-
-    def close(self) -> None:
-        if self.done:
-            self._draw(time.monotonic())
-            if self.tty:
-                click.echo("", err=True)
-
-
 def _run(direction: str, app: AppState, build_id: str, location: str, endpoint_url: str | None, with_parents: bool,
          dry_run: bool, part_size: int, range_size: int, jobs: int, limit_rate: str | None, as_json: bool,
-         timeout: float) -> None:
+         timeout: float) -> ExitCode:
     from .. import sync
     from ..storage import TransferOptions, open_storage
 
@@ -102,9 +66,11 @@ def _run(direction: str, app: AppState, build_id: str, location: str, endpoint_u
     # the bar's total is the plan's; a plan is cheap (no data read), so make it first
     preview = run(app.settings.storage, build_id, store, with_parents=with_parents, dry_run=True)
     bar.total = sum(b.bytes_to_send for b in preview.builds)
-    report = preview if dry_run else run(app.settings.storage, build_id, store, with_parents=with_parents,
-                                         opts=opts, log=progress)
-    bar.close()
+    try:
+        report = preview if dry_run else run(app.settings.storage, build_id, store, with_parents=with_parents,
+                                             opts=opts, log=progress)
+    finally:
+        bar.close()
     lines = []
     for plan in report.builds:
         sent = sum(1 for f in plan.files if f.action == "send")
@@ -120,6 +86,7 @@ def _run(direction: str, app: AppState, build_id: str, location: str, endpoint_u
     lines.append(f"{direction} {'planned' if dry_run else 'done'}: {report.location} "
                  f"({report.bytes_sent} bytes in {report.seconds:.2f} s)")
     emit(as_json, report.to_json(), lines)
+    return ExitCode.OK
 
 
 @click.group("sync")
@@ -139,9 +106,9 @@ def command() -> None:
 @click.argument("dest")
 @transfer_options
 @click.pass_obj
-def push_command(app: AppState, /, build_id: str, dest: str, **kwargs: Any) -> None:
+def push_command(app: AppState, /, build_id: str, dest: str, **kwargs: Any) -> ExitCode:
     """Send BUILD_ID from local storage to DEST: data files, then the manifest, then metadata.json."""
-    _run("push", app, build_id, dest, **kwargs)
+    return _run("push", app, build_id, dest, **kwargs)
 
 
 @command.command("pull")
@@ -149,15 +116,15 @@ def push_command(app: AppState, /, build_id: str, dest: str, **kwargs: Any) -> N
 @click.argument("src")
 @transfer_options
 @click.pass_obj
-def pull_command(app: AppState, /, build_id: str, src: str, **kwargs: Any) -> None:
+def pull_command(app: AppState, /, build_id: str, src: str, **kwargs: Any) -> ExitCode:
     """Fetch BUILD_ID from SRC into local storage (staged, verified, then renamed into place)."""
-    _run("pull", app, build_id, src, **kwargs)
+    return _run("pull", app, build_id, src, **kwargs)
 
 
 @command.command("ls")
 @click.argument("location")
 @store_options
-def ls_command(location: str, endpoint_url: str | None, as_json: bool, timeout: float) -> None:
+def ls_command(location: str, endpoint_url: str | None, as_json: bool, timeout: float) -> ExitCode:
     """List the builds at LOCATION and whether each is complete (metadata.json present)."""
     from ..storage import open_storage
     from ..storage.local import LocalStorage
@@ -174,3 +141,4 @@ def ls_command(location: str, endpoint_url: str | None, as_json: bool, timeout: 
     if not builds:
         lines = [f"no builds at {location}"]
     emit(as_json, {"ok": True, "location": location, "builds": [b.to_json() for b in builds]}, lines)
+    return ExitCode.OK

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .common import AppState, emit, json_option
+from ..errors import ExitCode
+from .common import AppState, emit, json_option, verdict
 
 
 @click.command("verify")
@@ -16,7 +17,7 @@ from .common import AppState, emit, json_option
                    "record a missing manifest, cold-start a failing snapshot (undo with restore).")
 @json_option
 @click.pass_obj
-def command(app: AppState, build: str, strict: bool, quick: bool, fix: bool, as_json: bool) -> int:
+def command(app: AppState, build: str, strict: bool, quick: bool, fix: bool, as_json: bool) -> ExitCode:
     """Verify BUILD (a build id under the template storage, or a directory path).
 
     Exit 0 when nothing failed, 1 when a check failed (--strict: or warned).
@@ -31,4 +32,4 @@ def command(app: AppState, build: str, strict: bool, quick: bool, fix: bool, as_
     lines.append(f"{report.build_dir}: {counts['ok']} ok, {counts['warn']} warn, {counts['FAIL']} FAIL"
                  f"{' (strict)' if strict else ''} -> {'FAILED' if failed else 'passed'}")
     emit(as_json, report.to_dict(strict), lines)
-    return 1 if failed else 0
+    return verdict(not failed)

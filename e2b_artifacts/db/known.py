@@ -32,7 +32,6 @@ class Migration:
 @dataclass(frozen=True)
 class LookupQuery:
     key: str
-    applies: str
     source: str
     sql: str
 
@@ -46,13 +45,6 @@ class Known:
     core_tables: tuple[str, ...]
     lookups: dict[str, LookupQuery]
 
-    def by_version(self, version: int) -> Migration | None:
-        return next((m for m in self.migrations if m.version == version), None)
-
-    def adding(self, table: str, column: str) -> Migration | None:
-        """The migration that introduces ``table.column``."""
-        return next((m for m in self.migrations if column in m.adds.get(table, ())), None)
-
 
 def _migration(raw: dict[str, Any]) -> Migration:
     return Migration(version=int(raw["version"]), name=str(raw["name"]),
@@ -64,7 +56,7 @@ def _migration(raw: dict[str, Any]) -> Migration:
 def load() -> Known:
     doc = json.loads(resources.files("e2b_artifacts").joinpath("data/migrations.json").read_text())
     migrations = tuple(sorted((_migration(m) for m in doc["migrations"]), key=lambda m: m.version))
-    lookups = {key: LookupQuery(key=key, applies=q["applies"], source=q["source"], sql=q["sql"])
+    lookups = {key: LookupQuery(key=key, source=q["source"], sql=q["sql"])
                for key, q in doc["lookup_queries"].items()}
     return Known(migrations=migrations, goose_tables=tuple(doc["goose_tables"]),
                  migrate_command=doc["migrate_command"], migrate_missing_command=doc["migrate_missing_command"],

@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 STATUS_READY = "uploaded"  # what template builds end with; status_group maps it to 'ready'
 DEFAULT_TAG = "default"
-DEFAULT_VCPU = 2
-DEFAULT_RAM_MB = 512
 _ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -62,7 +60,7 @@ def _int(value: Any, default: int) -> int:
 def build_info(build_dir: Path, template_id: str | None = None, envd_version: str | None = None,
                vcpu: int | None = None, ram_mb: int | None = None,
                free_disk_mb: int | None = None) -> BuildInfo:
-    """Read ``build_dir/metadata.json``; flags win over the file; defaults 2 vCPU / 512 MiB."""
+    """Read ``build_dir/metadata.json``; flags win over the file, then metadata's defaults."""
     md = metadata_mod.read(build_dir / metadata_mod.FILE_NAME)
     if md.build_id != build_dir.name:
         raise ArtifactError(f"{build_dir / metadata_mod.FILE_NAME}: template.build_id is {md.build_id!r} "
@@ -99,8 +97,8 @@ def build_info(build_dir: Path, template_id: str | None = None, envd_version: st
     return BuildInfo(
         build_id=md.build_id, template_id=template, kernel_version=md.kernel_version,
         firecracker_version=md.firecracker_version, envd_version=envd,
-        vcpu=vcpu or _int(ext.get("vcpu"), DEFAULT_VCPU),
-        ram_mb=ram_mb or _int(ext.get("ram_mb"), DEFAULT_RAM_MB),
+        vcpu=vcpu or _int(ext.get("vcpu"), metadata_mod.DEFAULT_VCPU),
+        ram_mb=ram_mb or _int(ext.get("ram_mb"), metadata_mod.DEFAULT_RAM_MB),
         free_disk_size_mb=free_disk_mb or _int(ext.get("free_disk_mb"), _int(ext.get("disk_size_mb"), total_mb)),
         total_disk_size_mb=total_mb,
         start_cmd=start.get("start_command") if isinstance(start.get("start_command"), str) else None,

@@ -20,7 +20,7 @@ from ..fsutil import read_input
 from .image import gunzip
 
 DecidedBy = Literal["config", "symbol", "string", "unknown"]
-IKCFG_START, IKCFG_END = b"IKCFG_ST", b"IKCFG_ED"
+IKCFG_START = b"IKCFG_ST"
 _GZIP_DEFLATE = b"\x1f\x8b\x08"
 _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")

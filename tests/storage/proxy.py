@@ -82,7 +82,7 @@ def s3_error(status: int, code: str, message: str) -> Refusal:
 
 def _read_chunked(rfile: object) -> bytes:
     """The raw bytes of a chunked body (sizes, chunks, trailers), to forward as they came."""
-    raw = b""
+    raw: bytes = b""
     read_line = rfile.readline  # type: ignore[attr-defined]
     read = rfile.read  # type: ignore[attr-defined]
     while True:

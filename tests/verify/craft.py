@@ -27,7 +27,7 @@ _TABLE = _table()
 
 
 def crc64_reference(data: bytes) -> int:
-    """The byte step from the reference (§5), independent of crcmod: init 0, xorout 0."""
+    """CRC-64/Jones (reflected) computed byte by byte, independent of crcmod: init 0, xorout 0."""
     crc = 0
     for b in data:
         crc = _TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
