@@ -80,7 +80,7 @@ def crafted(tmp_path: Path, edit: Edit | None = None, name: str = "crafted") -> 
 def layer_blob(layout_dir: Path, n: int = -1) -> Path:
     manifest = json.loads(images.read_blob(layout_dir, json.loads((layout_dir / "index.json").read_text())
                                            ["manifests"][0]["digest"]))
-    return layout_dir / "blobs/sha256" / manifest["layers"][n]["digest"].split(":", 1)[1]
+    return layout_dir / "blobs/sha256" / str(manifest["layers"][n]["digest"]).split(":", 1)[1]
 
 
 def rewrite_keeping_mtime(path: Path, data: bytes) -> None:
@@ -278,7 +278,7 @@ def test_malformed_registry_manifest(case: str) -> None:
 
 # --- blobs are read through their descriptor's size ---------------------------------------------------------
 
-def _replace_blob(made: Path, which: str, how: Callable[[Path], None]) -> None:
+def _replace_blob(made: Path, which: str, how: Callable[[Path], object]) -> None:
     index = json.loads((made / "index.json").read_text())
     manifest_digest = index["manifests"][0]["digest"]
     manifest = json.loads(images.read_blob(made, manifest_digest))
@@ -289,7 +289,7 @@ def _replace_blob(made: Path, which: str, how: Callable[[Path], None]) -> None:
     how(path)
 
 
-BLOB_CASES: dict[str, tuple[str, Callable[[Path], None], int, str]] = {
+BLOB_CASES: dict[str, tuple[str, Callable[[Path], object], int, str]] = {
     "config-dev-zero": ("config", lambda p: p.symlink_to("/dev/zero"), 3, "is not a regular file"),
     "layer-dev-zero": ("layer", lambda p: p.symlink_to("/dev/zero"), 3, "is not a regular file"),
     "manifest-dev-zero": ("manifest", lambda p: p.symlink_to("/dev/zero"), 3, "is not a regular file"),
