@@ -12,8 +12,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import Unprivileged, assert_clean_error, cli, debugfs_lines, make_ext4
 
+from tests.conftest import Unprivileged, assert_clean_error, cli, debugfs_lines, make_ext4
 from tests.oci import images
 
 PATHS = {"mke2fs -d tar": {}, "extract + debugfs": {"E2B_ARTIFACT_NO_TAR_INPUT": "1"}}
@@ -137,7 +137,7 @@ def test_unreadable_file_in_rootfs_dir_is_named(nobody: Unprivileged, envd_stand
     envd = nobody.path("envd")
     envd.write_bytes(envd_standin.read_bytes())
     envd.chmod(0o755)
-    args = ["--storage", nobody.workdir / "templates", "build", "--rootfs-dir", tree, "--envd", envd]
+    args: list[str | Path] = ["--storage", nobody.workdir / "templates", "build", "--rootfs-dir", tree, "--envd", envd]
     proc = nobody.run(*args)
     assert_clean_error(proc, 3, "/etc/shadow cannot be read by uid 65534", "--rootfs-tar")
     assert "Permission denied while populating" not in proc.stderr
@@ -156,7 +156,8 @@ def test_envd_not_static_warns_and_strict_refuses(tmp_path: Path, sample_tar: Pa
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o755)
     for envd, problem in ((_dynamic_envd(tmp_path), "is dynamically linked"), (script, "is a script")):
-        base = ["--storage", tmp_path / "t", "build", "--rootfs-tar", sample_tar, "--envd", envd, "--disk-size-mb", "8"]
+        base: list[str | Path] = ["--storage", tmp_path / "t", "build", "--rootfs-tar", sample_tar, "--envd", envd,
+                                  "--disk-size-mb", "8"]
         strict = cli(*base, "--strict", "--build-id", "strict")
         assert_clean_error(strict, 3, f"envd {envd} {problem}")
         assert not (tmp_path / "t" / "strict").exists()
@@ -208,7 +209,7 @@ def test_init_systemd_without_systemd_fails_before_mke2fs(tmp_path: Path, sample
     ext4 = tmp_path / "src.ext4"
     subprocess.run(["/usr/sbin/mke2fs", "-q", "-F", "-t", "ext4", "-d", str(tree), str(ext4), "16M"], check=True)
     layout = images.craft_layout(tmp_path / "layout", [images.tar_bytes(("etc", D, b""), ("etc/os", F, b"x"))])
-    sources = {"--rootfs-tar": (sample_tar, "/sbin/init does not exist"),
+    sources: dict[str, tuple[str | Path, str]] = {"--rootfs-tar": (sample_tar, "/sbin/init does not exist"),
                "--rootfs-dir": (tree, "/sbin/init leads to /lib, which is missing"),
                "--rootfs-ext4": (ext4, "/sbin/init"),
                "--from-image": (f"oci-layout:{layout}:t", "/sbin/init does not exist")}
