@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO)]
 
-from fuzz_targets import MEMORY_CAP, TARGETS  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from e2b_artifacts.errors import ArtifactError  # noqa: E402
+from tests.fuzz_targets import MEMORY_CAP, TARGETS  # noqa: E402
 
 BATCH = 500
 

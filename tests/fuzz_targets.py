@@ -18,11 +18,11 @@ from typing import Any
 
 import lz4.frame
 from hypothesis import strategies as st
-from verify.craft import header_v1_3, header_v4, snapfile
-from verify.lz4frame import frame_claiming
 
 from e2b_artifacts import header, manifest, metadata, rootfs, snapshot
 from e2b_artifacts.kernel import image
+from tests.verify.craft import header_v1_3, header_v4, snapfile
+from tests.verify.lz4frame import frame_claiming
 
 MEMORY_CAP = 64 << 20  # peak Python allocation per input; every input here is under 1 MiB
 IDS = [str(uuid.UUID(int=n)) for n in (0, 0xA1, 0xB2)]
@@ -186,11 +186,13 @@ def _payload(kind: str, body: bytes) -> bytes:
     import lzma
 
     import zstandard
-    return {"gzip": gzip.compress, "xz": lambda b: lzma.compress(b, lzma.FORMAT_XZ),
+    compressors: dict[str, Callable[[bytes], bytes]] = {
+            "gzip": gzip.compress, "xz": lambda b: lzma.compress(b, lzma.FORMAT_XZ),
             "lzma": lambda b: lzma.compress(b, lzma.FORMAT_ALONE), "bzip2": bz2.compress,
             "zstd": zstandard.ZstdCompressor().compress,
             "lz4": lambda b: image.LZ4_LEGACY_MAGIC + struct.pack("<I", len(b) + 1) + b"\x10" + b,
-            "raw": lambda b: b}[kind](body)
+            "raw": lambda b: b}
+    return compressors[kind](body)
 
 
 _bz_inputs = st.builds(_bzimage, st.sampled_from([0x200, 0x208, 0x20F]), st.integers(0, 3), st.integers(0, 64),

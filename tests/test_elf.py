@@ -32,7 +32,8 @@ def readelf_segments(path: Path) -> list[tuple[int, int, int, int, int]]:
     for line in readelf(path, "-l").splitlines():
         words = line.split()
         if len(words) >= 6 and words[0] in SEGMENT_TYPES and words[1].startswith("0x"):
-            rows.append((SEGMENT_TYPES[words[0]], *(int(w, 16) for w in (words[1], words[3], words[4], words[5]))))
+            offset, paddr, filesz, memsz = (int(w, 16) for w in (words[1], words[3], words[4], words[5]))
+            rows.append((SEGMENT_TYPES[words[0]], offset, paddr, filesz, memsz))
     return rows
 
 

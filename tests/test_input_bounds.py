@@ -17,13 +17,13 @@ from pathlib import Path
 
 import lz4.frame
 import pytest
-from conftest import cli
-from verify.craft import header_v1_3, header_v4
-from verify.lz4frame import frame_claiming
 
 from e2b_artifacts import fsutil, header, limits, manifest, metadata
 from e2b_artifacts.errors import ArtifactError, ExitCode
 from e2b_artifacts.kernel import image
+from tests.conftest import cli
+from tests.verify.craft import header_v1_3, header_v4
+from tests.verify.lz4frame import frame_claiming
 
 BUILD_ID = "3f1c9a52-7d0e-4b6a-9c44-0e5d2b8f1a77"
 MIB = 1 << 20

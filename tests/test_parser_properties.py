@@ -7,10 +7,10 @@ import tracemalloc
 from typing import Any
 
 import pytest
-from fuzz_targets import MEMORY_CAP, TARGETS
 from hypothesis import HealthCheck, given, settings
 
 from e2b_artifacts.errors import ArtifactError
+from tests.fuzz_targets import MEMORY_CAP, TARGETS
 
 EXAMPLES = 150
 
