@@ -175,7 +175,8 @@ def _quarantine(build_dir: Path, result: ColdStartResult, record: dict[str, Any]
     record_path = result.quarantine / RECORD_NAME
     old_manifest = build_dir / manifest.FILE_NAME
     if old_manifest.is_file():
-        record["manifest"] = old_manifest.read_text()
+        record["manifest"] = read_input(old_manifest, "integrity manifest", limit=limits.MANIFEST,
+                                        missing_hint="").decode(errors="replace")
     record["moves"] = [m.to_dict() for m in result.moves]
     record["state"] = "moving"
     atomic_write_bytes(record_path, (json.dumps(record, indent=2) + "\n").encode())
@@ -237,7 +238,12 @@ def restore(build_dir: Path, timestamp: str) -> RestoreResult:
         raise ArtifactError(f"no quarantine {timestamp!r} in {build_dir}",
                             hint=f"known timestamps: {known}" if known else "cold-start prints the timestamp",
                             code=ExitCode.BAD_INPUT)
-    record = json.loads(record_path.read_text())
+    record = load_json(read_input(record_path, "quarantine record", limit=limits.QUARANTINE_RECORD,
+                                  missing_hint="cold-start prints the timestamp"), str(record_path),
+                       hint="the record was damaged; move the files back by hand (they are in the quarantine)")
+    if not isinstance(record, dict) or not isinstance(record.get("moves"), list):
+        raise ArtifactError(f"{record_path} is not a quarantine record", hint="move the files back by hand",
+                            code=ExitCode.BAD_INPUT)
     moves = [Move(Path(m["from"]), Path(m["to"]), m["what"]) for m in record["moves"]]
     strays = [m.dest for m in moves if not (m.dest.is_relative_to(quarantine) or (
         m.dest.parent.name == timestamp and m.dest.parent.parent.name == CACHE_SIDE_DIR))]
@@ -270,7 +276,8 @@ def restore(build_dir: Path, timestamp: str) -> RestoreResult:
         marked = record.get("metadata")
         if marked is not None:
             md_path = build_dir / metadata.FILE_NAME
-            if md_path.is_file() and md_path.read_bytes() == marked["written"].encode():
+            if md_path.is_file() and read_input(md_path, "metadata", limit=limits.METADATA, missing_hint="") \
+                    == marked["written"].encode():
                 atomic_write_bytes(md_path, marked["original"].encode())
                 result.metadata_restored = True
             else:  # changed since the cold start: keep the newer file, say where the original is

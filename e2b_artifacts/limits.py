@@ -62,4 +62,6 @@ SNAPFILE = InputLimit(layout.SNAPFILE, 64 * MIB, "the Firecracker snapshot state
 KERNEL = InputLimit("kernel", 512 * MIB, "a kernel file, and a bzImage's decompressed payload")
 KERNEL_CONFIG = InputLimit("kernel-config", 16 * MIB, "a kernel .config (--config, sidecar files, IKCONFIG)")
 ENVD = InputLimit("envd", 512 * MIB, "the envd binary injected into a rootfs")
-ALL = (METADATA, MANIFEST, HEADER, SNAPFILE, KERNEL, KERNEL_CONFIG, ENVD)
+QUARANTINE_RECORD = InputLimit("quarantine-record", 32 * MIB, "quarantine.json of a cold start (it holds the "
+                                                             "manifest and metadata.json as they were)")
+ALL = (METADATA, MANIFEST, HEADER, SNAPFILE, KERNEL, KERNEL_CONFIG, ENVD, QUARANTINE_RECORD)

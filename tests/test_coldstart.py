@@ -145,3 +145,19 @@ def test_restore_completes_a_cold_start_killed_between_two_renames(tmp_path: Pat
     assert snapshot_of(bdir, tmp_path / "tc") == before
     assert manifest.check_manifest(bdir, quick=False) == []
     assert not (bdir / ".quarantine").exists()
+
+
+def test_restore_reads_its_record_only_as_a_bounded_regular_file(tmp_path: Path) -> None:
+    bdir, settings = make(tmp_path, tmp_path / "tc", None)
+    result = coldstart.cold_start(bdir, settings)
+    record = result.quarantine / coldstart.RECORD_NAME
+    record.unlink()
+    os.mkfifo(record)  # a FIFO would block a plain read forever
+    with pytest.raises(ArtifactError) as err:
+        coldstart.restore(bdir, result.timestamp)
+    assert "is not a regular file" in err.value.message
+    record.unlink()
+    record.write_text("[1, 2]")
+    with pytest.raises(ArtifactError) as err:
+        coldstart.restore(bdir, result.timestamp)
+    assert "is not a quarantine record" in err.value.message
