@@ -164,16 +164,22 @@ class PathStatus:
     detail: str
 
 
-def inspect_path(setting: Setting, value: str | None) -> PathStatus:
-    """Does this path exist, and if not, is it under a mount point absent on this host?"""
+def inspect_path(setting: Setting, value: str | None, root: Path | None = None) -> PathStatus:
+    """Does this path exist, and if not, is it under a mount point absent on this host?
+
+    ``root``: look at the path as it is under that directory (a prepared host tree) instead of ``/``.
+    """
     if setting.kind == "value":
         return PathStatus("value", "")
     if value is None:
         return PathStatus("unset", "not set (feature off)")
-    path = Path(value)
-    mount = _mount_root_of(path)
-    if mount is not None and not os.path.ismount(mount):
-        state = "absent-mount" if not mount.exists() else "not-mounted"
+    def here(host_path: str) -> Path:
+        return Path(host_path) if root is None else root / host_path.lstrip("/")
+
+    mount = _mount_root_of(Path(value))
+    path = here(value)
+    if mount is not None and not os.path.ismount(here(str(mount))):
+        state = "absent-mount" if not here(str(mount)).exists() else "not-mounted"
         detail = (f"{mount} does not exist on this host (copied from another machine?)"
                   if state == "absent-mount" else f"{mount} exists but nothing is mounted there")
         if path.exists() and state == "not-mounted":

@@ -156,7 +156,8 @@ def test_host_and_storage_failures_are_known_with_their_details() -> None:
     assert by_id["env-var-missing"].detail == "LOKI_URL is not set"
     port = by_id["port-in-use"]
     assert port.detail == "port 5008 is taken; port 3001 is taken"  # both ports, each in its own form
-    assert port.commands() == ["ss -ltnp 'sport = :5008'", "ss -ltnp 'sport = :3001'"]  # no <port> left
+    assert port.commands() == ["ss -ltnp 'sport = :5008'", "ss -ltnp 'sport = :3001'",  # no <port> left
+                               "e2b-artifact host check"]
     assert "CRC64 987654321" in (by_id["snapshot-crc"].detail or "")
     assert "'snapshot.crc: CRC64 validation failed: 987654321'" in (by_id["snapshot-crc"].detail or "")
     assert by_id["local-storage-header-missing"].count == 2

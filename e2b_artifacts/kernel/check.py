@@ -63,13 +63,19 @@ class KernelReport:
 
 
 def check_kernel(kernel: Path, *, firecracker_version: str | None = None, arch: str | None = None,
-                 config: Path | None = None) -> KernelReport:
-    """Check ``kernel`` for Firecracker ``firecracker_version`` on ``arch`` (default: the kernel's own)."""
+                 config: Path | None = None, quick: bool = False) -> KernelReport:
+    """Check ``kernel`` for Firecracker ``firecracker_version`` on ``arch`` (default: the kernel's own).
+
+    ``quick``: only the file format (what Firecracker's loader decides), nothing decompressed or read for options.
+    """
     data = _read_kernel(kernel)
     fmt = img.identify(data)
     target = arch or (fmt.arch if fmt.arch in img.ARCHES else "x86_64")
     report = KernelReport(kernel, fmt.kind, fmt.arch, firecracker_version=firecracker_version)
-    content = _check_format(report, fmt, data, target)
+    content = _check_format(report, fmt, data, target, quick)
+    if quick:
+        report.version = img.linux_banner(data) or (img.bzimage_version(data) if fmt.kind == "bzimage" else None)
+        return report
     if content is None:
         return report
     body, body_elf = content
@@ -114,7 +120,7 @@ def _unless_driver_missing(found: KernelFinding, findings: list[KernelFinding]) 
 
 
 def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
-                  target: str) -> tuple[bytes, Elf | None] | None:
+                  target: str, quick: bool = False) -> tuple[bytes, Elf | None] | None:
     """Add the format findings; the uncompressed kernel to read options from (None: nothing to read)."""
     if fmt.arch is not None and fmt.arch != target:
         report.add("kernel.format", "FAIL", f"{fmt.detail} for {fmt.arch}; the guest is {target}",
@@ -140,6 +146,8 @@ def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
                                                 "ELF vmlinux (Kernel Loader: failed to load ELF kernel image)",
                        f"e2b-artifact kernel extract {report.kernel} -o vmlinux, then use vmlinux",
                        fix=Fix.KERNEL_EXTRACT)
+        if quick:
+            return None
         try:
             _method, vmlinux = img.decompress_bzimage(data)
         except ArtifactError as exc:

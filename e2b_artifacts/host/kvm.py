@@ -1,0 +1,65 @@
+"""KVM (present, and a guest really runs) and the host kernel's version."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..findings import Finding
+from .view import HostView
+
+# Firecracker's supported host kernels (its kernel support policy) for the releases E2B ships.
+FIRECRACKER_HOST_KERNELS = ((5, 10), (6, 1))
+KVM_FIX = ("enable nested virtualization on the hypervisor (or use bare metal); meanwhile e2b-artifact boot "
+           "falls back to QEMU with TCG")
+
+
+def check_kvm(view: HostView) -> list[Finding]:
+    dev = view.path("/dev/kvm")
+    if not dev.exists():
+        return [Finding("host.kvm", "FAIL", "/dev/kvm is missing: Firecracker cannot start a VM",
+                        "modprobe kvm_intel (or kvm_amd); on a VM enable nested virtualization")]
+    if not view.is_real:
+        return [Finding("host.kvm", "ok", f"{dev} is present (a guest run is probed only on the real root)")]
+    kernel = probe_kernel(view)
+    if kernel is None:
+        return [Finding("host.kvm", "warn", "/dev/kvm is present; no kernel to test a guest run with",
+                        "pass --probe-kernel FILE (a vmlinux or bzImage) or install one under HOST_KERNELS_DIR")]
+    from ..vm.boot import kvm_usable
+
+    works, detail = kvm_usable(kernel)
+    if works:
+        return [Finding("host.kvm", "ok", f"/dev/kvm is present and {detail} ({kernel})")]
+    return [Finding("host.kvm", "FAIL", f"/dev/kvm is present but unusable: {detail}", KVM_FIX)]
+
+
+def probe_kernel(view: HostView) -> Path | None:
+    """A kernel QEMU can boot for the probe: --probe-kernel, else one under HOST_KERNELS_DIR."""
+    if view.probe_kernel is not None:
+        return view.probe_kernel
+    base = view.settings["HOST_KERNELS_DIR"].value
+    if base:
+        here = view.path(base)
+        for candidate in sorted(here.glob("*/vmlinux.bin")) + sorted(here.glob("*/*/vmlinux.bin")):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def check_host_kernel(view: HostView) -> list[Finding]:
+    release = view.kernel_release()
+    if release is None:
+        return [Finding("host.kernel", "warn", "host kernel version unknown (no /proc/sys/kernel/osrelease)")]
+    match = re.match(r"(\d+)\.(\d+)", release)
+    if not match:
+        return [Finding("host.kernel", "warn", f"host kernel {release}: version not understood")]
+    version = (int(match[1]), int(match[2]))
+    supported = ", ".join(f"{a}.{b}" for a, b in FIRECRACKER_HOST_KERNELS)
+    if version < FIRECRACKER_HOST_KERNELS[0]:
+        return [Finding("host.kernel", "FAIL",
+                        f"host kernel {release} is older than Firecracker supports ({supported})",
+                        "upgrade the host kernel (upstream's nodes run 6.1-class kernels)")]
+    if version in FIRECRACKER_HOST_KERNELS:
+        return [Finding("host.kernel", "ok", f"host kernel {release} (Firecracker supports {supported})")]
+    return [Finding("host.kernel", "warn", f"host kernel {release} is not one Firecracker tests on ({supported})",
+                    "expect it to work; if snapshots misbehave, compare on a 6.1 host")]
