@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from ..findings import Finding
+from ..vm.boot import default_cache_dir, kvm_usable
 from .view import HostView
 
 # Firecracker's supported host kernels (its kernel support policy) for the releases E2B ships.
@@ -24,26 +26,29 @@ def check_kvm(view: HostView) -> list[Finding]:
     kernel = probe_kernel(view)
     if kernel is None:
         return [Finding("host.kvm", "warn", "/dev/kvm is present; no kernel to test a guest run with",
-                        "pass --probe-kernel FILE (a vmlinux or bzImage) or install one under HOST_KERNELS_DIR")]
-    from ..vm.boot import kvm_usable
-
+                        "pass --probe-kernel FILE (a vmlinux or bzImage), or install one under HOST_KERNELS_DIR")]
     works, detail = kvm_usable(kernel)
     if works:
-        return [Finding("host.kvm", "ok", f"/dev/kvm is present and {detail} ({kernel})")]
-    return [Finding("host.kvm", "FAIL", f"/dev/kvm is present but unusable: {detail}", KVM_FIX)]
+        return [Finding("host.kvm", "ok", f"/dev/kvm is present and {detail} (probe kernel {kernel})")]
+    return [Finding("host.kvm", "FAIL", f"/dev/kvm is present but unusable: {detail} (probe kernel {kernel})", KVM_FIX)]
 
 
 def probe_kernel(view: HostView) -> Path | None:
-    """A kernel QEMU can boot for the probe: --probe-kernel, else one under HOST_KERNELS_DIR."""
+    """A kernel QEMU can boot for the probe: --probe-kernel, else one under HOST_KERNELS_DIR, the host's
+    own /boot/vmlinuz (QEMU boots a bzImage), or the small kernel ``scripts/demo.sh --boot`` builds."""
     if view.probe_kernel is not None:
         return view.probe_kernel
+    candidates: list[Path] = []
     base = view.settings["HOST_KERNELS_DIR"].value
     if base:
         here = view.path(base)
-        for candidate in sorted(here.glob("*/vmlinux.bin")) + sorted(here.glob("*/*/vmlinux.bin")):
-            if candidate.is_file():
-                return candidate
-    return None
+        candidates += sorted(here.glob("*/vmlinux.bin")) + sorted(here.glob("*/*/vmlinux.bin"))
+    release = view.kernel_release()
+    if release:
+        candidates.append(view.path(f"/boot/vmlinuz-{release}"))
+    built = os.environ.get("E2B_ARTIFACT_TEST_KERNELS")
+    candidates += sorted((Path(built) if built else default_cache_dir() / "test-kernels").glob("*/vmlinux"))
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def check_host_kernel(view: HostView) -> list[Finding]:
