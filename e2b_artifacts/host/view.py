@@ -112,7 +112,8 @@ class HostView:
             raw = (pid_dir / "cmdline").read_bytes()
         except OSError:
             return "?"
-        return " ".join(p.decode(errors="replace") for p in raw.split(b"\0") if p) or "?"
+        words = (p.decode(errors="replace") for p in raw.split(b"\0") if p)
+        return " ".join(" ".join(w.split()) for w in words) or "?"
 
     # ------------------------------------------------------------------ Nomad
 
