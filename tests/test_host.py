@@ -128,6 +128,13 @@ def test_firecracker_version_differs_from_its_directory(healthy_root: Path) -> N
     assert "is Firecracker v1.12.1, its directory says v1.10.1_1fcdaec" in fail.message
 
 
+def test_firecracker_e2b_fork_name_compares_the_line(healthy_root: Path) -> None:
+    write(healthy_root / "fc-versions/v1.12-0.2.0/firecracker", FIRECRACKER_STANDIN, 0o755)
+    write(healthy_root / "fc-versions/v1.14-0.2.0/firecracker", FIRECRACKER_STANDIN, 0o755)
+    [fail] = fails(run(healthy_root))
+    assert fail.message == "/fc-versions/v1.14-0.2.0/firecracker is Firecracker v1.12.1, its directory says v1.14-0.2.0"
+
+
 def test_envd_missing_but_staged(healthy_root: Path) -> None:
     (healthy_root / "fc-envd/envd").rename(healthy_root / "fc-envd/envd.0.2.4")
     [fail] = fails(run(healthy_root))

@@ -10,6 +10,7 @@ from ..errors import ArtifactError
 from ..findings import Finding, Fix
 from ..settings import host_file_candidates
 from ..verify_rootfs import elf_info
+from ..versions import read_firecracker_version
 from .view import HostView
 
 ELF_HEAD = 64 * 1024  # the ELF and program headers of a static Go binary sit in its first pages
@@ -135,12 +136,17 @@ def _one_firecracker(view: HostView, dir_name: str, binary: Path, shown: str) ->
         return Finding("host.firecracker", "FAIL", f"{shown} --version failed: {first}",
                        f"replace it with the release's firecracker-{dir_name.split('_')[0]}-{view.arch()} binary",
                        fix=Fix.FIRECRACKER_INSTALL)
-    wanted = re.match(r"v?(\d+\.\d+\.\d+)", dir_name)
+    wanted = read_firecracker_version(dir_name)
     if wanted is None:
-        return Finding("host.firecracker", "warn", f"{shown}: Firecracker v{said[1]}; directory name {dir_name} is not "
-                                                   "a version (builds name v<X.Y.Z>_<commit>)")
-    if wanted[1] != said[1]:
+        return Finding("host.firecracker", "warn", f"{shown}: Firecracker v{said[1]}; directory name {dir_name} is in "
+                                                   "none of upstream's version forms (v1.12.1_<commit>, v1.10.1, "
+                                                   "v1.14-0.2.0)", f"rename it to v{said[1]}_<commit>")
+    binary_release = tuple(int(x) for x in said[1].split("."))
+    # E2B's fork names only the upstream line (v1.14-0.2.0): compare major.minor there
+    same = (binary_release[:2] == wanted.release[:2] if wanted.form == "e2b" else binary_release == wanted.release)
+    if not same:
+        expected = ".".join(map(str, wanted.release[:2] if wanted.form == "e2b" else wanted.release))
         return Finding("host.firecracker", "FAIL", f"{shown} is Firecracker v{said[1]}, its directory says {dir_name}",
-                       f"put release {wanted[1]} there (or rename the directory to v{said[1]}_<commit>)",
+                       f"put release {expected} there (or rename the directory to v{said[1]}_<commit>)",
                        fix=Fix.FIRECRACKER_INSTALL)
     return Finding("host.firecracker", "ok", f"{shown}: Firecracker v{said[1]}")
