@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from ..findings import Finding
-from ..vm.boot import default_cache_dir, kvm_usable
+from ..vm.boot import default_cache_dir
+from ..vm.qemu import kvm_usable
 from .view import HostView
 
 # Firecracker's supported host kernels (its kernel support policy) for the releases E2B ships.
@@ -27,7 +28,7 @@ def check_kvm(view: HostView) -> list[Finding]:
     if kernel is None:
         return [Finding("host.kvm", "warn", "/dev/kvm is present; no kernel to test a guest run with",
                         "pass --probe-kernel FILE (a vmlinux or bzImage), or install one under HOST_KERNELS_DIR")]
-    works, detail = kvm_usable(kernel)
+    works, detail = kvm_usable(kernel, default_cache_dir())
     if works:
         return [Finding("host.kvm", "ok", f"/dev/kvm is present and {detail} (probe kernel {kernel})")]
     return [Finding("host.kvm", "FAIL", f"/dev/kvm is present but unusable: {detail} (probe kernel {kernel})", KVM_FIX)]
