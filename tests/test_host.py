@@ -324,7 +324,7 @@ def test_cli_json_and_exit_codes(healthy_root: Path, tmp_path: Path) -> None:
 
 def test_this_machine(tmp_path: Path) -> None:
     """The real run: the KVM line agrees with boot's own (cached) probe of the same kernel."""
-    from e2b_artifacts.vm.boot import default_cache_dir
+    from e2b_artifacts.settings import cache_dir
     from e2b_artifacts.vm.qemu import kvm_usable
 
     kernel = test_kernel("cmdline-ikconfig").vmlinux
@@ -334,7 +334,7 @@ def test_this_machine(tmp_path: Path) -> None:
     if not Path("/dev/kvm").exists():
         assert kvm.status == "FAIL" and "missing" in kvm.message
     else:
-        works, detail = kvm_usable(kernel, default_cache_dir())
+        works, detail = kvm_usable(kernel, cache_dir())
         assert (kvm.status, detail in kvm.message) == ("ok" if works else "FAIL", True)
         if not works:
             assert kvm.message.startswith("/dev/kvm is present but unusable")

@@ -6,10 +6,10 @@ import os
 import re
 from pathlib import Path
 
+from .. import elf
 from ..errors import ArtifactError
 from ..findings import Finding, Fix
 from ..settings import host_file_candidates
-from ..verify_rootfs import elf_info
 from ..versions import read_firecracker_version
 from .view import HostView
 
@@ -42,12 +42,13 @@ def _one_envd(view: HostView, path: Path) -> Finding:
             head = fh.read(ELF_HEAD)
     except OSError as exc:
         return Finding("host.envd", "FAIL", f"{path}: cannot read ({exc.strerror})", "fix its permissions")
-    info = elf_info(head)
+    info = elf.parse(head)
     if info is None:
         return Finding("host.envd", "FAIL", f"{path} is not an ELF executable", "put the envd binary there",
                        fix=Fix.ENVD_REPLACE)
-    if info.machine != view.arch():
-        return Finding("host.envd", "FAIL", f"{path} is a {info.machine} ELF; this host is {view.arch()}",
+    machine = info.arch or f"machine {info.machine}"
+    if machine != view.arch():
+        return Finding("host.envd", "FAIL", f"{path} is a {machine} ELF; this host is {view.arch()}",
                        f"an envd built for {view.arch()} (GOARCH)", fix=Fix.ENVD_REPLACE)
     if info.interpreter is not None:
         return Finding("host.envd", "FAIL", f"{path} is dynamically linked ({info.interpreter}): it will not run in "
@@ -58,7 +59,7 @@ def _one_envd(view: HostView, path: Path) -> Finding:
         rc, out = view.run([str(view.path(path)), "-version"], timeout=5)
         found = re.search(r"\d+\.\d+\.\d+\S*", out) if rc == 0 else None
         version = f", version {found[0]}" if found else ""
-    return Finding("host.envd", "ok", f"{path}: static {info.machine} ELF{version}")
+    return Finding("host.envd", "ok", f"{path}: static {machine} ELF{version}")
 
 
 def check_kernels(view: HostView) -> list[Finding]:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..findings import Finding
-from ..vm.boot import default_cache_dir
+from ..settings import cache_dir
 from ..vm.qemu import kvm_usable
 from .view import HostView
 
@@ -28,7 +28,7 @@ def check_kvm(view: HostView) -> list[Finding]:
     if kernel is None:
         return [Finding("host.kvm", "warn", "/dev/kvm is present; no kernel to test a guest run with",
                         "pass --probe-kernel FILE (a vmlinux or bzImage), or install one under HOST_KERNELS_DIR")]
-    works, detail = kvm_usable(kernel, default_cache_dir())
+    works, detail = kvm_usable(kernel, cache_dir())
     if works:
         return [Finding("host.kvm", "ok", f"/dev/kvm is present and {detail} (probe kernel {kernel})")]
     return [Finding("host.kvm", "FAIL", f"/dev/kvm is present but unusable: {detail} (probe kernel {kernel})", KVM_FIX)]
@@ -48,7 +48,7 @@ def probe_kernel(view: HostView) -> Path | None:
     if release:
         candidates.append(view.path(f"/boot/vmlinuz-{release}"))
     built = os.environ.get("E2B_ARTIFACT_TEST_KERNELS")
-    candidates += sorted((Path(built) if built else default_cache_dir() / "test-kernels").glob("*/vmlinux"))
+    candidates += sorted((Path(built) if built else cache_dir() / "test-kernels").glob("*/vmlinux"))
     return next((c for c in candidates if c.is_file()), None)
 
 
