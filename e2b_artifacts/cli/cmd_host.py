@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .common import AppState, emit, json_option
+from ..errors import ExitCode
+from .common import AppState, emit, json_option, verdict
 
 
 @click.group("host")
@@ -25,7 +26,7 @@ def command() -> None:
 @json_option
 @click.pass_obj
 def check(app: AppState, jobs: tuple[Path, ...], root: Path, user: str, probe_kernel: Path | None,
-          as_json: bool) -> int:
+          as_json: bool) -> ExitCode:
     """One line per check: ok / warn / FAIL, why, and the command or setting that fixes it.
 
     Exit 0 when nothing failed, 1 when a check failed, 3 when a job file cannot be read.
@@ -42,4 +43,4 @@ def check(app: AppState, jobs: tuple[Path, ...], root: Path, user: str, probe_ke
     lines.append(f"host {root}: {counts['ok']} ok, {counts['warn']} warn, {counts['FAIL']} FAIL -> "
                  f"{'FAILED' if report.failed else 'passed'}")
     emit(as_json, report.to_dict(), lines)
-    return 1 if report.failed else 0
+    return verdict(not report.failed)
