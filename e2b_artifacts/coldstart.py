@@ -175,8 +175,7 @@ def _quarantine(build_dir: Path, result: ColdStartResult, record: dict[str, Any]
     record_path = result.quarantine / RECORD_NAME
     old_manifest = build_dir / manifest.FILE_NAME
     if old_manifest.is_file():
-        record["manifest"] = read_input(old_manifest, "integrity manifest", limit=limits.MANIFEST,
-                                        missing_hint="").decode(errors="replace")
+        record["manifest"] = manifest.read_bytes(old_manifest).decode(errors="replace")
     record["moves"] = [m.to_dict() for m in result.moves]
     record["state"] = "moving"
     atomic_write_bytes(record_path, (json.dumps(record, indent=2) + "\n").encode())

@@ -177,7 +177,13 @@ def load_manifest(build_dir: Path) -> Manifest | None:
     path = build_dir / FILE_NAME
     if not path.exists() and not path.is_symlink():
         return None
-    return parse(read_input(path, "integrity manifest", limit=limits.MANIFEST, missing_hint=""), str(path))
+    return parse(read_bytes(path), str(path))
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of the manifest file at ``path``: a regular file within the manifest size limit."""
+    return read_input(path, "integrity manifest", limit=limits.MANIFEST,
+                      missing_hint="e2b-artifact verify --fix BUILD writes one")
 
 
 def parse(data: bytes, where: str = FILE_NAME) -> Manifest:

@@ -117,11 +117,6 @@ def header_parents(build_dir: Path, build_id: str) -> list[str]:
     return sorted(ids)
 
 
-def _read_manifest(path: Path) -> bytes:
-    return read_input(path, "integrity manifest", limit=limits.MANIFEST,
-                      missing_hint="e2b-artifact verify --fix BUILD writes one")
-
-
 def _missing_parents_error(build_id: str, missing: list[str], where: str) -> ArtifactError:
     return ArtifactError(
         f"build {build_id} references parent build(s) missing at {where}: {', '.join(missing)}",
@@ -218,7 +213,7 @@ def _remote_files(store: Storage, build_id: str) -> dict[str, ObjectInfo]:
 def plan_push(build_dir: Path, build_id: str, dest: Storage) -> BuildPlan:
     """What a push of one build would send; reads no file data (sizes and recorded hashes only)."""
     manifest = _local_manifest(build_dir, build_id)
-    local_manifest_bytes = _read_manifest(build_dir / MANIFEST_NAME)
+    local_manifest_bytes = mf.read_bytes(build_dir / MANIFEST_NAME)
     remote = _remote_files(dest, build_id)
     plan = BuildPlan(build_id, "transfer", header_parents(build_dir, build_id))
     if METADATA_NAME in remote:
@@ -286,7 +281,7 @@ def _execute_push(build_dir: Path, plan: BuildPlan, dest: Storage, opts: Transfe
             raise ArtifactError(f"{dest.url}/{bid}/{name}: not as uploaded ({step.reason})",
                                 hint="another writer may be using the same build id; re-run the push",
                                 code=ExitCode.REMOTE)
-    manifest_bytes = _read_manifest(build_dir / MANIFEST_NAME)
+    manifest_bytes = mf.read_bytes(build_dir / MANIFEST_NAME)
     dest.put_bytes(f"{bid}/{MANIFEST_NAME}", manifest_bytes, _blake3_bytes(manifest_bytes))
     counted.account(len(manifest_bytes))
     log(f"{bid}: publishing {METADATA_NAME}")
@@ -393,7 +388,7 @@ def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
     order = [*_send_order(remote.manifest)]
     if target.exists():
         local = target / MANIFEST_NAME
-        if local.is_file() and _read_manifest(local) == remote.manifest_bytes and (target / METADATA_NAME).is_file():
+        if local.is_file() and mf.read_bytes(local) == remote.manifest_bytes and (target / METADATA_NAME).is_file():
             plan.state = "up-to-date"
             plan.files = [FileStep(n, remote.manifest.files[n].size, "skip", "unchanged") for n in order]
             plan.files.insert(-1, FileStep(MANIFEST_NAME, len(remote.manifest_bytes), "skip", "unchanged"))
@@ -402,7 +397,7 @@ def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
                             hint=f"move it aside (mv {target} {target}.old) and pull again",
                             code=ExitCode.CONFLICT)
     staging = layout.resumable_staging_dir(root, bid)
-    resumable = (staging / MANIFEST_NAME).is_file() and _read_manifest(staging / MANIFEST_NAME) == remote.manifest_bytes
+    resumable = (staging / MANIFEST_NAME).is_file() and mf.read_bytes(staging / MANIFEST_NAME) == remote.manifest_bytes
     for name in order:
         size = remote.manifest.files[name].size
         if name == METADATA_NAME:  # the manifest, like push's, is one of the build's files
@@ -434,7 +429,7 @@ def _pull_locked(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opt
                             code=ExitCode.CONFLICT)
     staging = layout.resumable_staging_dir(root, bid)
     saved = staging / MANIFEST_NAME
-    if staging.exists() and not (saved.is_file() and _read_manifest(saved) == remote.manifest_bytes):
+    if staging.exists() and not (saved.is_file() and mf.read_bytes(saved) == remote.manifest_bytes):
         shutil.rmtree(staging)  # our own staging from a pull of different content
         plan.files = [FileStep(f.name, f.size, "send", "missing") for f in plan.files]
     with layout.stage(root, bid, resumable=True) as staging:

@@ -45,6 +45,16 @@ def cli(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None =
                           check=False)
 
 
+def sample_build(storage: Path, build_id: str) -> Path:
+    """One real build of the bundled sample (rootfs + envd + metadata + manifest) in ``storage``."""
+    from e2b_artifacts import BuildRequest, build
+
+    build(BuildRequest(source_kind="tar", source=FIXTURES / "sample-rootfs.tar",
+                       envd=FIXTURES / "envd-standin" / "envd", storage=storage, build_id=build_id,
+                       free_mb=4, ram_mb=64))
+    return storage / build_id
+
+
 def make_ext4(path: Path, tree: Path, size: str = "32M") -> Path:
     subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-d", str(tree), str(path), size],
                    check=True, capture_output=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from e2b_artifacts import BuildRequest, build, header, manifest
-from tests.conftest import FIXTURES, cli
+from e2b_artifacts import header, manifest
+from tests.conftest import cli, sample_build
 from tests.verify.craft import add_snapshot, header_v1_3
 
 BUILD_ID = "3f1c9a52-7d0e-4b6a-9c44-0e5d2b8f1a77"
@@ -49,10 +49,7 @@ class Env:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real build (rootfs + envd + metadata + manifest), copied per test."""
     storage = tmp_path_factory.mktemp("built")
-    build(BuildRequest(source_kind="tar", source=FIXTURES / "sample-rootfs.tar",
-                       envd=FIXTURES / "envd-standin" / "envd", storage=storage, build_id=BUILD_ID,
-                       free_mb=4, ram_mb=64))
-    return storage / BUILD_ID
+    return sample_build(storage, BUILD_ID)
 
 
 @pytest.fixture

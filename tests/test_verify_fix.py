@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 import e2b_artifacts.kernel.rules  # noqa: F401  (KernelFinding is reworded too)
-from e2b_artifacts import BuildRequest, build, manifest, verify
+from e2b_artifacts import manifest, verify
 from e2b_artifacts.findings import AUTOMATIC, Finding, Fix
 from e2b_artifacts.settings import Settings
-from tests.conftest import FIXTURES
+from tests.conftest import sample_build
 from tests.verify.craft import add_snapshot, header_v1_3, snapfile
 
 BUILD_ID = "5d0e7c1a-2b3f-4a6e-8d9c-1f2e3a4b5c6d"
@@ -32,10 +32,7 @@ SNAPSHOT_FILES = ("memfile", "snapfile", "memfile.header")
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     storage = tmp_path_factory.mktemp("built")
-    build(BuildRequest(source_kind="tar", source=FIXTURES / "sample-rootfs.tar",
-                       envd=FIXTURES / "envd-standin" / "envd", storage=storage, build_id=BUILD_ID,
-                       free_mb=4, ram_mb=64))
-    return storage / BUILD_ID
+    return sample_build(storage, BUILD_ID)
 
 
 @dataclass
