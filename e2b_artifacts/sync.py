@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from . import layout, limits
 from . import manifest as mf
@@ -128,29 +128,20 @@ def _missing_parents_error(build_id: str, missing: list[str], where: str) -> Art
 def push(storage_root: Path, build_id: str, dest: Storage, *, with_parents: bool = False, dry_run: bool = False,
          opts: TransferOptions | None = None, log: Log = _quiet) -> SyncReport:
     """Send ``<storage_root>/<build_id>`` (and with ``with_parents`` its parent chain) to ``dest``."""
-    opts = opts or TransferOptions()
-    started = time.monotonic()
+    transfer = opts or TransferOptions()
     report = SyncReport("push", dest.url, dry_run)
-    for bid in _push_order(storage_root, check_build_id(build_id), dest, with_parents):
-        plan = plan_push(storage_root / bid, bid, dest)
-        report.builds.append(plan)
-        if plan.state == "transfer" and not dry_run:
-            _execute_push(storage_root / bid, plan, dest, opts, log, report.warnings)
-        elif plan.state == "up-to-date":
-            log(f"{bid}: already complete at {dest.url}")
-    report.seconds = time.monotonic() - started
-    return report
+    return _carry_out(
+        report, lambda: _push_order(storage_root, check_build_id(build_id), dest, with_parents),
+        lambda bid: plan_push(storage_root / bid, bid, dest),
+        lambda bid, plan: _execute_push(storage_root / bid, plan, dest, transfer, log, report.warnings),
+        f"at {dest.url}", log)
 
 
 def _push_order(root: Path, build_id: str, dest: Storage, with_parents: bool) -> list[str]:
-    order: list[str] = []
-
-    def visit(bid: str, chain: tuple[str, ...]) -> None:
-        if bid in order:
-            return
+    def read(bid: str, chain: tuple[str, ...]) -> tuple[str, list[str]] | None:
         build_dir = root / bid
         if chain and not build_dir.is_dir() and dest.stat(f"{bid}/{METADATA_NAME}") is not None:
-            return  # a parent we do not have here, but the destination already does
+            return None  # a parent we do not have here, but the destination already does
         if not build_dir.is_dir():
             what = f"parent build {bid} of {chain[-1]}" if chain else f"build {bid}"
             raise ArtifactError(f"{what} not found in local storage ({build_dir})",
@@ -158,20 +149,13 @@ def _push_order(root: Path, build_id: str, dest: Storage, with_parents: bool) ->
                                 code=ExitCode.BAD_INPUT)
         parents = header_parents(build_dir, bid)
         if with_parents:
-            for parent in parents:
-                if parent in chain:
-                    raise ArtifactError(f"headers form a cycle: {' -> '.join((*chain, bid, parent))}",
-                                        hint="the headers are corrupt; run e2b-artifact verify",
-                                        code=ExitCode.BAD_INPUT)
-                visit(parent, (*chain, bid))
-        else:
-            missing = [p for p in parents if dest.stat(f"{p}/{METADATA_NAME}") is None]
-            if missing:
-                raise _missing_parents_error(bid, missing, dest.url)
-        order.append(bid)
+            return bid, parents
+        missing = [p for p in parents if dest.stat(f"{p}/{METADATA_NAME}") is None]
+        if missing:
+            raise _missing_parents_error(bid, missing, dest.url)
+        return bid, []
 
-    visit(build_id, ())
-    return order
+    return _walk_chain(build_id, read, lambda b: b, "the headers are corrupt; run e2b-artifact verify")
 
 
 def _local_manifest(build_dir: Path, build_id: str) -> mf.Manifest:
@@ -179,11 +163,8 @@ def _local_manifest(build_dir: Path, build_id: str) -> mf.Manifest:
     if manifest is None:
         raise ArtifactError(f"{build_dir} has no {MANIFEST_NAME}; the receiver could not verify the build",
                             hint="write it: e2b-artifact verify --fix (or rebuild)", code=ExitCode.INTEGRITY)
-    unhashed = [n for n, e in manifest.files.items() if e.blake3 is None]
-    if unhashed:
-        raise ArtifactError(f"{build_dir}/{MANIFEST_NAME} records no hash for {', '.join(sorted(unhashed))}",
-                            hint="rewrite the manifest with hashes: e2b-artifact verify --fix",
-                            code=ExitCode.INTEGRITY)
+    _require_hashes(manifest, f"{build_dir}/{MANIFEST_NAME}",
+                    "rewrite the manifest with hashes: e2b-artifact verify --fix")
     if METADATA_NAME not in manifest.files:
         raise ArtifactError(f"{build_dir} has no {METADATA_NAME} (or the manifest does not list it)",
                             hint="an incomplete build cannot be synced; rebuild it", code=ExitCode.BAD_INPUT)
@@ -193,6 +174,13 @@ def _local_manifest(build_dir: Path, build_id: str) -> mf.Manifest:
                             + "; ".join(m.message for m in mismatches[:3]),
                             hint="run e2b-artifact verify to see what changed", code=ExitCode.INTEGRITY)
     return manifest
+
+
+def _require_hashes(manifest: mf.Manifest, where: str, hint: str) -> None:
+    """Refuse a manifest (at ``where``) with a file whose hash it does not record: a sync checks every byte."""
+    unhashed = sorted(n for n, e in manifest.files.items() if e.blake3 is None)
+    if unhashed:
+        raise ArtifactError(f"{where} records no hash for {', '.join(unhashed)}", hint=hint, code=ExitCode.INTEGRITY)
 
 
 def _send_order(manifest: mf.Manifest) -> list[str]:
@@ -302,18 +290,13 @@ class _Remote:
 def pull(storage_root: Path, build_id: str, src: Storage, *, with_parents: bool = False, dry_run: bool = False,
          opts: TransferOptions | None = None, log: Log = _quiet) -> SyncReport:
     """Fetch ``build_id`` (and with ``with_parents`` its parent chain) from ``src`` into ``storage_root``."""
-    opts = opts or TransferOptions()
-    started = time.monotonic()
-    report = SyncReport("pull", src.url, dry_run)
-    for remote in _pull_order(storage_root, check_build_id(build_id), src, with_parents):
-        plan = plan_pull(storage_root, remote)
-        report.builds.append(plan)
-        if plan.state == "transfer" and not dry_run:
-            _execute_pull(storage_root, remote, plan, src, opts, log)
-        elif plan.state == "up-to-date":
-            log(f"{remote.build_id}: already complete in {storage_root}")
-    report.seconds = time.monotonic() - started
-    return report
+    transfer = opts or TransferOptions()
+    return _carry_out(
+        SyncReport("pull", src.url, dry_run),
+        lambda: _pull_order(storage_root, check_build_id(build_id), src, with_parents),
+        lambda remote: plan_pull(storage_root, remote),
+        lambda remote, plan: _execute_pull(storage_root, remote, plan, src, transfer, log),
+        f"in {storage_root}", log)
 
 
 def _read_remote(src: Storage, build_id: str) -> _Remote:
@@ -335,14 +318,12 @@ def _read_remote(src: Storage, build_id: str) -> _Remote:
                                 hint="refusing to write outside the build directory; check the source",
                                 code=ExitCode.INTEGRITY)
         info = listing.get(name)
-        if entry.blake3 is None:
-            raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} records no hash for {name}",
-                                hint="re-push the build with e2b-artifact sync push", code=ExitCode.INTEGRITY)
         if info is None or info.size != entry.size:
             state = "missing" if info is None else f"{info.size} bytes, manifest says {entry.size}"
             raise ArtifactError(f"{src.url}/{build_id}/{name}: {state}",
                                 hint="the remote build is damaged; re-push it from a good copy",
                                 code=ExitCode.INTEGRITY)
+    _require_hashes(manifest, f"{src.url}/{build_id}/{MANIFEST_NAME}", "re-push the build with e2b-artifact sync push")
     if METADATA_NAME not in manifest.files:
         raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} does not list {METADATA_NAME}",
                             hint="re-push the build with e2b-artifact sync push", code=ExitCode.INTEGRITY)
@@ -359,25 +340,14 @@ def _read_remote(src: Storage, build_id: str) -> _Remote:
 
 
 def _pull_order(root: Path, build_id: str, src: Storage, with_parents: bool) -> list[_Remote]:
-    order: list[_Remote] = []
-
-    def visit(bid: str, chain: tuple[str, ...]) -> None:
-        if any(r.build_id == bid for r in order):
-            return
+    def read(bid: str, chain: tuple[str, ...]) -> tuple[_Remote, list[str]]:
         remote = _read_remote(src, bid)
         missing = [p for p in remote.parents if not (root / p / METADATA_NAME).is_file()]
-        if with_parents:
-            for parent in missing:
-                if parent in chain:
-                    raise ArtifactError(f"headers form a cycle: {' -> '.join((*chain, bid, parent))}",
-                                        hint="the remote headers are corrupt", code=ExitCode.BAD_INPUT)
-                visit(parent, (*chain, bid))
-        elif missing:
+        if missing and not with_parents:
             raise _missing_parents_error(bid, missing, str(root))
-        order.append(remote)
+        return remote, missing
 
-    visit(build_id, ())
-    return order
+    return _walk_chain(build_id, read, lambda r: r.build_id, "the remote headers are corrupt")
 
 
 def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
@@ -494,6 +464,51 @@ def list_builds(store: Storage) -> list[RemoteBuild]:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+_Build = TypeVar("_Build")
+
+
+def _carry_out(report: SyncReport, walk: Callable[[], list[_Build]], plan_one: Callable[[_Build], BuildPlan],
+               execute: Callable[[_Build, BuildPlan], None], where: str, log: Log) -> SyncReport:
+    """Plan each build ``walk`` yields (parents first) into ``report`` and, unless a dry run, transfer it."""
+    started = time.monotonic()
+    for build in walk():
+        plan = plan_one(build)
+        report.builds.append(plan)
+        if plan.state == "transfer" and not report.dry_run:
+            execute(build, plan)
+        elif plan.state == "up-to-date":
+            log(f"{plan.build_id}: already complete {where}")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _walk_chain(build_id: str, read: Callable[[str, tuple[str, ...]], tuple[_Build, list[str]] | None],
+                id_of: Callable[[_Build], str], corrupt_hint: str) -> list[_Build]:
+    """``build_id`` and the parents ``read`` says to visit, depth first, each parent before its children.
+
+    ``read(bid, chain)`` (``chain``: the builds that led here) returns the build and the parents to walk
+    into, or None to leave the build out; it raises where the chain cannot be synced.
+    """
+    order: list[_Build] = []
+
+    def visit(bid: str, chain: tuple[str, ...]) -> None:
+        if any(id_of(b) == bid for b in order):
+            return
+        found = read(bid, chain)
+        if found is None:
+            return
+        build, parents = found
+        for parent in parents:
+            if parent in chain:
+                raise ArtifactError(f"headers form a cycle: {' -> '.join((*chain, bid, parent))}",
+                                    hint=corrupt_hint, code=ExitCode.BAD_INPUT)
+            visit(parent, (*chain, bid))
+        order.append(build)
+
+    visit(build_id, ())
+    return order
+
 
 FILES_AT_ONCE = 2  # two files in flight hide one file's multipart completion behind the other's parts
 
