@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import ExitCode
-from .common import AppState, emit, json_option
+from .common import AppState, build_command, emit
 
 
-@click.command("cold-start")
-@click.argument("build")
+@build_command("cold-start")
 @click.option("--dry-run", is_flag=True, help="Print what would move; move nothing.")
 @click.option("--filesystem-only", is_flag=True,
               help='Also set "filesystem_only": true in metadata.json (HEAD orchestrators then boot the rootfs; '
                    "restore puts the original back).")
-@json_option
-@click.pass_obj
-def command(app: AppState, build: str, dry_run: bool, filesystem_only: bool, as_json: bool) -> ExitCode:
+def command(app: AppState, build_dir: Path, dry_run: bool, filesystem_only: bool, as_json: bool) -> ExitCode:
     """Move BUILD's memfile, snapfile and headers into <build>/.quarantine/<UTC timestamp>/.
 
     Its TEMPLATE_CACHE_DIR and SHARED_CHUNK_CACHE_PATH entries move into quarantine too.
@@ -24,7 +23,7 @@ def command(app: AppState, build: str, dry_run: bool, filesystem_only: bool, as_
     """
     from ..coldstart import RESTART_NOTE, cold_start
 
-    result = cold_start(app.settings.build_dir(build), app.settings, dry_run=dry_run,
+    result = cold_start(build_dir, app.settings, dry_run=dry_run,
                         filesystem_only=filesystem_only)
     verb = "would move" if dry_run else "moved"
     lines = [f"moved {a.name}, left by an interrupted run, to {b}" for a, b in result.leftovers]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import ExitCode
 from ..metadata import DEFAULT_RAM_MB, DEFAULT_VCPU
 from .cmd_db import db_option
-from .common import AppState, emit, json_option, progress
+from .common import AppState, build_command, emit, progress
 
 
-@click.command("register")
-@click.argument("build")
+@build_command("register")
 @db_option
 @click.option("--template-id", default=None, help="Template (envs.id); default: the one in metadata.json.")
 @click.option("--team-id", default=None, metavar="UUID", help="Owning team; default: the only team there is.")
@@ -25,9 +26,7 @@ from .common import AppState, emit, json_option, progress
               help="env_builds.free_disk_size_mb (default: metadata.json, else the rootfs size).")
 @click.option("--envd-version", default=None, help="envd version in the rootfs (default: metadata.json).")
 @click.option("--dry-run", is_flag=True, help="Run the statements in a transaction that is rolled back; print them.")
-@json_option
-@click.pass_obj
-def command(app: AppState, build: str, url: str, template_id: str | None, team_id: str | None, alias: str | None,
+def command(app: AppState, build_dir: Path, url: str, template_id: str | None, team_id: str | None, alias: str | None,
             public: bool | None, vcpu: int | None, ram_mb: int | None, free_disk_mb: int | None,
             envd_version: str | None, dry_run: bool, as_json: bool) -> ExitCode:
     """Upsert envs, env_builds, env_aliases (and env_build_assignments) for BUILD in one transaction.
@@ -38,7 +37,7 @@ def command(app: AppState, build: str, url: str, template_id: str | None, team_i
     """
     from ..db.register import build_info, register
 
-    info = build_info(app.settings.build_dir(build), template_id=template_id, envd_version=envd_version,
+    info = build_info(build_dir, template_id=template_id, envd_version=envd_version,
                       vcpu=vcpu, ram_mb=ram_mb, free_disk_mb=free_disk_mb)
     result = register(url, info, team_id=team_id, alias=alias, public=public, dry_run=dry_run)
     for warning in result.warnings:

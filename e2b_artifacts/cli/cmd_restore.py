@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import ExitCode
-from .common import AppState, emit, json_option
+from .common import AppState, build_command, emit
 
 
-@click.command("restore")
-@click.argument("build")
+@build_command("restore")
 @click.argument("timestamp")
-@json_option
-@click.pass_obj
-def command(app: AppState, build: str, timestamp: str, as_json: bool) -> ExitCode:
+def command(app: AppState, build_dir: Path, timestamp: str, as_json: bool) -> ExitCode:
     """Move everything cold-start put in BUILD's quarantine TIMESTAMP back in place.
 
     Refuses (and moves nothing) when one of the original paths exists again.
     """
     from ..coldstart import RESTART_NOTE, restore
 
-    result = restore(app.settings.build_dir(build), timestamp)
+    result = restore(build_dir, timestamp)
     lines = [f"restored {m.dest} <- {m.source}" for m in result.moves]
     if result.metadata_restored:
         lines.append("metadata.json restored (filesystem_only mark removed)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -51,9 +51,9 @@ def transfer_options(func: F) -> F:
     return store_options(func)
 
 
-def _run(direction: str, app: AppState, build_id: str, location: str, endpoint_url: str | None, with_parents: bool,
-         dry_run: bool, part_size: int, range_size: int, jobs: int, limit_rate: str | None, as_json: bool,
-         timeout: float) -> ExitCode:
+def _run(direction: Literal["push", "pull"], app: AppState, build_id: str, location: str, endpoint_url: str | None,
+         with_parents: bool, dry_run: bool, part_size: int, range_size: int, jobs: int, limit_rate: str | None,
+         as_json: bool, timeout: float) -> ExitCode:
     from .. import sync
     from ..storage import TransferOptions, open_storage
 
@@ -101,24 +101,22 @@ def command() -> None:
     """
 
 
-@command.command("push")
-@click.argument("build_id")
-@click.argument("dest")
-@transfer_options
-@click.pass_obj
-def push_command(app: AppState, /, build_id: str, dest: str, **kwargs: Any) -> ExitCode:
-    """Send BUILD_ID from local storage to DEST: data files, then the manifest, then metadata.json."""
-    return _run("push", app, build_id, dest, **kwargs)
+def _transfer_command(direction: Literal["push", "pull"], location: str, doc: str) -> None:
+    """Add ``sync push`` or ``sync pull``: BUILD_ID, then the other side (``location``: DEST or SRC)."""
+
+    @command.command(direction, help=doc)
+    @click.argument("build_id")
+    @click.argument(location)
+    @transfer_options
+    @click.pass_obj
+    def run(app: AppState, /, build_id: str, **kwargs: Any) -> ExitCode:
+        return _run(direction, app, build_id, kwargs.pop(location), **kwargs)
 
 
-@command.command("pull")
-@click.argument("build_id")
-@click.argument("src")
-@transfer_options
-@click.pass_obj
-def pull_command(app: AppState, /, build_id: str, src: str, **kwargs: Any) -> ExitCode:
-    """Fetch BUILD_ID from SRC into local storage (staged, verified, then renamed into place)."""
-    return _run("pull", app, build_id, src, **kwargs)
+_transfer_command("push", "dest", "Send BUILD_ID from local storage to DEST: data files, then the manifest, "
+                  "then metadata.json.")
+_transfer_command("pull", "src", "Fetch BUILD_ID from SRC into local storage (staged, verified, then renamed "
+                  "into place).")
 
 
 @command.command("ls")

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import ExitCode
-from .common import AppState, emit, json_option, verdict
+from .common import AppState, build_command, emit, verdict
 
 
-@click.command("verify")
-@click.argument("build")
+@build_command("verify")
 @click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
 @click.option("--quick", is_flag=True, help="Skip hashing file data for the integrity manifest (sizes only).")
 @click.option("--fix", is_flag=True,
               help="Repair what is safe: rewrite camelCase/v1 metadata as version 2 (original kept beside it), "
                    "record a missing manifest, cold-start a failing snapshot (undo with restore).")
-@json_option
-@click.pass_obj
-def command(app: AppState, build: str, strict: bool, quick: bool, fix: bool, as_json: bool) -> ExitCode:
+def command(app: AppState, build_dir: Path, strict: bool, quick: bool, fix: bool, as_json: bool) -> ExitCode:
     """Verify BUILD (a build id under the template storage, or a directory path).
 
     Exit 0 when nothing failed, 1 when a check failed (--strict: or warned).
     """
     from ..verify import verify
 
-    report = verify(app.settings.build_dir(build), app.settings, quick=quick, fix=fix)
+    report = verify(build_dir, app.settings, quick=quick, fix=fix)
     failed = report.failed(strict)
     counts = report.counts()
     lines = [f"fixed: {line}" for line in report.fixed]

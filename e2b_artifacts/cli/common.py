@@ -6,6 +6,7 @@ problem); every other failure is raised as :class:`ArtifactError`. ``cli.main`` 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
@@ -51,6 +52,23 @@ def json_option(func: F) -> F:
     """Add ``--json``: print one JSON document on stdout instead of text."""
     return click.option("--json", "as_json", is_flag=True, callback=_note_json,
                         help="Print a machine-readable JSON result on stdout.")(func)
+
+
+def build_command(name: str) -> Callable[[Callable[..., ExitCode]], click.Command]:
+    """``@build_command("verify")``: a command on one BUILD (a build id under the template storage, or the path
+    of a build directory), with ``--json`` as its last option.
+
+    The function gets the app state, the build's directory, then its other parameters by name.
+    """
+
+    def decorate(func: Callable[..., ExitCode]) -> click.Command:
+        @functools.wraps(func)
+        def run(app: AppState, /, build: str, **kwargs: Any) -> ExitCode:
+            return func(app, app.settings.build_dir(build), **kwargs)
+
+        return json_option(click.command(name, params=[click.Argument(["build"])])(click.pass_obj(run)))
+
+    return decorate
 
 
 def emit(as_json: bool, result: dict[str, Any], lines: Iterable[str] = ()) -> None:
