@@ -178,17 +178,8 @@ def test_killed_push_leaves_no_complete_build_and_resumes(s3_remote: Remote, tmp
     src, dst = tmp_path / "src", tmp_path / "dst"
     build_id = make_build(src, extra={"memfile": 12 << 20, "memfile.extra": 10 << 20, "snapfile.big": 8 << 20})
     # --limit-rate keeps the upload slow enough to stop it mid-way; the kill itself is a real SIGKILL.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "e2b_artifacts", "--storage", str(src), "sync", "push", build_id, s3_remote.url,
-         *s3_remote.args, "--part-size", "5", "--limit-rate", "6M"],
-        env={**os.environ, **s3_remote.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not _s3_keys_for(s3_remote, build_id):  # the first object has landed on the server
-        assert proc.poll() is None, "push finished before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_when(lambda: bool(_s3_keys_for(s3_remote, build_id)), "the first object on the server",
+               src, s3_remote, "push", build_id, s3_remote.url, "--part-size", "5", "--limit-rate", "6M")
     landed = _s3_keys_for(s3_remote, build_id)
     print(f"\nkilled push after {len(landed)} object(s) landed: {landed}")
     assert not [k for k in landed if k.endswith(("/metadata.json", "/artifact-manifest.json"))]
@@ -283,17 +274,9 @@ def test_killed_pull_publishes_nothing_and_resumes(s3_remote: Remote, tmp_path: 
     build_id = make_build(src, extra={"memfile": 12 << 20, "memfile.extra": 10 << 20, "snapfile.big": 8 << 20})
     sync_json(src, s3_remote, "push", build_id, s3_remote.url, "--part-size", "5")
     staging = dst / f".{build_id}.sync-partial"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "e2b_artifacts", "--storage", str(dst), "sync", "pull", build_id, s3_remote.url,
-         *s3_remote.args, "--range-size", "1", "--limit-rate", "6M"],
-        env={**os.environ, **s3_remote.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (staging.is_dir() and [p for p in staging.iterdir() if not p.name.startswith((".", "artifact"))]):
-        assert proc.poll() is None, "pull finished before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_when(lambda: staging.is_dir() and any(not p.name.startswith((".", "artifact")) for p in staging.iterdir()),
+               "a fetched file in the staging directory",
+               dst, s3_remote, "pull", build_id, s3_remote.url, "--range-size", "1", "--limit-rate", "6M")
     assert not (dst / build_id).exists()  # nothing published under the build's name
 
     resumed = sync_json(dst, s3_remote, "pull", build_id, s3_remote.url)
@@ -406,16 +389,28 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def _kill_when(reached: Callable[[], bool], what: str, storage: Path, remote: Remote, *args: str) -> None:
+    """Run ``sync *args`` and SIGKILL it once ``reached()`` holds (within 60 s); it must not finish before."""
+    proc = _start_cli(storage, remote, *args)
+    wait_until(lambda: reached() or proc.poll() is not None, 60, what)
+    assert proc.poll() is None, f"{args[0]} finished before it could be interrupted"
+    _kill(proc)
+
+
+def _sync_counted(proxy_of: Callable[..., Proxy], endpoint: str, storage: Path, remote: Remote,
+                  *args: str) -> tuple[dict[str, Any], Proxy]:
+    """``sync_json`` reaching ``remote`` through a new proxy in front of ``endpoint``: the result, and the proxy."""
+    proxy = proxy_of(endpoint)
+    return sync_json(storage, _through(remote, proxy), *args), proxy
+
+
 def test_killed_push_resumes_part_by_part_on_s3(s3_remote: Remote, s3_server: Server, proxy_of: Callable[..., Proxy],
                                                   tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     build_id = make_build(src, extra={"memfile": 40 << 20})  # 8 parts of 5 MiB
     key = f"{s3_remote.prefix}{build_id}/memfile"
-    proc = _start_cli(src, s3_remote, "push", build_id, s3_remote.url, "--part-size", "5", "-j", "1",
-                      "--limit-rate", "5M")
-    wait_until(lambda: len(_upload_parts(s3_remote, key)) >= 4 or proc.poll() is not None, 60, "4 parts on the server")
-    assert proc.poll() is None, "push finished before it could be interrupted"
-    _kill(proc)
+    _kill_when(lambda: len(_upload_parts(s3_remote, key)) >= 4, "4 parts on the server",
+               src, s3_remote, "push", build_id, s3_remote.url, "--part-size", "5", "-j", "1", "--limit-rate", "5M")
     kept = {p["PartNumber"] for p in _upload_parts(s3_remote, key)}
     assert 4 <= len(kept) < 8
     # One part on the server no longer matches the local bytes: the resume must notice and send it again.
@@ -423,9 +418,8 @@ def test_killed_push_resumes_part_by_part_on_s3(s3_remote: Remote, s3_server: Se
     s3_remote.client.upload_part(Bucket=s3_remote.bucket, Key=key, UploadId=upload_id, PartNumber=2,
                                  Body=os.urandom(5 << 20))
 
-    proxy = proxy_of(s3_server.endpoint)
-    counted = _through(s3_remote, proxy)
-    resumed = sync_json(src, counted, "push", build_id, counted.url, "--part-size", "16")
+    resumed, proxy = _sync_counted(proxy_of, s3_server.endpoint, src, s3_remote, "push", build_id, s3_remote.url,
+                                   "--part-size", "16")
     memfile_parts = [s for s in proxy.seen if s.method == "PUT" and "partNumber" in s.query and s.path.endswith(
         "/memfile")]
     sent = sorted(int(s.query["partNumber"][0]) for s in memfile_parts)
@@ -448,20 +442,16 @@ def test_killed_push_resumes_part_by_part_on_gcs(request: pytest.FixtureRequest,
     src, dst = tmp_path / "src", tmp_path / "dst"
     build_id = make_build(src, extra={"memfile": 24 << 20})  # 12 part objects of 2 MiB
     part_mark = f"{remote.prefix}{build_id}/memfile.e2b-part-"
-    proc = _start_cli(src, remote, "push", build_id, remote.url, "--part-size", "2", "-j", "1", "--limit-rate", "3M")
 
     def part_objects() -> list[str]:
         return [k for k in remote.object_keys() if k.startswith(part_mark)]
 
-    wait_until(lambda: len(part_objects()) >= 5 or proc.poll() is not None, 60, "5 part objects on the server")
-    assert proc.poll() is None, "push finished before it could be interrupted"
-    _kill(proc)
+    _kill_when(lambda: len(part_objects()) >= 5, "5 part objects on the server",
+               src, remote, "push", build_id, remote.url, "--part-size", "2", "-j", "1", "--limit-rate", "3M")
     kept = len(part_objects())
     assert 5 <= kept < 12
 
-    proxy = proxy_of(gcs_server.endpoint)
-    counted = _through(remote, proxy)
-    resumed = sync_json(src, counted, "push", build_id, counted.url)
+    resumed, proxy = _sync_counted(proxy_of, gcs_server.endpoint, src, remote, "push", build_id, remote.url)
     received = sum(s.body_bytes for s in proxy.seen if s.method == "POST" and s.path.startswith("/upload/"))
     print(f"\nkilled after {kept} of 12 parts; the re-run sent {resumed['bytes_sent']} of {resumed['bytes_total']} "
           f"bytes, the server received {received} bytes of uploads")
@@ -479,18 +469,12 @@ def test_killed_pull_resumes_inside_a_file(s3_remote: Remote, s3_server: Server,
     build_id = make_build(src, extra={"memfile": 32 << 20})
     sync_json(src, s3_remote, "push", build_id, s3_remote.url)
     partial = dst / f".{build_id}.sync-partial" / ".memfile.e2b-partial"
-    proc = _start_cli(dst, s3_remote, "pull", build_id, s3_remote.url, "--range-size", "1", "-j", "1",
-                      "--limit-rate", "5M")
-    wait_until(lambda: (partial.is_file() and partial.stat().st_size >= 10 << 20) or proc.poll() is not None, 60,
-               "10 MiB of memfile fetched")
-    assert proc.poll() is None, "pull finished before it could be interrupted"
-    _kill(proc)
+    _kill_when(lambda: partial.is_file() and partial.stat().st_size >= 10 << 20, "10 MiB of memfile fetched",
+               dst, s3_remote, "pull", build_id, s3_remote.url, "--range-size", "1", "-j", "1", "--limit-rate", "5M")
     kept = partial.stat().st_size
     assert not (dst / build_id).exists()
 
-    proxy = proxy_of(s3_server.endpoint)
-    counted = _through(s3_remote, proxy)
-    resumed = sync_json(dst, counted, "pull", build_id, counted.url)
+    resumed, proxy = _sync_counted(proxy_of, s3_server.endpoint, dst, s3_remote, "pull", build_id, s3_remote.url)
     fetched = sum(s.answer_bytes for s in proxy.seen if s.method == "GET" and s.path.endswith("/memfile"))
     print(f"\nkilled with {kept} bytes of memfile kept; the re-run fetched {fetched} bytes of it "
           f"({resumed['bytes_sent']} of {resumed['bytes_total']} bytes in all)")
