@@ -20,7 +20,7 @@ import json
 import mmap
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -218,10 +218,13 @@ def _malformed(where: Path | str, detail: str) -> ArtifactError:
 
 def check_manifest(build_dir: Path, *, quick: bool = False, manifest: Manifest | None = None,
                    progress: Callable[[int], None] | None = None,
-                   checked: Callable[[str], None] | None = None) -> list[FileMismatch]:
+                   checked: Callable[[str], None] | None = None,
+                   digests: Mapping[str, str] | None = None) -> list[FileMismatch]:
     """Compare ``build_dir`` with its manifest: sizes, and (unless ``quick``) BLAKE3 of the data.
 
     Files are read largest first; ``checked`` (optional) is called with each name once it is done.
+    ``digests`` (optional): BLAKE3 hex the caller already computed for some files (streamed from an
+    object store); those files are not read again.
     Returns an empty list when there is no manifest; the caller reports that separately.
     """
     manifest = manifest or load_manifest(build_dir)
@@ -230,7 +233,8 @@ def check_manifest(build_dir: Path, *, quick: bool = False, manifest: Manifest |
     mismatches: list[FileMismatch] = []
     present = {p.name for p in artifact_files(build_dir)}
     for name, expected in sorted(manifest.files.items(), key=lambda item: (-item[1].size, item[0])):
-        _check_entry(build_dir, name, expected, name in present, quick, progress, mismatches)
+        _check_entry(build_dir, name, expected, name in present, quick, progress, mismatches,
+                     (digests or {}).get(name))
         if checked is not None:
             checked(name)
     mismatches.extend(FileMismatch(name, "unlisted") for name in sorted(present - manifest.files.keys()))
@@ -238,7 +242,8 @@ def check_manifest(build_dir: Path, *, quick: bool = False, manifest: Manifest |
 
 
 def _check_entry(build_dir: Path, name: str, expected: FileEntry, present: bool, quick: bool,
-                 progress: Callable[[int], None] | None, mismatches: list[FileMismatch]) -> None:
+                 progress: Callable[[int], None] | None, mismatches: list[FileMismatch],
+                 known_digest: str | None = None) -> None:
     path = build_dir / name
     if not present:
         problem: Problem = "not-a-file" if path.exists() or path.is_symlink() else "missing"
@@ -249,7 +254,7 @@ def _check_entry(build_dir: Path, name: str, expected: FileEntry, present: bool,
         mismatches.append(FileMismatch(name, "size", str(expected.size), str(size)))
         return
     if not quick and expected.blake3 is not None:
-        digest = hash_file(path, progress)
+        digest = known_digest or hash_file(path, progress)
         if digest != expected.blake3:
             mismatches.append(FileMismatch(name, "hash", expected.blake3, digest))
 

@@ -42,6 +42,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOST_ENVD_PATH", "file", "/fc-envd/envd", "the envd binary injected into templates"),
     Setting("BUILD_CACHE_BUCKET_NAME", "value", None, "build-cache bucket (cloud providers)"),
     Setting("STORAGE_PROVIDER", "value", "GCPBucket", "GCPBucket, AWSBucket or Local"),
+    Setting("TEMPLATE_BUCKET_NAME", "value", None, "template bucket (STORAGE_PROVIDER GCPBucket or AWSBucket)"),
+    Setting("TEMPLATE_STORAGE_URL", "value", None,
+            "template storage as a URL, gs:// s3:// file:// (upstream HEAD; wins over STORAGE_PROVIDER and "
+            "TEMPLATE_BUCKET_NAME)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,13 +62,32 @@ class VerifyReport:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def verify(build_dir: Path, settings: Settings, *, quick: bool = False, fix: bool = False) -> VerifyReport:
+@dataclass(frozen=True)
+class StandIn:
+    """``build_dir`` is a local stand-in for a build stored elsewhere (``verify --all s3://...``).
+
+    Its small files are copies; its data files are sparse placeholders of the stored size, except what
+    the caller streamed into them. ``digests`` holds the BLAKE3 the caller computed while streaming each
+    file from ``location`` (the manifest check compares those instead of hashing the placeholder);
+    ``rootfs_read`` False means ``rootfs.ext4`` was not fetched (``--quick``), so its contents are not checked.
+    """
+
+    location: str
+    digests: Mapping[str, str] = field(default_factory=dict)
+    rootfs_read: bool = True
+
+
+def verify(build_dir: Path, settings: Settings, *, quick: bool = False, fix: bool = False,
+           stand_in: StandIn | None = None) -> VerifyReport:
     """Run every check on ``build_dir``; with ``fix``, repair what can be repaired safely, then check again."""
+    if stand_in is not None and fix:
+        raise ArtifactError(f"cannot repair {stand_in.location} in place", hint="pull the build, then verify --fix it",
+                            code=ExitCode.USAGE)
     if not build_dir.is_dir():
         raise ArtifactError(f"build directory {build_dir} not found",
                             hint="pass a build id under LOCAL_TEMPLATE_STORAGE_BASE_PATH or a directory path "
                                  "(see e2b-artifact paths)", code=ExitCode.BAD_INPUT)
-    report = _run_checks(build_dir, settings, quick=quick)
+    report = _run_checks(build_dir, settings, quick=quick, stand_in=stand_in)
     if not fix:
         return report
     fixed = _fix(build_dir, settings, report)
@@ -80,7 +99,7 @@ def verify(build_dir: Path, settings: Settings, *, quick: bool = False, fix: boo
     return again
 
 
-def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyReport:
+def _run_checks(build_dir: Path, settings: Settings, *, quick: bool, stand_in: StandIn | None = None) -> VerifyReport:
     report = VerifyReport(build_dir.name, build_dir)
     _check_files(report)
     md = _check_metadata(report)
@@ -88,20 +107,24 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool) -> VerifyRe
     guest_arch = _check_host_binaries(report, settings, md, arch) or arch
     rootfs = build_dir / ROOTFS
     init_mode = md.ext.get("init") if md is not None else None
+    rootfs_read = stand_in is None or stand_in.rootfs_read
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         jobs: list[concurrent.futures.Future[list[Finding]]] = []
 
         def start_rootfs_checks(done: str = ROOTFS) -> None:
             # e2fsprogs subprocesses run beside the hashing; started once the image is hashed (it is then
             # in the page cache, so their reads do not make the disk seek away from the streaming read).
-            if done == ROOTFS and not jobs and rootfs.is_file():
+            if done == ROOTFS and not jobs and rootfs.is_file() and rootfs_read:
                 jobs.append(pool.submit(check_build_rootfs, build_dir, arch=guest_arch,
                                         init_mode=init_mode if isinstance(init_mode, str) else None))
 
         _check_snapshot(report, md, arch)
         _check_headers(report)
-        _check_manifest(report, quick, start_rootfs_checks)
+        _check_manifest(report, quick, start_rootfs_checks, stand_in.digests if stand_in else None)
         start_rootfs_checks()  # no manifest, --quick, or the image not listed
+        if stand_in is not None and not stand_in.rootfs_read and rootfs.is_file():
+            report.add("rootfs", "warn", f"{ROOTFS} contents not checked: --quick reads no data from "
+                                         f"{stand_in.location}", "verify without --quick to check the filesystem")
         for job in jobs:
             try:
                 report.findings.extend(job.result())
@@ -369,7 +392,8 @@ def _peek_generation(path: Path) -> int | None:
         return None
 
 
-def _check_manifest(report: VerifyReport, quick: bool, checked: Callable[[str], None]) -> None:
+def _check_manifest(report: VerifyReport, quick: bool, checked: Callable[[str], None],
+                    digests: Mapping[str, str] | None = None) -> None:
     try:
         found = manifest.load_manifest(report.build_dir)
     except ArtifactError as exc:
@@ -380,7 +404,8 @@ def _check_manifest(report: VerifyReport, quick: bool, checked: Callable[[str], 
                    f"e2b-artifact verify --fix {report.build_id} records the current files", fix=Fix.MANIFEST_WRITE)
         return
     try:
-        mismatches = manifest.check_manifest(report.build_dir, quick=quick, manifest=found, checked=checked)
+        mismatches = manifest.check_manifest(report.build_dir, quick=quick, manifest=found, checked=checked,
+                                             digests=digests)
     except ArtifactError as exc:  # an unreadable file: say so, keep the rest of the report
         report.add("manifest", "FAIL", exc.message, exc.hint)
         return
