@@ -450,6 +450,50 @@ class Storage(abc.ABC):
         return data
 
 
+def no_answer(what: str, timeout: float, *, connecting: bool, check: str, server: str = "") -> ArtifactError:
+    """The error of a request to ``server`` left unanswered for ``timeout`` seconds; ``check``: what else the
+    user should look at (the backend's endpoint setting)."""
+    verb = "could not connect" if connecting else "no reply"
+    return ArtifactError(f"{what}: {verb} within {timeout:g} s" + (f" ({server})" if server else ""),
+                         hint=f"the server is not answering: check it {check}, or wait longer with --timeout "
+                              "SECONDS; a re-run continues where this one stopped", code=ExitCode.REMOTE)
+
+
+class BucketStorage(Storage):
+    """A bucket of an object store (S3, GCS), its objects under a key prefix.
+
+    Every request runs inside :meth:`_remote`: the stall watch reports a wait, and the backend's
+    :meth:`_errors` turns its client library's exceptions into one :class:`ArtifactError`.
+    """
+
+    def __init__(self, scheme: str, bucket: str, prefix: str, timeout: float) -> None:
+        self.prefix = prefix.strip("/")
+        self.url = f"{scheme}://{bucket}/{self.prefix}".rstrip("/")
+        self.timeout = timeout
+        self.watch = StallWatch(self.url, timeout)
+
+    @abc.abstractmethod
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """Errors of the client library, raised inside, as one :class:`ArtifactError` about ``what``."""
+
+    @contextlib.contextmanager
+    def _remote(self, what: str) -> Iterator[None]:
+        """A request: errors become one clear :class:`ArtifactError`, and a stall is reported while it waits."""
+        with self.watch.request(what), self._errors(what):
+            yield
+
+    def _key(self, key: str) -> str:
+        return join_key(self.prefix, key)
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    def _list_prefix(self, prefix: str) -> str:
+        """The full key prefix that lists ``prefix``: one naming a directory (or the root) ends in "/"."""
+        full = join_key(self.prefix, prefix)
+        return f"{full}/" if full and (prefix.endswith("/") or not prefix) else full
+
+
 def _check(hasher: blake3.blake3, expected: str, name: str, where: str) -> None:
     actual = hasher.hexdigest()
     if actual != expected:

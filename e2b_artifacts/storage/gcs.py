@@ -19,17 +19,7 @@ from collections.abc import Collection, Iterator
 from typing import Any
 
 from ..errors import ArtifactError, ExitCode
-from .base import (
-    DEFAULT_TIMEOUT,
-    HASH_META_KEY,
-    Cleanup,
-    Multipart,
-    ObjectInfo,
-    StallWatch,
-    Storage,
-    StoredPart,
-    join_key,
-)
+from .base import DEFAULT_TIMEOUT, HASH_META_KEY, BucketStorage, Cleanup, Multipart, ObjectInfo, StoredPart, no_answer
 
 PART_MARK = ".e2b-part-"
 COMPOSE_MAX = 32  # GCS limit of source objects per compose
@@ -51,11 +41,8 @@ def _remote_errors(what: str, timeout: float) -> Iterator[None]:
         raise ArtifactError(f"{what}: {exc}", hint="check the bucket name and the credentials",
                             code=ExitCode.REMOTE) from exc
     except requests.Timeout as exc:
-        verb = "could not connect" if isinstance(exc, requests.ConnectTimeout) else "no reply"
-        raise ArtifactError(f"{what}: {verb} within {timeout:g} s",
-                            hint="the server is not answering: check it (and STORAGE_EMULATOR_HOST), or wait "
-                                 "longer with --timeout SECONDS; a re-run continues where this one stopped",
-                            code=ExitCode.REMOTE) from exc
+        raise no_answer(what, timeout, connecting=isinstance(exc, requests.ConnectTimeout),
+                        check="(and STORAGE_EMULATOR_HOST)") from exc
     except requests.RequestException as exc:
         raise ArtifactError(f"{what}: {exc}", hint="check the network (and STORAGE_EMULATOR_HOST)",
                             code=ExitCode.REMOTE) from exc
@@ -73,18 +60,15 @@ def _retry_unless_timeout(timeout: float) -> Any:
     return DEFAULT_RETRY.with_predicate(predicate).with_timeout(max(timeout * 2, 120.0))
 
 
-class GCSStorage(Storage):
+class GCSStorage(BucketStorage):
     min_part_size = 1 << 20
 
     def __init__(self, bucket: str, prefix: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         from google.cloud import storage  # type: ignore[import-untyped]
 
-        self.prefix = prefix.strip("/")
-        self.url = f"gs://{bucket}/{self.prefix}".rstrip("/")
-        self.timeout = timeout
-        self.watch = StallWatch(self.url, timeout)
+        super().__init__("gs", bucket, prefix, timeout)
         self.io: dict[str, Any] = {"timeout": (timeout, timeout), "retry": _retry_unless_timeout(timeout)}
-        with _remote_errors(self.url, timeout):
+        with self._errors(self.url):
             if os.environ.get("STORAGE_EMULATOR_HOST"):
                 from google.auth.credentials import AnonymousCredentials
 
@@ -95,24 +79,12 @@ class GCSStorage(Storage):
             self.bucket: Any = client.bucket(bucket)
         self.client: Any = client
 
-    def _key(self, key: str) -> str:
-        return join_key(self.prefix, key)
-
-    @contextlib.contextmanager
-    def _remote(self, what: str) -> Iterator[None]:
-        """A request: errors become one clear :class:`ArtifactError`, and a stall is reported while it waits."""
-        with self.watch.request(what), _remote_errors(what, self.timeout):
-            yield
-
-    def _rel(self, full: str) -> str:
-        return full[len(self.prefix) + 1:] if self.prefix else full
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return _remote_errors(what, self.timeout)
 
     def _list_raw(self, prefix: str) -> list[Any]:
-        full = join_key(self.prefix, prefix)
-        if full and (prefix.endswith("/") or not prefix):
-            full += "/"
         with self._remote(self.url):
-            return list(self.client.list_blobs(self.bucket, prefix=full, **self.io))
+            return list(self.client.list_blobs(self.bucket, prefix=self._list_prefix(prefix), **self.io))
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         return [ObjectInfo(self._rel(b.name), int(b.size or 0), (b.metadata or {}).get(HASH_META_KEY))

@@ -17,17 +17,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
 from ..errors import ArtifactError, ExitCode
-from .base import (
-    DEFAULT_TIMEOUT,
-    HASH_META_KEY,
-    Cleanup,
-    Multipart,
-    ObjectInfo,
-    StallWatch,
-    Storage,
-    StoredPart,
-    join_key,
-)
+from .base import DEFAULT_TIMEOUT, HASH_META_KEY, BucketStorage, Cleanup, Multipart, ObjectInfo, StoredPart, no_answer
 
 T = TypeVar("T")
 
@@ -54,11 +44,8 @@ def _remote_errors(what: str, timeout: float) -> Iterator[None]:
                             hint="check the bucket name, the credentials and --endpoint-url",
                             code=ExitCode.REMOTE) from exc
     except (ConnectTimeoutError, ReadTimeoutError) as exc:
-        verb = "could not connect" if isinstance(exc, ConnectTimeoutError) else "no reply"
-        raise ArtifactError(f"{what}: {verb} within {timeout:g} s ({exc.kwargs.get('endpoint_url', 'the server')})",
-                            hint="the server is not answering: check it and --endpoint-url, or wait longer "
-                                 "with --timeout SECONDS; a re-run continues where this one stopped",
-                            code=ExitCode.REMOTE) from exc
+        raise no_answer(what, timeout, connecting=isinstance(exc, ConnectTimeoutError), check="and --endpoint-url",
+                        server=exc.kwargs.get("endpoint_url", "the server")) from exc
     except BotoCoreError as exc:
         raise ArtifactError(f"{what}: {exc}", hint="check --endpoint-url and the network",
                             code=ExitCode.REMOTE) from exc
@@ -73,7 +60,7 @@ def _no_retry_after_timeout(caught_exception: BaseException | None = None, **_: 
         raise caught_exception
 
 
-class S3Storage(Storage):
+class S3Storage(BucketStorage):
     def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None = None,
                  region: str | None = None, path_style: bool | None = None, max_connections: int = 16,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -82,11 +69,8 @@ class S3Storage(Storage):
 
         # botocore reads these too, but only an explicit endpoint switches to path-style addressing
         endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        super().__init__("s3", bucket, prefix, timeout)
         self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self.timeout = timeout
-        self.watch = StallWatch(self.url, timeout)
         self._can_list_uploads = True
         style = "path" if (path_style if path_style is not None else endpoint_url is not None) else "auto"
         # Parts carry a CRC32 the server checks; SHA-256 payload signing on top (botocore does it on
@@ -94,22 +78,13 @@ class S3Storage(Storage):
         config = Config(s3={"addressing_style": style, "payload_signing_enabled": False},
                         max_pool_connections=max_connections, connect_timeout=timeout, read_timeout=timeout,
                         retries={"max_attempts": 5, "mode": "standard"})
-        with _remote_errors(self.url, timeout):
+        with self._errors(self.url):
             self.client: Any = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint_url, region_name=region, config=config)
         self.client.meta.events.register_first("needs-retry.s3", _no_retry_after_timeout)
 
-    def _key(self, key: str) -> str:
-        return join_key(self.prefix, key)
-
-    def _rel(self, full: str) -> str:
-        return full[len(self.prefix) + 1:] if self.prefix else full
-
-    @contextlib.contextmanager
-    def _remote(self, what: str) -> Iterator[None]:
-        """A request: errors become one clear :class:`ArtifactError`, and a stall is reported while it waits."""
-        with self.watch.request(what), _remote_errors(what, self.timeout):
-            yield
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return _remote_errors(what, self.timeout)
 
     def _call(self, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
         with self._remote(f"{self.url}/{what}"):
@@ -117,11 +92,9 @@ class S3Storage(Storage):
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         found = []
-        full = join_key(self.prefix, prefix)
-        if full and (prefix.endswith("/") or not prefix):
-            full += "/"
         with self._remote(self.url):
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                          Prefix=self._list_prefix(prefix))
             for page in pages:
                 for obj in page.get("Contents", []):
                     found.append(ObjectInfo(self._rel(obj["Key"]), int(obj["Size"]), None))
