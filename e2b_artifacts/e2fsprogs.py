@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import ArtifactError, ExitCode
 from .runner import last_line, run, which
+from .symlinks import MAX_LINKS, Entry, follow
 
 BLOCK_SIZE = 4096
 # Upstream E2B's mkfs.ext4 feature set (its template build's ext4 options), minus the fixed 25 GB size.
@@ -419,37 +420,20 @@ class Ext4Image:
                         following.append(child)
             level = following
 
-    def resolve(self, path: str, max_links: int = 40) -> str:
+    def resolve(self, path: str, max_links: int = MAX_LINKS) -> str:
         """Follow symlinks in ``path`` inside the image, like the kernel would with this image as ``/``."""
-        parts = [p for p in path.split("/") if p]
-        resolved: list[str] = []
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part == ".":
-                continue
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = "/" + "/".join([*resolved, part])
-            node = self.stat(candidate)
-            if node is None:
-                raise ArtifactError(f"{path} does not resolve inside the image: {candidate} does not exist",
-                                    hint="create it, e.g. e2b-artifact inject IMAGE --envd PATH",
-                                    code=ExitCode.BAD_INPUT)
-            if node.kind == "symlink":
-                hops += 1
-                if hops > max_links:
-                    raise ArtifactError(f"{path}: too many levels of symbolic links (loop?)",
-                                        hint="fix the symlink chain in the image", code=ExitCode.BAD_INPUT)
-                target = node.target or ""
-                if target.startswith("/"):
-                    resolved = []
-                parts = [p for p in target.split("/") if p] + parts
-                continue
-            if parts and node.kind != "dir":
-                raise ArtifactError(f"{path}: {candidate} is not a directory",
-                                    hint="fix the path in the image", code=ExitCode.BAD_INPUT)
-            resolved.append(part)
-        return "/" + "/".join(resolved)
+        walk = follow(self._entry, path, max_links)
+        if walk.stop == "missing":
+            raise ArtifactError(f"{path} does not resolve inside the image: {walk.path} does not exist",
+                                hint="create it, e.g. e2b-artifact inject IMAGE --envd PATH", code=ExitCode.BAD_INPUT)
+        if walk.stop == "loop":
+            raise ArtifactError(f"{path}: too many levels of symbolic links (loop?)",
+                                hint="fix the symlink chain in the image", code=ExitCode.BAD_INPUT)
+        if walk.stop == "not a directory":
+            raise ArtifactError(f"{path}: {walk.path} is not a directory",
+                                hint="fix the path in the image", code=ExitCode.BAD_INPUT)
+        return walk.path
+
+    def _entry(self, path: str) -> Entry | None:
+        node = self.stat(path)
+        return None if node is None else Entry(node.kind, node.target or "")

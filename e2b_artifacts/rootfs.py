@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from . import e2fsprogs, sourcecheck, tarmember
+from . import e2fsprogs, symlinks, tarmember
 from .errors import ArtifactError, ExitCode
 from .fsutil import copy_sparse
 from .tarmember import member_xattrs, safe_member_name
@@ -121,7 +121,7 @@ class MemberCheck:
     """
 
     def __init__(self) -> None:
-        self.entries: dict[str, sourcecheck.Entry] = {}  # absolute path -> what it is now
+        self.entries: dict[str, symlinks.Entry] = {}  # absolute path -> what it is now
 
     def add(self, member: tarfile.TarInfo) -> str:
         """Check ``member`` against the members before it; its normalised name ("" for the root)."""
@@ -138,11 +138,11 @@ class MemberCheck:
         if member.islnk():
             entry = self._link_target(name, member.linkname)
         elif member.isdir():
-            entry = sourcecheck.Entry("dir")
+            entry = symlinks.Entry("dir")
         elif member.issym():
-            entry = sourcecheck.Entry("symlink", member.linkname)
+            entry = symlinks.Entry("symlink", member.linkname)
         else:
-            entry = sourcecheck.Entry("file" if member.isreg() else "special", executable=bool(member.mode & 0o111))
+            entry = symlinks.Entry("file" if member.isreg() else "special", executable=bool(member.mode & 0o111))
         if earlier is not None and (earlier.kind == "dir") != (entry.kind == "dir"):
             raise _refuse(name, f"is a {'directory' if entry.kind == 'dir' else 'non-directory'} but an earlier "
                                 f"member of that name is a {'directory' if earlier.kind == 'dir' else earlier.kind}")
@@ -164,7 +164,7 @@ class MemberCheck:
             if found.kind != "dir":
                 raise _refuse(name, f"is inside {parent[1:]!r}, which is not a directory")
 
-    def _link_target(self, name: str, linkname: str) -> sourcecheck.Entry:
+    def _link_target(self, name: str, linkname: str) -> symlinks.Entry:
         pure = PurePosixPath(linkname)
         if pure.is_absolute() or ".." in pure.parts:
             raise _refuse(name, f"is a hard link to {linkname!r}, outside the archive",

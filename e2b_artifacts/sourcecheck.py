@@ -10,69 +10,25 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import elf
 from .errors import ArtifactError, ExitCode
+from .symlinks import Entry, Lookup, follow
 
 INIT_PATH = "/sbin/init"
-_MAX_LINKS = 40  # like the kernel's limit on symlinks followed in one lookup
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What one path of a source is, as far as resolving a path needs."""
-
-    kind: str  # file, dir, symlink, or another inode kind
-    target: str = ""  # symlink target
-    executable: bool = False  # a file with any x bit
-
-
-Lookup = Callable[[str], Entry | None]  # absolute path in the source -> its entry (not following it)
-
-
-def resolve(lookup: Lookup, path: str) -> tuple[str, Entry | None]:
-    """Follow ``path`` inside the source (absolute targets are relative to the source's root)."""
-    pending = [p for p in PurePosixPath(path).parts if p != "/"]
-    current: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if current:
-                current.pop()
-            continue
-        candidate = "/" + "/".join([*current, part])
-        entry = lookup(candidate)
-        if entry is None:
-            return candidate, None
-        if entry.kind == "symlink":
-            links += 1
-            if links > _MAX_LINKS:
-                return candidate, Entry("symlink loop")
-            target = PurePosixPath(entry.target)
-            if target.is_absolute():
-                current = []
-            pending = [p for p in target.parts if p != "/"] + pending
-            continue
-        if pending and entry.kind != "dir":
-            return candidate, entry
-        current.append(part)
-    final = "/" + "/".join(current)
-    return final, lookup(final) if current else Entry("dir")
 
 
 def require_init(lookup: Lookup, source: str) -> None:
     """Refuse (exit 3) unless ``/sbin/init`` resolves to an executable file in the source."""
-    real, entry = resolve(lookup, INIT_PATH)
+    walk = follow(lookup, INIT_PATH)
+    real, entry = walk.path, walk.entry
     if entry is None:
         missing_itself = real == INIT_PATH or INIT_PATH.startswith(real + "/")
         problem = f"{INIT_PATH} does not exist" if missing_itself else f"{INIT_PATH} leads to {real}, which is missing"
-    elif entry.kind != "file" or not entry.executable:
-        problem = f"{INIT_PATH} resolves to {real}, which is not an executable file ({entry.kind})"
+    elif walk.stop == "loop" or entry.kind != "file" or not entry.executable:
+        kind = "symlink loop" if walk.stop == "loop" else entry.kind
+        problem = f"{INIT_PATH} resolves to {real}, which is not an executable file ({kind})"
     else:
         return
     raise ArtifactError(f"--init systemd needs /sbin/init in {source}, but {problem}",
