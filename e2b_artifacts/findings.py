@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -50,3 +51,13 @@ class Finding:
     def to_dict(self) -> dict[str, str]:
         return {"check": self.check, "status": self.status, "message": self.message, "hint": self.hint,
                 "fix": self.fix.value}
+
+
+def count_by_status(findings: Sequence[Finding]) -> dict[str, int]:
+    """How many of ``findings`` have each status (every status named, with zeros)."""
+    return {s: sum(f.status == s for f in findings) for s in ("ok", "warn", "FAIL")}
+
+
+def any_failed(findings: Sequence[Finding], strict: bool = False) -> bool:
+    """Whether a check failed (with ``strict``: or warned)."""
+    return any(f.status == "FAIL" or (strict and f.status == "warn") for f in findings)

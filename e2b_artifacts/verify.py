@@ -20,7 +20,7 @@ from typing import Any
 from . import header as header_mod
 from . import hostfiles, layout, limits, manifest, metadata, snapshot
 from .errors import ArtifactError, ExitCode
-from .findings import Finding, Fix, Status
+from .findings import Finding, Fix, Status, any_failed, count_by_status
 from .fsutil import read_input, unused_path
 from .layout import (
     COMPRESSED_SUFFIXES,
@@ -51,10 +51,10 @@ class VerifyReport:
         self.findings.append(Finding(check, status, message, hint, fix=fix))
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(f.status == s for f in self.findings) for s in ("ok", "warn", "FAIL")}
+        return count_by_status(self.findings)
 
     def failed(self, strict: bool = False) -> bool:
-        return any(f.status == "FAIL" or (strict and f.status == "warn") for f in self.findings)
+        return any_failed(self.findings, strict)
 
     def to_dict(self, strict: bool = False) -> dict[str, Any]:
         return {"ok": not self.failed(strict), "build_id": self.build_id, "build_dir": str(self.build_dir),

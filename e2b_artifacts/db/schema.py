@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArtifactError, ExitCode
-from ..findings import Finding
+from ..findings import Finding, any_failed
 from . import known as known_mod
 from .known import Known, Migration
 
@@ -180,7 +180,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(f.status != "FAIL" for f in self.findings)
+        return not any_failed(self.findings)
 
     def failures(self) -> list[Finding]:
         return [f for f in self.findings if f.status == "FAIL"]

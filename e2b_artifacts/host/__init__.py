@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..findings import Finding
+from ..findings import Finding, any_failed, count_by_status
 from . import binaries, kvm, memory, nbd, netns, ports, storage
 from .jobs import Job, check_job, load_job
 from .view import HostView
@@ -33,10 +33,10 @@ class HostReport:
 
     @property
     def failed(self) -> bool:
-        return any(f.status == "FAIL" for f in self.findings)
+        return any_failed(self.findings)
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(f.status == s for f in self.findings) for s in ("ok", "warn", "FAIL")}
+        return count_by_status(self.findings)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": not self.failed, "root": str(self.root), "counts": self.counts(),
