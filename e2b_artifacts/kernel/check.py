@@ -7,6 +7,7 @@ in ``kernels/rules.json`` are applied for the arch and Firecracker version (kern
 
 from __future__ import annotations
 
+import datetime as dt
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,12 @@ from .config import ConfigFile, OptionReader, OptionValue, find_config
 from .rules import (
     DiscoveryPath,
     KernelFinding,
+    RuleSet,
+    bzimage_bootable,
     check_acpi_companion,
     check_discovery,
     check_options,
+    check_support,
     load_rules,
 )
 
@@ -63,33 +67,43 @@ class KernelReport:
 
 
 def check_kernel(kernel: Path, *, firecracker_version: str | None = None, arch: str | None = None,
-                 config: Path | None = None, quick: bool = False) -> KernelReport:
+                 config: Path | None = None, quick: bool = False, today: dt.date | None = None) -> KernelReport:
     """Check ``kernel`` for Firecracker ``firecracker_version`` on ``arch`` (default: the kernel's own).
 
     ``quick``: only the file format (what Firecracker's loader decides), nothing decompressed or read for options.
+    ``today``: the date Firecracker's guest support window is compared with (default: today).
     """
     data = _read_kernel(kernel)
     fmt = img.identify(data)
     target = arch or (fmt.arch if fmt.arch in img.ARCHES else "x86_64")
     report = KernelReport(kernel, fmt.kind, fmt.arch, firecracker_version=firecracker_version)
-    content = _check_format(report, fmt, data, target, quick)
+    rules = load_rules()
+    content = _check_format(report, rules, fmt, data, target, quick)
     if quick:
         report.version = img.linux_banner(data) or (img.bzimage_version(data) if fmt.kind == "bzimage" else None)
         return report
     if content is None:
         return report
-    body, body_elf = content
-    report.version = img.linux_banner(body) or (img.bzimage_version(data) if fmt.kind == "bzimage" else None)
+    report.version = img.linux_banner(content.body) or (img.bzimage_version(data) if fmt.kind == "bzimage" else None)
     if report.version:
         report.add("kernel.version", "ok", report.version)
     else:
         report.add("kernel.version", "warn", "no 'Linux version' banner found")
-    report.config, notes = find_config(body, kernel, config)
+    report.findings.append(check_support(rules, report.version, firecracker_version, today or dt.date.today()))
+    report.config, notes = find_config(content.body, kernel, config)
     for note in notes:
         report.add("kernel.config", "warn", note, "drop --config, or check which kernel it belongs to")
-    rules = load_rules()
-    symbols = img.elf_symbol_names(body, body_elf) if body_elf is not None else None
-    report._options = OptionReader(body, report.config, symbols, rules.evidence)
+    if content.unreadable is not None and report.config is None:
+        report.add("kernel.payload", "warn", f"options not checked: {content.unreadable.message}",
+                   f"pass the kernel's .config with --config FILE (or put it beside the kernel as {kernel.name}"
+                   f".config); {content.unreadable.hint}".rstrip("; "))
+        return report
+    if content.unreadable is not None and report.config is not None:
+        report.add("kernel.payload", "warn", f"the kernel itself was not read ({content.unreadable.message}); "
+                                             f"every option is decided by {report.config.origin}",
+                   content.unreadable.hint)
+    symbols = img.elf_symbol_names(content.body, content.elf) if content.elf is not None else None
+    report._options = OptionReader(content.body, report.config, symbols, rules.evidence)
     if report.config is not None:
         report.add("kernel.config", "ok", f"config from {report.config.origin} "
                                           f"({len(report.config.options)} options)", decided_by="config")
@@ -108,6 +122,16 @@ def check_kernel(kernel: Path, *, firecracker_version: str | None = None, arch: 
     return report
 
 
+@dataclass(frozen=True)
+class _Content:
+    """The uncompressed kernel to read options from; ``unreadable`` says why there is none (a compressed
+    payload that could not be decompressed), in which case only a config file can decide options."""
+
+    body: bytes
+    elf: Elf | None = None
+    unreadable: ArtifactError | None = None
+
+
 def _unless_driver_missing(found: KernelFinding, findings: list[KernelFinding]) -> KernelFinding:
     """The discovery line, made to agree with a FAIL of the virtio-mmio driver: a path the driver
     is not there to use finds nothing, so it may not read ``ok``."""
@@ -119,9 +143,9 @@ def _unless_driver_missing(found: KernelFinding, findings: list[KernelFinding]) 
                          driver.hint, found.decided_by, fix=driver.fix)
 
 
-def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
-                  target: str, quick: bool = False) -> tuple[bytes, Elf | None] | None:
-    """Add the format findings; the uncompressed kernel to read options from (None: nothing to read)."""
+def _check_format(report: KernelReport, rules: RuleSet, fmt: img.KernelFormat, data: bytes,
+                  target: str, quick: bool = False) -> _Content | None:
+    """Add the format findings; the kernel to read options from (None: nothing to read)."""
     if fmt.arch is not None and fmt.arch != target:
         report.add("kernel.format", "FAIL", f"{fmt.detail} for {fmt.arch}; the guest is {target}",
                    f"use a {target} kernel (e2b-artifact kernel list)", fix=Fix.KERNEL_REPLACE)
@@ -135,39 +159,63 @@ def _check_format(report: KernelReport, fmt: img.KernelFormat, data: bytes,
                        fix=Fix.KERNEL_REPLACE)
         if fmt.arch == target == "x86_64" and not fmt.problems:
             report.add("kernel.format", "ok", f"{fmt.detail} (x86-64): " + "; ".join(fmt.notes))
-        return data, fmt.elf if fmt.elf is not None and fmt.elf.elf_class == 2 else None
+        return _Content(data, fmt.elf if fmt.elf is not None and fmt.elf.elf_class == 2 else None)
     if fmt.kind == "arm64-image":
         if target == "aarch64":
             report.add("kernel.format", "ok", "arm64 Image (magic ARM\\x64 at 0x38)")
-        return data, None
+        return _Content(data)
     if fmt.kind == "bzimage":
         if target == "x86_64":
-            report.add("kernel.format", "FAIL", f"{fmt.detail}: Firecracker on x86_64 boots only an uncompressed "
-                                                "ELF vmlinux (Kernel Loader: failed to load ELF kernel image)",
-                       f"e2b-artifact kernel extract {report.kernel} -o vmlinux, then use vmlinux",
-                       fix=Fix.KERNEL_EXTRACT)
+            _check_bzimage(report, rules, fmt, data)
         if quick:
             return None
         try:
             _method, vmlinux = img.decompress_bzimage(data)
         except ArtifactError as exc:
-            report.add("kernel.payload", "warn", f"options not checked: {exc.message}", exc.hint)
-            return None
-        return vmlinux, img.parse_elf(vmlinux)
+            return _Content(b"", unreadable=exc)
+        return _Content(vmlinux, img.parse_elf(vmlinux))
     if fmt.kind == "gzip":
         report.add("kernel.format", "FAIL", f"{fmt.detail}: Firecracker needs an uncompressed kernel",
                    f"gunzip -c {report.kernel} > vmlinux (for a bzImage: e2b-artifact kernel extract)",
                    fix=Fix.KERNEL_EXTRACT)
         try:
             inner = img.gunzip(data)
-        except zlib.error:
-            return None
+        except (zlib.error, ArtifactError) as exc:
+            why = exc if isinstance(exc, ArtifactError) else ArtifactError(f"the gzip stream is corrupt ({exc})")
+            return _Content(b"", unreadable=why)
         inner_fmt = img.identify(inner)
-        return (inner, inner_fmt.elf) if inner_fmt.kind in ("elf", "arm64-image") else None
+        if inner_fmt.kind in ("elf", "arm64-image"):
+            return _Content(inner, inner_fmt.elf)
+        return _Content(b"", unreadable=ArtifactError(f"the gzip stream holds {inner_fmt.detail}"))
     report.add("kernel.format", "FAIL", fmt.detail,
                "give the vmlinux (x86_64) or arch/arm64/boot/Image (aarch64); e2b-artifact kernel list shows "
                "known kernels", fix=Fix.KERNEL_REPLACE)
     return None
+
+
+def _check_bzimage(report: KernelReport, rules: RuleSet, fmt: img.KernelFormat, data: bytes) -> None:
+    """A bzImage on x86_64: refused by Firecracker before 1.17, booted directly from 1.17 (PR #6037)."""
+    since = f"v{rules.bzimage_since[0]}.{rules.bzimage_since[1]}"
+    extract_hint = f"e2b-artifact kernel extract {report.kernel} -o vmlinux, then use vmlinux"
+    bootable = bzimage_bootable(rules, report.firecracker_version)
+    if not bootable:
+        fc = f"Firecracker {report.firecracker_version}" if bootable is False else \
+            f"Firecracker before {since} (the version was not given)"
+        report.add("kernel.format", "FAIL", f"{fmt.detail}: {fc} boots only an uncompressed ELF vmlinux on x86_64 "
+                                            "(Kernel Loader: failed to load ELF kernel image: Invalid Elf magic "
+                                            f"number); bzImage boot arrived in {since}",
+                   extract_hint + ("" if bootable is False else
+                                   f"; or pass --firecracker-version if yours is {since} or newer"),
+                   fix=Fix.KERNEL_EXTRACT)
+        return
+    problems = img.bzimage_loader_problems(data)
+    for problem in problems:
+        report.add("kernel.format", "FAIL", f"{fmt.detail}: {problem}", extract_hint, fix=Fix.KERNEL_EXTRACT)
+    if not problems:
+        report.add("kernel.format", "ok", f"{fmt.detail}: Firecracker {report.firecracker_version} boots a bzImage "
+                                          f"directly on x86_64 (since {since}: the ELF loader first, then the "
+                                          "bzImage loader); an extracted ELF vmlinux boots faster (no in-guest "
+                                          "decompression)")
 
 
 def extract(bzimage: Path, out: Path) -> tuple[str, int]:

@@ -113,6 +113,38 @@ def bzimage_version(data: bytes) -> str | None:
 
 # ------------------------------------------------------------------------------------------- bzImage
 
+HIMEM_START = MIN_ENTRY
+LOADED_HIGH = 0x01  # loadflags bit 0: the protected-mode kernel loads at 0x100000 (a bzImage, not a zImage)
+XLF_KERNEL_64 = 0x01  # xloadflags bit 0 (boot protocol 2.12+): a 64-bit entry point at code32_start + 0x200
+
+
+def bzimage_loader_problems(data: bytes) -> tuple[str, ...]:
+    """What Firecracker 1.17+'s bzImage path would refuse, in its loader's terms.
+
+    linux-loader ``BzImage::load`` (src/loader/x86_64/bzimage/mod.rs) wants boot protocol >= 2.00 with
+    LOADED_HIGH and ``code32_start`` at or above HIMEM_START; Firecracker then enters at
+    ``code32_start + 0x200`` with the 64-bit boot protocol (PR #6037), which needs XLF_KERNEL_64.
+    """
+    if len(data) < 0x238:
+        return ("Kernel Loader: Unable to read bzImage header (the file ends inside its setup header)",)
+    protocol = struct.unpack_from("<H", data, 0x206)[0]
+    loadflags = data[0x211]
+    code32_start = struct.unpack_from("<I", data, 0x214)[0]
+    problems = []
+    if protocol < 0x200 or not loadflags & LOADED_HIGH:
+        problems.append(f"Kernel Loader: Invalid bzImage (boot protocol {protocol >> 8}.{protocol & 0xff:02d}, "
+                        f"loadflags {loadflags:#04x}: needs 2.00+ with LOADED_HIGH)")
+    if code32_start < HIMEM_START:
+        problems.append(f"Kernel Loader: Invalid kernel start address (code32_start {code32_start:#x} below "
+                        f"{HIMEM_START:#x})")
+    xloadflags = struct.unpack_from("<H", data, 0x236)[0] if protocol >= 0x20C else 0
+    if not xloadflags & XLF_KERNEL_64:
+        problems.append("no 64-bit entry point (XLF_KERNEL_64 not set; boot protocol "
+                        f"{protocol >> 8}.{protocol & 0xff:02d}): Firecracker enters a bzImage at "
+                        "code32_start + 0x200 with the 64-bit boot protocol")
+    return tuple(problems)
+
+
 
 Decompressor = Callable[[bytes], bytes]
 
@@ -206,8 +238,9 @@ def _lz4_legacy(payload: bytes) -> bytes:
     try:
         import lz4.block  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as exc:
-        raise ArtifactError("this bzImage's payload is LZ4 and the lz4 package is not installed",
-                            hint="pip install 'e2b-artifact[verify]' (or pip install lz4)", code=ExitCode.TOOL) from exc
+        raise ArtifactError("this bzImage's payload is LZ4 and the lz4 package (a dependency of e2b-artifact) "
+                            "is not importable", hint="reinstall e2b-artifact (pip install .), which installs lz4",
+                            code=ExitCode.TOOL) from exc
     out, pos, total = [], 4, 0
     while pos + 4 <= len(payload):
         if payload[pos:pos + 4] == LZ4_LEGACY_MAGIC:  # concatenated frames

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -51,10 +53,27 @@ class Discovery:
 
 
 @dataclass(frozen=True)
+class GuestLine:
+    """A guest kernel line in Firecracker's kernel policy: validated from a release, until at least a date."""
+
+    line: tuple[int, int]  # (6, 1)
+    since_firecracker: tuple[int, ...]
+    until: dt.date | None  # minimum end of support; None when the policy states none yet
+
+    @property
+    def name(self) -> str:
+        return f"{self.line[0]}.{self.line[1]}"
+
+
+@dataclass(frozen=True)
 class RuleSet:
     evidence: dict[str, Evidence]
     rules: tuple[OptionRule, ...]
     discovery: Discovery
+    bzimage_since: tuple[int, ...]  # (major, minor): the first Firecracker whose x86_64 loader takes a bzImage
+    loader_source: str
+    guest_lines: tuple[GuestLine, ...]
+    support_source: str
 
 
 def data_path(name: str) -> Path:
@@ -81,7 +100,71 @@ def load_rules() -> RuleSet:
     c = d["acpi_companion"]
     companion = OptionRule("acpi-pci", c["option"], "y", "warn", ("x86_64",), c["why"], c["symptom"], c["fix"])
     discovery = Discovery(since, d["cmdline_option"], d["acpi_option"], d["symptom"], d["fix"], companion)
-    return RuleSet(evidence, rules, discovery)
+    loader = doc["loader"]
+    support = doc["guest_support"]
+    lines = tuple(GuestLine(_line(g["line"]), _release(g["since_firecracker"]),
+                            dt.date.fromisoformat(g["until"]) if g["until"] else None) for g in support["lines"])
+    return RuleSet(evidence, rules, discovery, _release(loader["bzimage_since_firecracker"]), loader["source"],
+                   lines, support["source"])
+
+
+def _release(text: str) -> tuple[int, ...]:
+    found = parse_firecracker_version(text)
+    if found is None:
+        raise ArtifactError(f"kernels/rules.json: {text!r} is not a Firecracker version", code=ExitCode.INTERNAL)
+    return found
+
+
+def _line(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+_GUEST_VERSION = re.compile(r"Linux version (\d+)\.(\d+)")
+
+
+def bzimage_bootable(rules: RuleSet, firecracker_version: str | None) -> bool | None:
+    """Whether this Firecracker's x86_64 loader takes a bzImage (PR #6037, 1.17+); None when the version is unknown."""
+    fc = parse_firecracker_version(firecracker_version)
+    return None if fc is None else fc >= rules.bzimage_since
+
+
+def check_support(rules: RuleSet, kernel_version: str | None, firecracker_version: str | None,
+                  today: dt.date) -> KernelFinding:
+    """Is this guest kernel line inside Firecracker's support window (docs/kernel-policy.md)? Never a FAIL:
+    a kernel past its window still boots; the policy only says Firecracker may stop validating it."""
+    check = "kernel.support"
+    known = ", ".join(g.name for g in rules.guest_lines)
+    m = _GUEST_VERSION.match(kernel_version or "")
+    if m is None:
+        return KernelFinding(check, "warn", "the guest kernel version is unknown: Firecracker's support window "
+                                            f"(guest lines {known}) not checked", "pass a kernel with its "
+                                            "'Linux version' banner (an uncompressed vmlinux)")
+    line = (int(m[1]), int(m[2]))
+    entry = next((g for g in rules.guest_lines if g.line == line), None)
+    newest = max(rules.guest_lines, key=lambda g: g.line)
+    move = f"plan the move to {newest.name} (validated from Firecracker v{_shown(newest.since_firecracker)})"
+    if entry is None:
+        return KernelFinding(check, "warn", f"Linux {line[0]}.{line[1]} is not a guest line Firecracker's kernel "
+                                            f"policy validates ({known})", move if line < newest.line else
+                             "use a validated guest line if the guest misbehaves")
+    fc = parse_firecracker_version(firecracker_version)
+    if fc is not None and fc < entry.since_firecracker:
+        return KernelFinding(check, "warn", f"Firecracker {firecracker_version} predates its validation of "
+                                            f"{entry.name} guests (from v{_shown(entry.since_firecracker)})",
+                             f"use Firecracker >= v{_shown(entry.since_firecracker)} with this kernel")
+    if entry.until is not None and today > entry.until:
+        return KernelFinding(check, "warn", f"{entry.name} guests are past the minimum end of support in "
+                                            f"Firecracker's kernel policy ({entry.until.isoformat()}; today is "
+                                            f"{today.isoformat()}): a release after that date may stop "
+                                            "validating or supporting them", move if entry is not newest else "")
+    until = f"until at least {entry.until.isoformat()}" if entry.until else "with no end date stated yet"
+    return KernelFinding(check, "ok", f"{entry.name} guests are in Firecracker's support window ({until}, "
+                                      f"from v{_shown(entry.since_firecracker)})")
+
+
+def _shown(release: tuple[int, ...]) -> str:
+    return ".".join(str(n) for n in release)
 
 
 def check_options(rules: RuleSet, option: OptionLookup, arch: str) -> list[KernelFinding]:
