@@ -90,4 +90,7 @@ extras=""
 [ "$want_test" = 1 ] && extras="[test]"
 step "pip install e2b-artifact$extras into $venv" \
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo$extras"
+# The codecs are plain dependencies (no extra): V4/V5 headers, compressed builds and kernel payloads need them.
+step "check the lz4 and zstandard codecs import" \
+  "$venv/bin/python" -c "import lz4.block, lz4.frame, zstandard"
 say "ready: $venv/bin/e2b-artifact"

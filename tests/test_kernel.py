@@ -7,6 +7,7 @@ fetch runs against a real HTTP server on 127.0.0.1.
 from __future__ import annotations
 
 import bz2
+import datetime as dt
 import gzip
 import hashlib
 import http.server
@@ -23,10 +24,14 @@ from typing import Any
 
 import pytest
 
+from e2b_artifacts.errors import ArtifactError
 from e2b_artifacts.kernel import image as kernel_image
+from e2b_artifacts.kernel.catalog import CatalogKernel, load_catalog
+from e2b_artifacts.kernel.catalog import fetch as catalog_fetch
 from e2b_artifacts.kernel.check import check_kernel, extract
 from e2b_artifacts.kernel.config import ConfigFile, OptionReader, ikconfig, sidecar_configs
 from e2b_artifacts.kernel.rules import load_rules
+from e2b_artifacts.settings import HOST_ARCH_DIRS
 from e2b_artifacts.versions import parse_firecracker_version
 from e2b_artifacts.vm import boot
 from tests import kernels
@@ -53,13 +58,18 @@ def craft_elf(*, machine: int = 62, entry: int = 0x1000000, pvh: bool = True, el
     return header + phdrs + note + body
 
 
-def craft_bzimage(payload: bytes, trailer: int) -> bytes:
+def craft_bzimage(payload: bytes, trailer: int, *, protocol: int = 0x020F, loadflags: int = 0x01,
+                  code32_start: int = 0x100000, xloadflags: int = 0x01) -> bytes:
+    """A bzImage as the kernel's arch/x86/boot/header.S lays it out (the fields Firecracker's loader reads)."""
     setup = bytearray(1024)
     setup[0:2] = b"MZ"
     setup[0x1F1] = 1  # setup_sects
     setup[0x1FE:0x200] = b"\x55\xaa"
     setup[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", setup, 0x206, 0x020F)
+    struct.pack_into("<H", setup, 0x206, protocol)
+    setup[0x211] = loadflags
+    struct.pack_into("<I", setup, 0x214, code32_start)
+    struct.pack_into("<H", setup, 0x236, xloadflags)
     struct.pack_into("<II", setup, 0x248, 0x40, len(payload) + 4)
     return bytes(setup) + bytes(0x40) + payload + struct.pack("<I", trailer)
 
@@ -295,6 +305,134 @@ def test_packaging_lists_every_package_and_ships_kernels_data() -> None:
     assert tool["package-dir"]["e2b_artifacts.kernels"] == "kernels"
     assert tool["package-data"]["e2b_artifacts.kernels"] == ["*.json"]
     assert {r.option for r in load_rules().rules} <= set(load_rules().evidence)
+
+
+# ----------------------------------------------------------------------------------------- bzImage boot (1.17+)
+# Firecracker PR #6037 (first in 1.17): load_kernel (src/vmm/src/arch/x86_64) tries linux-loader's Elf::load and,
+# on InvalidElfMagicNumber, BzImage::load (linux-loader src/loader/x86_64/bzimage/mod.rs), then enters at
+# code32_start + 0x200 with the 64-bit boot protocol. Before 1.17 the x86_64 loader is ELF only.
+
+
+@pytest.mark.parametrize(("fc", "status"), [
+    ("v1.14.1_431f1fc", "FAIL"),  # infra's default: E2B's build of 1.14.1
+    ("v1.14-0.2.0", "FAIL"),  # runtime's default: E2B's fork of the 1.14 line
+    ("v1.16.1", "FAIL"),
+    (None, "FAIL"),  # every released E2B Firecracker is older than 1.17: no version is read as older
+    ("v1.17.0", "ok"),
+    ("v1.17.0_abcdef1", "ok"),
+    ("v1.17-0.1.0", "ok"),
+    ("v1.18.2", "ok"),
+])
+def test_bzimage_boots_from_firecracker_1_17(tmp_path: Path, fc: str | None, status: str) -> None:
+    elf = craft_elf()
+    bz = tmp_path / "bzImage"
+    bz.write_bytes(craft_bzimage(gzip.compress(elf), len(elf)))
+    (tmp_path / "bzImage.config").write_text(config_text(VIRTIO_MMIO_CMDLINE_DEVICES="y"))
+    report = check_kernel(bz, firecracker_version=fc)
+    fmt = [f for f in report.findings if f.check == "kernel.format"]
+    assert [f.status for f in fmt] == [status], fmt
+    if status == "FAIL":
+        assert "Invalid Elf magic number" in fmt[0].message and "bzImage boot arrived in v1.17" in fmt[0].message
+        assert fmt[0].hint.startswith(f"e2b-artifact kernel extract {bz}") and fmt[0].fix.value == "kernel.extract"
+        assert ("pass --firecracker-version" in fmt[0].hint) is (fc is None)
+    else:
+        assert f"Firecracker {fc} boots a bzImage directly" in fmt[0].message
+    # Either way the options are read from the payload, as for every bzImage.
+    assert statuses(report)["kernel.virtio-mmio"] == "ok"
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"protocol": 0x020B, "xloadflags": 0}, "no 64-bit entry point (XLF_KERNEL_64 not set; boot protocol 2.11)"),
+    ({"xloadflags": 0}, "no 64-bit entry point"),
+    ({"loadflags": 0}, "Kernel Loader: Invalid bzImage"),  # a zImage: BzImage::load wants LOADED_HIGH
+    ({"code32_start": 0x10000}, "Kernel Loader: Invalid kernel start address"),  # below HIMEM_START
+])
+def test_bzimage_the_1_17_loader_refuses(tmp_path: Path, fields: dict[str, int], expected: str) -> None:
+    elf = craft_elf()
+    bz = tmp_path / "bzImage"
+    bz.write_bytes(craft_bzimage(gzip.compress(elf), len(elf), **fields))
+    fmt = [f for f in check_kernel(bz, firecracker_version="v1.17.0").findings if f.check == "kernel.format"]
+    assert [f.status for f in fmt] == ["FAIL"] and expected in fmt[0].message, fmt
+
+
+def test_kernel_check_firecracker_version_that_names_nothing_is_a_usage_error(tmp_path: Path) -> None:
+    k = tmp_path / "vmlinux"
+    k.write_bytes(craft_elf())
+    proc = cli("kernel", "check", k, "--firecracker-version", "foo")
+    one_line_error(proc, 2)
+    assert "'foo' is not a Firecracker version" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------- support window
+# Firecracker docs/kernel-policy.md, table "Guest Kernel": 5.10 from v1.0.0 until at least 2024-01-31, 6.1 from
+# v1.9.0 until at least 2026-09-02. Past the date Firecracker may stop validating the line: a warning, never a FAIL.
+
+
+def _banner(version: str) -> bytes:
+    return f"Linux version {version} (test@host) #1\n\0".encode()
+
+
+@pytest.mark.parametrize(("version", "fc", "today", "status", "said"), [
+    ("6.1.158", "v1.14.1_431f1fc", "2026-09-02", "ok", "6.1 guests are in Firecracker's support window "
+                                                        "(until at least 2026-09-02, from v1.9.0)"),
+    ("6.1.158", "v1.14.1_431f1fc", "2026-12-02", "warn", "past the minimum end of support in Firecracker's kernel "
+                                                         "policy (2026-09-02; today is 2026-12-02)"),
+    ("6.1.0-57-cloud-amd64", None, "2026-12-02", "warn", "6.1 guests are past the minimum end of support"),
+    ("5.10.223", "v1.10.1", "2026-12-02", "warn", "5.10 guests are past the minimum end of support"),
+    ("6.1.102", "v1.8.0", "2026-01-01", "warn", "predates its validation of 6.1 guests (from v1.9.0)"),
+    ("6.18.39", "v1.16.1", "2026-12-02", "ok", "with no end date stated yet"),
+    ("6.6.50", None, "2026-12-02", "warn", "Linux 6.6 is not a guest line Firecracker's kernel policy validates"),
+])
+def test_guest_support_window(tmp_path: Path, version: str, fc: str | None, today: str, status: str,
+                              said: str) -> None:
+    k = tmp_path / "vmlinux"
+    k.write_bytes(craft_elf(body=_banner(version)))
+    (tmp_path / "vmlinux.config").write_text(config_text(VIRTIO_MMIO_CMDLINE_DEVICES="y"))
+    report = check_kernel(k, firecracker_version=fc, today=dt.date.fromisoformat(today))
+    found = [f for f in report.findings if f.check == "kernel.support"]
+    assert [f.status for f in found] == [status] and said in found[0].message, found
+    if status == "warn" and "past" in said and version.startswith("6.1"):
+        assert found[0].hint == "plan the move to 6.18 (validated from Firecracker v1.16.1)"
+    assert report.ok  # a support warning never fails the check
+
+
+# ----------------------------------------------------------------------------------------- payload unreadable
+
+
+def _undecodable_bzimage(tmp_path: Path) -> Path:
+    """A bzImage whose xz payload is cut short: nothing can be read from the kernel itself."""
+    elf = craft_elf(body=BANNER + bytes(range(256)) * 64)
+    payload = lzma.compress(elf, format=lzma.FORMAT_XZ)
+    bz = tmp_path / "vmlinuz-6.1.0-x"
+    bz.write_bytes(craft_bzimage(payload[:len(payload) // 2], len(elf)))
+    with pytest.raises(ArtifactError, match="the xz payload ends before its stream does"):
+        kernel_image.decompress_bzimage(bz.read_bytes())
+    return bz
+
+
+def test_config_decides_every_option_when_the_payload_cannot_be_read(tmp_path: Path) -> None:
+    bz = _undecodable_bzimage(tmp_path)
+    bare = check_kernel(bz, firecracker_version=FC_NEW)
+    payload = [f for f in bare.findings if f.check == "kernel.payload"]
+    assert [f.status for f in payload] == ["warn"] and "options not checked" in payload[0].message
+    assert "--config FILE" in payload[0].hint
+    assert not [f for f in bare.findings if f.decided_by]  # nothing guessed
+
+    config = tmp_path / "kernel.config"
+    config.write_text(config_text(VIRTIO_MMIO_CMDLINE_DEVICES="n", ACPI="y", PCI="y"))
+    rules = load_rules()
+    for given in (config, None):  # --config, then the same file as Debian's /boot sidecar config-<version>
+        if given is None:
+            (tmp_path / "config-6.1.0-x").write_text(config.read_text())
+        report = check_kernel(bz, firecracker_version=FC_NEW, config=given)
+        decided = {f.check: f for f in report.findings if f.decided_by}
+        assert {f"kernel.{r.id}" for r in rules.rules if "x86_64" in r.arch} | {"kernel.devices"} <= set(decided)
+        assert {f.decided_by for f in decided.values()} == {"config"}
+        assert all(f.status == "ok" for f in decided.values()), decided
+        assert report.discovery == "acpi"
+        assert [f.check for f in report.findings if f.status == "FAIL"] == ["kernel.format"]  # a bzImage, FC < 1.17
+        assert any(f.check == "kernel.payload" and "every option is decided by" in f.message
+                   for f in report.findings)
 
 
 # ----------------------------------------------------------------------------------------- real kernels
@@ -644,3 +782,84 @@ def test_fetch_unreachable_host_says_so_once(root: Path) -> None:
 
 def test_fetch_unknown_catalog_name(root: Path) -> None:
     one_line_error(fetch(root, "vmlinux-9.9.9"), 2)
+
+
+# ----------------------------------------------------------------------------------------- 2026: real bzImage, catalog
+
+
+@pytest.mark.parametrize(("fc", "code"), [("v1.14.1_431f1fc", 1), ("v1.16.1", 1), ("v1.17.0", 0), ("v1.17-0.1.0", 0)])
+def test_real_bzimage_fails_before_firecracker_1_17_and_passes_from_it(fc: str, code: int) -> None:
+    bz = _BUILT["cmdline-ikconfig"].bzimage
+    proc = cli("kernel", "check", bz, "--firecracker-version", fc, "--json")
+    assert proc.returncode == code, proc.stderr
+    doc = json.loads(proc.stdout)
+    fails = [f["check"] for f in doc["findings"] if f["status"] == "FAIL"]
+    assert fails == ([] if code == 0 else ["kernel.format"]), doc["findings"]
+    assert doc["format"] == "bzimage" and doc["config_source"] == "IKCONFIG" and doc["device_discovery"] == "cmdline"
+
+
+E2B_BUCKET = "https://storage.googleapis.com/e2b-artifact-binaries/kernels/"
+
+
+def test_catalog_names_the_e2b_artifact_binaries_layout_and_current_versions() -> None:
+    catalog = load_catalog()
+    assert len({(k.name, k.arch) for k in catalog}) == len(catalog)
+    by_key = {(k.name, k.arch): k for k in catalog}
+    # infra packages/orchestrator/pkg/sandbox/fc/config.go Config.HostKernelPath: <name>/<amd64|arm64>/vmlinux.bin,
+    # else the flat <name>/vmlinux.bin; fc-kernels scripts/upload-release-to-gcs.sh writes no flat copy for the
+    # commit-suffixed names.
+    pinned = "vmlinux-6.1.177_5008931"
+    for name, arch, flat in [("vmlinux-6.1.158", "x86_64", True), ("vmlinux-6.1.158", "aarch64", False),
+                             (pinned, "x86_64", False), (pinned, "aarch64", False),
+                             ("vmlinux-6.1.102", "x86_64", True)]:
+        k = by_key[(name, arch)]
+        assert k.layout == "e2b-artifact-binaries"
+        assert k.url == f"{E2B_BUCKET}{name}/{HOST_ARCH_DIRS[arch]}/vmlinux.bin"
+        assert k.legacy_url == (f"{E2B_BUCKET}{name}/vmlinux.bin" if flat else None)
+    assert by_key[("vmlinux-6.1.182", "x86_64")].url.endswith("/x86_64/vmlinux-6.1.182")
+    for k in catalog:
+        # A digest only with the public pin it comes from; never one without.
+        assert (k.sha256 is None) is (k.sha256_source is None), k
+        assert k.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", k.sha256), k
+    # E2B's own pins (e2b-dev/runtime embed/compose/scripts/fetch-artifacts.sh, table SHA256).
+    assert by_key[("vmlinux-6.1.177_5008931", "x86_64")].sha256 == \
+        "9191ced12d24e6e381753a7ab12ec850877524d453eae75c20aeb176f3b5ad05"
+    assert by_key[("vmlinux-6.1.177_5008931", "aarch64")].sha256 == \
+        "3e134b55a6e4feec481f6f3a2813d42860e28c273eeb91c02df0661322e61dab"
+
+
+def test_fetch_falls_back_to_the_legacy_flat_path(root: Path, payload: bytes, server_factory: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    srv = server_factory(payload)
+    entry = CatalogKernel("vmlinux-test", "x86_64", "test", f"{srv.base}/missing/amd64/vmlinux.bin", None,
+                          "0" * 64, "a pin of the arch path", layout="e2b-artifact-binaries",
+                          legacy_url=f"{srv.base}/vmlinux-test/vmlinux.bin")
+    said: list[str] = []
+    result = catalog_fetch(entry, root, note=said.append)
+    assert result.url == f"{srv.base}/vmlinux-test/vmlinux.bin" and result.state == "installed"
+    assert not result.verified  # the arch path's pin does not name the flat object
+    assert (root / "vmlinux-test" / "vmlinux.bin").read_bytes() == payload
+    assert any("trying the legacy flat path" in s for s in said)
+    no_flat = CatalogKernel("vmlinux-none", "x86_64", "test", f"{srv.base}/missing/amd64/vmlinux.bin", None,
+                            None, None)
+    with pytest.raises(ArtifactError, match="HTTP 404"):
+        catalog_fetch(no_flat, root)
+
+
+def test_fetch_no_extract_keeps_a_bzimage_for_firecracker_1_17(root: Path, server_factory: Any) -> None:
+    bz = _BUILT["cmdline-ikconfig"].bzimage.read_bytes()
+    srv = server_factory(bz)
+    proc = fetch(root, f"{srv.base}/vmlinux-test", "--no-extract", "--firecracker-version", "v1.17.0")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (root / "vmlinux-test" / "vmlinux.bin").read_bytes() == bz
+    assert doc["check"]["format"] == "bzimage" and doc["check"]["ok"]
+
+
+def test_codecs_are_core_dependencies() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=\[ ]", d)[0] for d in project["dependencies"]}
+    assert {"lz4", "zstandard"} <= core
+    for extra, deps in project["optional-dependencies"].items():
+        assert not {"lz4", "zstandard"} & {re.split(r"[<>=\[ ]", d)[0] for d in deps}, extra

@@ -12,6 +12,17 @@ from .common import AppState, ProgressLine, emit, json_option, progress, verdict
 ARCH_CHOICE = click.Choice(["x86_64", "aarch64"])
 
 
+def _firecracker_version(value: str | None) -> str | None:
+    """A --firecracker-version that names no version is a usage error, not an unknown Firecracker."""
+    from ..errors import ArtifactError
+    from ..versions import parse_firecracker_version
+
+    if value is not None and parse_firecracker_version(value) is None:
+        raise ArtifactError(f"--firecracker-version {value!r} is not a Firecracker version",
+                            hint="e.g. v1.14.1_431f1fc, v1.14-0.2.0 or v1.17.0", code=ExitCode.USAGE)
+    return value
+
+
 @click.group("kernel")
 def command() -> None:
     """Guest kernels: can Firecracker boot them, and will they find their disk?"""
@@ -29,6 +40,7 @@ def check(kernel: Path, firecracker_version: str | None, arch: str | None, confi
     """Check KERNEL (vmlinux, bzImage or arm64 Image) for Firecracker. Exit 0 pass, 1 a FAIL."""
     from ..kernel.check import check_kernel
 
+    firecracker_version = _firecracker_version(firecracker_version)
     report = check_kernel(kernel, firecracker_version=firecracker_version, arch=arch, config=config_file)
     fc = firecracker_version or "Firecracker version not given"
     head = f"{kernel}: {report.kind}, {report.arch or 'unknown arch'}, {fc}"
@@ -86,7 +98,8 @@ def list_cmd(app: AppState, as_json: bool) -> ExitCode:
 @click.option("--force", is_flag=True, help="Replace an installed kernel with other content (the old one is moved "
                                             "to $HOST_KERNELS_DIR/.replaced/).")
 @click.option("--extract/--no-extract", default=True, show_default=True,
-              help="Install the ELF vmlinux inside a downloaded bzImage; --no-extract refuses a bzImage instead.")
+              help="Install the ELF vmlinux inside a downloaded bzImage; --no-extract installs the bzImage as it is "
+                   "for a --firecracker-version 1.17+ (which boots it) and refuses it otherwise.")
 @json_option
 @click.pass_obj
 def fetch_cmd(app: AppState, name_or_url: str, sha256: str | None, name: str | None, arch: str | None,
@@ -99,14 +112,16 @@ def fetch_cmd(app: AppState, name_or_url: str, sha256: str | None, name: str | N
     """
     from ..kernel.catalog import default_arch, fetch, resolve
     from ..kernel.check import check_kernel
+    from ..kernel.rules import bzimage_bootable, load_rules
 
+    firecracker_version = _firecracker_version(firecracker_version)
     root = app.settings["HOST_KERNELS_DIR"].path
     entry = resolve(name_or_url, arch or default_arch(), name, sha256)
     progress(f"fetching {entry.url} -> {root / entry.name}/vmlinux.bin")
     bar = ProgressLine("fetch")
     try:
         result = fetch(entry, root, force=force, progress=bar.update, note=lambda msg: progress(f"fetch: {msg}"),
-                       extract=extract)
+                       extract=extract, keep_bzimage=bzimage_bootable(load_rules(), firecracker_version) is True)
     finally:
         bar.close()
     report = check_kernel(result.path, firecracker_version=firecracker_version, arch=entry.arch)

@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -49,6 +49,29 @@ class CatalogKernel:
     sha256: str | None
     sha256_source: str | None
     notes: str = ""
+    layout: str | None = None  # the bucket layout the URLs come from (catalog "layouts"), None for a plain URL
+    legacy_url: str | None = None  # the layout's flat <name>/vmlinux.bin, tried when ``url`` answers 404
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A bucket layout for kernels: ``base_url`` + ``path`` (``{name}``, ``{arch_dir}``), and a flat legacy path."""
+
+    name: str
+    base_url: str
+    path: str
+    legacy_path: str
+    legacy_arch: str  # the arch the flat file holds
+
+    def url(self, name: str, arch: str) -> str:
+        return self.base_url + self.path.format(name=name, arch_dir=HOST_ARCH_DIRS[arch])
+
+    def legacy_url(self, name: str, arch: str) -> str | None:
+        return self.base_url + self.legacy_path.format(name=name) if arch == self.legacy_arch else None
+
+
+class NotFound(ArtifactError):
+    """The server answered 404: the object is not there (another path of the same layout may be)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +103,24 @@ class FetchResult:
 
 def load_catalog() -> list[CatalogKernel]:
     doc = json.loads(data_path("catalog.json").read_text())
-    return [CatalogKernel(**entry) for entry in doc["kernels"]]
+    layouts = load_layouts(doc)
+    kernels = []
+    for entry in doc["kernels"]:
+        entry = dict(entry)
+        flat = entry.pop("legacy_flat", False)
+        if (layout := layouts.get(entry.get("layout") or "")) is not None:
+            entry.setdefault("url", layout.url(entry["name"], entry["arch"]))
+            entry.setdefault("config_url", None)
+            entry["legacy_url"] = layout.legacy_url(entry["name"], entry["arch"]) if flat else None
+        kernels.append(CatalogKernel(**entry))
+    return kernels
+
+
+def load_layouts(doc: dict[str, Any] | None = None) -> dict[str, Layout]:
+    """The bucket layouts the catalog names (``e2b-artifact-binaries``)."""
+    doc = doc if doc is not None else json.loads(data_path("catalog.json").read_text())
+    return {name: Layout(name, d["base_url"], d["path"], d["legacy_path"], d["legacy_arch"])
+            for name, d in doc.get("layouts", {}).items()}
 
 
 def installed_kernels(root: Path) -> list[InstalledKernel]:
@@ -123,11 +163,12 @@ def resolve(name_or_url: str, arch: str, name: str | None, sha256: str | None) -
 
 
 def fetch(entry: CatalogKernel, root: Path, *, force: bool = False, progress: Progress | None = None,
-          note: Callable[[str], None] | None = None, extract: bool = True) -> FetchResult:
+          note: Callable[[str], None] | None = None, extract: bool = True, keep_bzimage: bool = False) -> FetchResult:
     """Download ``entry`` into ``root/<name>/vmlinux.bin``: resumable, verified, renamed into place.
 
-    A bzImage is replaced by the ELF vmlinux inside it (``extract``) or refused before anything is
-    installed: Firecracker's x86_64 loader reads ``vmlinux.bin`` as an ELF."""
+    A bzImage is replaced by the ELF vmlinux inside it (``extract``), installed as it is when
+    ``keep_bzimage`` (the target Firecracker is 1.17+, whose x86_64 loader boots it), or refused
+    before anything is installed: earlier Firecrackers read ``vmlinux.bin`` as an ELF only."""
     say = note or (lambda _msg: None)
     if not root.is_dir():
         raise ArtifactError(f"HOST_KERNELS_DIR {root} does not exist", hint="e2b-artifact paths --create, or "
@@ -137,16 +178,26 @@ def fetch(entry: CatalogKernel, root: Path, *, force: bool = False, progress: Pr
     lock = staging / f"{entry.name}.lock"
     try:
         with exclusive_lock(lock, f"fetch of {entry.name}"):
-            return _fetch_locked(entry, root, staging, force, progress, say, extract)
+            return _fetch_locked(entry, root, staging, force, progress, say, extract, keep_bzimage)
     finally:
         with contextlib.suppress(OSError):
             staging.rmdir()  # only when empty: a kept .part is resumed by the next run
 
 
 def _fetch_locked(entry: CatalogKernel, root: Path, staging: Path, force: bool, progress: Progress | None,
-                  say: Callable[[str], None], extract: bool) -> FetchResult:
+                  say: Callable[[str], None], extract: bool, keep_bzimage: bool) -> FetchResult:
     part = staging / f"{entry.name}.part"
-    resumed_from, restarts = download(entry.url, part, progress, say)
+    try:
+        resumed_from, restarts = download(entry.url, part, progress, say)
+    except NotFound:
+        if entry.legacy_url is None:
+            raise
+        # The orchestrator's own order (Config.HostKernelPath): <name>/<arch>/vmlinux.bin, else the flat file.
+        say(f"{entry.url} not found: trying the legacy flat path {entry.legacy_url}")
+        pin_kept = entry.sha256_source == "--sha256"  # a catalog pin names the arch path's object, not this one
+        entry = replace(entry, url=entry.legacy_url, legacy_url=None, sha256=entry.sha256 if pin_kept else None,
+                        sha256_source=entry.sha256_source if pin_kept else None)
+        resumed_from, restarts = download(entry.url, part, progress, say)
     digest = _sha256(part)
     if entry.sha256 is not None and digest != entry.sha256:
         part.unlink()
@@ -154,7 +205,7 @@ def _fetch_locked(entry: CatalogKernel, root: Path, staging: Path, force: bool, 
                             f"({entry.sha256_source}); nothing installed",
                             hint="check the URL and --sha256; the download was discarded", code=ExitCode.INTEGRITY)
     notes = [] if entry.sha256 else [f"no known sha256 for {entry.name}: got {digest} (not verified)"]
-    if (loadable := _loadable(part, entry, extract)) is not None:
+    if (loadable := _loadable(part, entry, extract, keep_bzimage)) is not None:
         notes.append(f"downloaded a bzImage (sha256 {digest}); installed the ELF vmlinux inside it "
                      f"({loadable[0]} payload, {loadable[1]} bytes)")
         digest = _sha256(part)
@@ -202,19 +253,22 @@ def _fetch_locked(entry: CatalogKernel, root: Path, staging: Path, force: bool, 
                        resumed_from, restarts, config=installed_config, notes=tuple(notes))
 
 
-def _loadable(part: Path, entry: CatalogKernel, extract: bool) -> tuple[str, int] | None:
+def _loadable(part: Path, entry: CatalogKernel, extract: bool, keep_bzimage: bool) -> tuple[str, int] | None:
     """Make the download a file Firecracker can load as ``vmlinux.bin``, or refuse it (the part is
     discarded). Returns (compression, size) when a bzImage was replaced by its ELF vmlinux."""
     data = part.read_bytes()
     fmt = identify(data)
     if fmt.kind == "elf" or (fmt.kind == "arm64-image" and entry.arch == "aarch64"):
         return None
+    if fmt.kind == "bzimage" and not extract and keep_bzimage:
+        return None
     if fmt.kind == "bzimage" and extract:
         method, vmlinux = decompress_bzimage(data)  # an ArtifactError here leaves the part for inspection
         part.write_bytes(vmlinux)
         return method, len(vmlinux)
     part.unlink()
-    why = ("it is a bzImage and --no-extract was given" if fmt.kind == "bzimage"
+    why = ("it is a bzImage, --no-extract was given and the Firecracker version is not 1.17+ (the first to boot "
+           "a bzImage)" if fmt.kind == "bzimage"
            else f"it is {fmt.detail}, not a kernel Firecracker loads")
     raise ArtifactError(f"{entry.url}: not installed: {why}",
                         hint="fetch the uncompressed vmlinux (x86_64) or arch/arm64/boot/Image (aarch64); a bzImage "
@@ -239,6 +293,10 @@ def download(url: str, part: Path, progress: Progress | None = None,
                     part.unlink()
                     restarts += 1
                     continue
+                if resp.status_code == 404:
+                    raise NotFound(f"{url}: HTTP 404 {resp.reason}",
+                                   hint="check the URL (e2b-artifact kernel list shows the catalog)",
+                                   code=ExitCode.REMOTE)
                 if resp.status_code >= 400:
                     raise ArtifactError(f"{url}: HTTP {resp.status_code} {resp.reason}",
                                         hint="check the URL (e2b-artifact kernel list shows the catalog)",

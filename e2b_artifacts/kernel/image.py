@@ -207,17 +207,24 @@ def _expands(limit: limits.InputLimit) -> ArtifactError:
 
 
 def _xz(payload: bytes) -> bytes:
-    return _bounded(lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(payload, limits.KERNEL.bytes() + 1),
-                    limits.KERNEL)
+    return _whole(lzma.LZMADecompressor(lzma.FORMAT_XZ), payload, "xz")
 
 
 def _lzma(payload: bytes) -> bytes:
-    return _bounded(lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(payload, limits.KERNEL.bytes() + 1),
-                    limits.KERNEL)
+    return _whole(lzma.LZMADecompressor(lzma.FORMAT_ALONE), payload, "lzma")
 
 
 def _bzip2(payload: bytes) -> bytes:
-    return _bounded(bz2.BZ2Decompressor().decompress(payload, limits.KERNEL.bytes() + 1), limits.KERNEL)
+    return _whole(bz2.BZ2Decompressor(), payload, "bzip2")
+
+
+def _whole(decompressor: lzma.LZMADecompressor | bz2.BZ2Decompressor, payload: bytes, name: str) -> bytes:
+    """The whole stream, bounded; a stream that ends early is an error, not a shorter kernel."""
+    out = _bounded(decompressor.decompress(payload, limits.KERNEL.bytes() + 1), limits.KERNEL)
+    if not decompressor.eof:
+        raise ArtifactError(f"the {name} payload ends before its stream does (the bzImage is truncated)",
+                            hint="the file is cut short; fetch the kernel again", code=ExitCode.BAD_INPUT)
+    return out
 
 
 def _zstd(payload: bytes) -> bytes:
