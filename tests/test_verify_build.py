@@ -20,6 +20,7 @@ import pytest
 
 from e2b_artifacts import header, manifest
 from tests.conftest import cli, sample_build
+from tests.kernels import test_kernel
 from tests.verify.craft import add_snapshot, header_v1_3
 
 BUILD_ID = "3f1c9a52-7d0e-4b6a-9c44-0e5d2b8f1a77"
@@ -277,6 +278,28 @@ def test_kernel_and_firecracker_present_and_kernel_arch_used_for_envd(env: Env) 
     assert ("firecracker", "ok", f"{firecracker} present") in found
     assert ("kernel.format", "FAIL", "arm64 Image for aarch64; the guest is x86_64") in found
     assert any(c == "rootfs.envd" and s == "FAIL" and "x86_64 ELF; the kernel is aarch64" in m for c, s, m in found)
+
+
+@pytest.mark.parametrize(("firecracker", "status"), [("v1.14.1_431f1fc", "FAIL"), ("v1.17.0", "ok")])
+def test_verify_judges_a_bzimage_kernel_by_the_builds_firecracker(env: Env, firecracker: str, status: str) -> None:
+    """Firecracker boots a bzImage on x86_64 from 1.17 (PR #6037); verify reads the version from metadata.json."""
+    bdir = env.storage / BUILD_ID
+    doc = json.loads((bdir / "metadata.json").read_text())
+    doc["template"]["firecracker_version"] = firecracker
+    (bdir / "metadata.json").write_text(json.dumps(doc))
+    manifest.write_manifest(bdir, BUILD_ID)
+    kernel = env.kernels / doc["template"]["kernel_version"] / "amd64" / "vmlinux.bin"  # the arch layout
+    kernel.parent.mkdir(parents=True)
+    shutil.copyfile(test_kernel("cmdline-ikconfig").bzimage, kernel)
+    rc, out, report = env.run("verify", BUILD_ID, "--json")
+    found = statuses(report)
+    formats = [(s, m) for c, s, m in found if c == "kernel.format"]
+    assert [s for s, _ in formats] == [status], out
+    assert rc == (1 if status == "FAIL" else 0), out
+    assert ("bzImage boot arrived in v1.17" if status == "FAIL" else f"Firecracker {firecracker} boots a bzImage") \
+        in formats[0][1]
+    assert any(c == "kernel.support" and s == "warn" for c, s, _ in found)  # 6.1: past 2026-09-02, a warning only
+    assert not [c for c, s, _ in found if s == "FAIL" and c.startswith("kernel") and c != "kernel.format"], out
 
 
 def test_packed_rootfs_diff_is_checked_as_the_assembled_device(env: Env) -> None:

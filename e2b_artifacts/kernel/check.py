@@ -201,12 +201,11 @@ def _check_bzimage(report: KernelReport, rules: RuleSet, fmt: img.KernelFormat, 
     if not bootable:
         fc = f"Firecracker {report.firecracker_version}" if bootable is False else \
             f"Firecracker before {since} (the version was not given)"
+        newer = "" if bootable is False else f" (a Firecracker {since} or newer would boot it)"
         report.add("kernel.format", "FAIL", f"{fmt.detail}: {fc} boots only an uncompressed ELF vmlinux on x86_64 "
                                             "(Kernel Loader: failed to load ELF kernel image: Invalid Elf magic "
-                                            f"number); bzImage boot arrived in {since}",
-                   extract_hint + ("" if bootable is False else
-                                   f"; or pass --firecracker-version if yours is {since} or newer"),
-                   fix=Fix.KERNEL_EXTRACT)
+                                            f"number); bzImage boot arrived in {since}{newer}",
+                   extract_hint, fix=Fix.KERNEL_EXTRACT)
         return
     problems = img.bzimage_loader_problems(data)
     for problem in problems:
