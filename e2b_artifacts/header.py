@@ -11,6 +11,10 @@ Layout (e2b-dev/infra ``packages/shared/pkg/storage/header``), all little-endian
   columnar varints in 4 KiB pages, nil-build gaps left out). Decoding needs the
   ``lz4`` package; without it the metadata is still read and the mappings are
   reported as not decoded.
+* the builds table (``serialization_v4.go`` ``readV4BuildsSection``): u32 count, then per build
+  ``{16-byte id, i64 uncompressed file size, SHA-256 of the uncompressed file}`` followed by its
+  frame table (``compress_frame_table.go`` ``DeserializeFrameTable``): u32 codec (0 none, 1 zstd,
+  2 lz4), u32 frame count, then per frame ``{i64 StartU, i64 StartC, i32 SizeU, i32 SizeC}``.
 
 Bounds: a file is read only up to :data:`limits.HEADER` (and, for v1-3, the 40 bytes per 4 KiB
 page of the size it describes: more mappings cannot cover the device without overlap); a v4/v5
@@ -22,6 +26,8 @@ Python object per mapping.
 from __future__ import annotations
 
 import array
+import bisect
+import enum
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from . import limits
+from . import layout, limits
 from .errors import ArtifactError, ExitCode
 from .fsutil import open_input
 
@@ -42,8 +48,9 @@ MAX_BLOCK_BYTES = 256 << 20  # upstream's cap on a v4/v5 uncompressed block
 _META = struct.Struct("<QQQQ16s16s")
 _MAP = struct.Struct("<QQ16sQ")
 _BUILD_INFO = struct.Struct("<16sq32s")
-# Frame table entries: {StartU i64, StartC i64, SizeU i32, SizeC i32}; some revisions store end offsets (4 x i64).
-FRAME_ENTRY_SIZES = (24, 32)
+_FRAME_TABLE_HEAD = struct.Struct("<II")  # codec, frame count
+_FRAME = struct.Struct("<qqii")  # StartU, StartC, SizeU, SizeC (upstream's frameEntry, 24 bytes)
+MAX_FRAMES = 1 << 20  # upstream's maxDeserializedFrames
 INFLATE_STEP = 1 << 20
 MAX_PROBLEMS = 20  # layout problems listed per header; the rest are counted
 
@@ -121,12 +128,61 @@ class Mappings(Sequence[Mapping]):
         return f"Mappings({len(self)} mappings)"
 
 
+class FrameTableError(ValueError):
+    """A frame table upstream's ``DeserializeFrameTable`` refuses (the whole header is then refused)."""
+
+
+class Codec(enum.IntEnum):
+    """How a build's data object is stored (upstream's ``storage.CompressionType``)."""
+
+    NONE = 0
+    ZSTD = 1
+    LZ4 = 2
+
+    @property
+    def suffix(self) -> str:
+        """The object name suffix upstream's ``CompressionType.Suffix`` gives (``""`` when not compressed)."""
+        return {Codec.ZSTD: layout.ZSTD_SUFFIX, Codec.LZ4: layout.LZ4_SUFFIX}.get(self, "")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One independently compressed frame: uncompressed bytes [start_u, start_u+size_u) of the build's data
+    are stored compressed at [start_c, start_c+size_c) of its compressed object (upstream's ``frameEntry``)."""
+
+    start_u: int
+    start_c: int
+    size_u: int
+    size_c: int
+
+    @property
+    def end_u(self) -> int:
+        return self.start_u + self.size_u
+
+    @property
+    def end_c(self) -> int:
+        return self.start_c + self.size_c
+
+
 @dataclass(frozen=True)
 class BuildFile:
-    """A v4/v5 header's record of one build's data object."""
+    """A v4/v5 header's record of one build's data object: its uncompressed size, the SHA-256 of its
+    uncompressed bytes, and how it is stored (``codec``; ``frames`` only when compressed, sorted, possibly
+    sparse: upstream trims a table to the frames the header's mappings use)."""
 
     size: int
     sha256: str
+    codec: Codec = Codec.NONE
+    frames: tuple[Frame, ...] = ()
+
+    @property
+    def compressed(self) -> bool:
+        return self.codec != Codec.NONE
+
+    def frame_at(self, offset: int) -> int | None:
+        """Index of the frame holding uncompressed byte ``offset`` (None: before, after or in a gap)."""
+        i = bisect.bisect_right(self.frames, offset, key=lambda f: f.start_u) - 1
+        return i if i >= 0 and offset < self.frames[i].end_u else None
 
 
 @dataclass
@@ -292,19 +348,18 @@ def _parse_compressed(header: Header, body: memoryview, where: str) -> None:
             errors.append(f"block is {got} bytes, prefix says {length}")
             continue
         header.incomplete = prefix == 5 and bool(body[0] & 1)
-        layout_errors = []
-        for frame_size in FRAME_ENTRY_SIZES:
-            try:
-                _parse_block(header, block, frame_size)
-                return
-            except (struct.error, ValueError, OverflowError) as exc:
-                header.builds.clear()
-                layout_errors.append(str(exc))
-        # The LZ4 frame is intact (its checksum passed): an upstream layout variant this tool does not know.
-        header.mappings = None
-        header.note = (f"v{header.version} block decompressed but its layout is not one this tool knows "
-                       f"({'; '.join(dict.fromkeys(layout_errors))}): mappings not checked")
-        return
+        try:
+            _parse_block(header, block)
+            return
+        except FrameTableError as exc:  # upstream's DeserializeFrameTable refuses the header
+            raise _bad(where, str(exc)) from None
+        except (struct.error, ValueError, OverflowError) as exc:
+            header.builds.clear()
+            # The LZ4 frame is intact (its checksum passed): an upstream layout variant this tool does not know.
+            header.mappings = None
+            header.note = (f"v{header.version} block decompressed but its layout is not one this tool knows "
+                           f"({exc}): mappings not checked")
+            return
     raise _bad(where, f"cannot decode the v{header.version} block: " + "; ".join(dict.fromkeys(errors)))
 
 
@@ -368,14 +423,13 @@ class _Reader:
         return (u >> 1) ^ -(u & 1)
 
 
-def _parse_block(header: Header, block: bytes, frame_size: int) -> None:
+def _parse_block(header: Header, block: bytes) -> None:
     reader = _Reader(block)
-    for _ in range(reader.count(_BUILD_INFO.size + 8)):
+    for _ in range(reader.count(_BUILD_INFO.size + _FRAME_TABLE_HEAD.size)):
         build_id, size, digest = reader.take(_BUILD_INFO)
         assert isinstance(build_id, bytes) and isinstance(size, int) and isinstance(digest, bytes)
-        header.builds[_uuid(build_id)] = BuildFile(size, digest.hex())
-        _codec, frames = reader.u32(), reader.u32()
-        reader.raw(frames * frame_size)
+        codec, frames = _frame_table(reader, _uuid(build_id))
+        header.builds[_uuid(build_id)] = BuildFile(size, digest.hex(), codec, frames)
     if header.version == 4:
         count = reader.count(MAPPING_SIZE)
         header.mappings = Mappings(reader.raw(count * MAPPING_SIZE))
@@ -384,6 +438,43 @@ def _parse_block(header: Header, block: bytes, frame_size: int) -> None:
         header.mappings = with_gaps_as_nil(header)
     if reader.pos != len(block):
         raise ValueError(f"{len(block) - reader.pos} unexpected bytes after the mappings")
+
+
+def _frame_table(reader: _Reader, build_id: str) -> tuple[Codec, tuple[Frame, ...]]:
+    """One build's frame table, refused where upstream's ``DeserializeFrameTable`` (compress_frame_table.go)
+    refuses it: frames under codec 0, more than 2^20 frames, a frame of size <= 0, frames out of order or
+    overlapping in either address space. Codec 0 or no frames: stored uncompressed."""
+    raw_codec, count = reader.u32(), reader.u32()
+    where = f"frame table of build {build_id}"
+    if raw_codec == 0 and count:
+        raise FrameTableError(f"{where}: codec 0 (none) with {count} frames")
+    if raw_codec == 0 or count == 0:
+        return Codec.NONE, ()
+    if count > MAX_FRAMES:
+        raise FrameTableError(f"{where}: {count} frames, over upstream's maximum {MAX_FRAMES}")
+    try:
+        codec = Codec(raw_codec)
+    except ValueError:
+        # Upstream keeps the low byte and fails every read of the object later ("unsupported compression type").
+        raise FrameTableError(f"{where}: unknown codec {raw_codec} (known: 1 zstd, 2 lz4)") from None
+    if count * _FRAME.size > len(reader.data) - reader.pos:
+        raise FrameTableError(f"{where}: {count} frames do not fit in the block")
+    frames: list[Frame] = []
+    for n in range(count):
+        start_u, start_c, size_u, size_c = (int(v) for v in _FRAME.unpack_from(reader.data, reader.pos))
+        reader.pos += _FRAME.size
+        frame = Frame(start_u, start_c, size_u, size_c)
+        if frame.size_u <= 0 or frame.size_c <= 0:
+            raise FrameTableError(f"{where}: frame {n} has zero or negative size (SizeU={frame.size_u}, "
+                             f"SizeC={frame.size_c})")
+        if frames and frame.start_u < frames[-1].end_u:
+            raise FrameTableError(f"{where}: frame {n} starts at uncompressed {frame.start_u}, before the previous "
+                             f"frame ends ({frames[-1].end_u})")
+        if frames and frame.start_c < frames[-1].end_c:
+            raise FrameTableError(f"{where}: frame {n} starts at compressed {frame.start_c}, before the previous "
+                             f"frame ends ({frames[-1].end_c})")
+        frames.append(frame)
+    return codec, tuple(frames)
 
 
 def _v5_mappings(reader: _Reader) -> Mappings:
@@ -444,10 +535,58 @@ def _bad(where: str, detail: str) -> ArtifactError:
 
 
 def serialize(header: Header) -> bytes:
-    """Bytes of a v1-3 header (the layout this tool can write); v4/v5 raise."""
-    if header.version not in (1, 2, 3) or header.mappings is None:
-        raise ArtifactError(f"cannot write a version {header.version} header (only 1 to 3)",
-                            hint="re-export the build with uncompressed (v3) headers", code=ExitCode.BAD_INPUT)
+    """Bytes of a v1-3 or v4 header (the layouts this tool writes); v5 raises."""
+    if header.version not in (1, 2, 3, 4) or header.mappings is None:
+        raise ArtifactError(f"cannot write a version {header.version} header (only 1 to 4)",
+                            hint="re-export the build with v3 or v4 headers", code=ExitCode.BAD_INPUT)
     out = _META.pack(header.raw_version or header.version, header.block_size, header.size, header.generation,
                      uuid.UUID(header.build_id).bytes, uuid.UUID(header.base_build_id).bytes)
+    if header.version == 4:
+        return out + _v4_body(header)
     return out + bytes(Mappings.of(header.mappings).records)
+
+
+def _v4_body(header: Header) -> bytes:
+    """``[u8 flags][u32 block length][LZ4 frame(block)]`` as upstream's ``serializeV4`` (serialization_v4.go)
+    writes it: builds sorted by their 16 id bytes, each frame table trimmed to the frames the mappings use
+    (``TrimToRanges``), then the counted 40-byte mappings; the LZ4 frame as ``compressLZ4`` makes it (4 MiB
+    blocks, block and content checksums)."""
+    import lz4.frame  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    mappings = Mappings.of(header.mappings or [])
+    used: dict[str, list[tuple[int, int]]] = {}
+    for m in mappings:
+        used.setdefault(m.build_id, []).append((m.storage_offset, m.storage_offset + m.length))
+    parts = [struct.pack("<I", len(header.builds))]
+    for build_id in sorted(header.builds, key=lambda b: uuid.UUID(b).bytes):
+        build = header.builds[build_id]
+        parts.append(_BUILD_INFO.pack(uuid.UUID(build_id).bytes, build.size, bytes.fromhex(build.sha256)))
+        frames = trim_frames(build.frames, used.get(build_id, [])) if build.compressed else ()
+        parts.append(_FRAME_TABLE_HEAD.pack(int(build.codec) if frames else 0, len(frames)))
+        parts.extend(_FRAME.pack(f.start_u, f.start_c, f.size_u, f.size_c) for f in frames)
+    parts.append(struct.pack("<I", len(mappings)))
+    parts.append(bytes(mappings.records))
+    block = b"".join(parts)
+    if len(block) > MAX_BLOCK_BYTES:
+        raise ArtifactError(f"a v4 header block of {len(block)} bytes is over upstream's 256 MiB cap",
+                            hint="upstream refuses to store such a header (StoreHeader); split the build",
+                            code=ExitCode.BAD_INPUT)
+    # The streaming compressor keeps the 4 MiB block size (lz4.frame.compress shrinks it to fit small input).
+    writer = lz4.frame.LZ4FrameCompressor(block_size=lz4.frame.BLOCKSIZE_MAX4MB, block_linked=False,
+                                          content_checksum=True, block_checksum=True, compression_level=0)
+    compressed = bytes(writer.begin()) + bytes(writer.compress(block)) + bytes(writer.flush())
+    return bytes([1 if header.incomplete else 0]) + struct.pack("<I", len(block)) + compressed
+
+
+def trim_frames(frames: Sequence[Frame], ranges: Sequence[tuple[int, int]]) -> tuple[Frame, ...]:
+    """The frames overlapping at least one uncompressed ``[start, end)`` range; all of them when ``ranges`` is
+    empty (upstream's ``FrameTable.TrimToRanges``)."""
+    if not ranges or not frames:
+        return tuple(frames)
+    keep = [False] * len(frames)
+    for start, end in ranges:
+        i = bisect.bisect_right(frames, start, key=lambda f: f.end_u)
+        while i < len(frames) and frames[i].start_u < end:
+            keep[i] = True
+            i += 1
+    return tuple(f for f, k in zip(frames, keep, strict=True) if k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import uuid
 from pathlib import Path
@@ -94,14 +95,97 @@ def test_v4_block_layout_unknown_is_reported_not_guessed() -> None:
     assert hdr.problems() == []  # nothing claimed about mappings it could not read
 
 
-def test_v4_with_frame_table() -> None:
+def _v4_with_tables(tables: list[tuple[str, int, list[tuple[int, int, int, int]]]],
+                    mappings: list[tuple[int, int, str, int]], size: int = 8192) -> bytes:
+    """A v4 header whose builds table holds ``(build, codec, frames)``, byte by byte as upstream's
+    ``writeV4BuildsSection`` (serialization_v4.go) and ``FrameTable.Serialize`` (compress_frame_table.go) lay it out."""
+    meta = header_v1_3(version=4, size=size, build_id=A)
+    block = struct.pack("<I", len(tables))
+    for bid, codec, frames in tables:
+        block += uuid.UUID(bid).bytes + struct.pack("<q", 8192) + bytes(range(32))
+        block += struct.pack("<II", codec, len(frames)) + b"".join(struct.pack("<qqii", *f) for f in frames)
+    block += struct.pack("<I", len(mappings))
+    block += b"".join(struct.pack("<QQ16sQ", o, n, uuid.UUID(b).bytes, s) for o, n, b, s in mappings)
+    return meta + b"\x00" + struct.pack("<I", len(block)) + bytes(lz4.frame.compress(block))
+
+
+def test_v4_frame_table_parsed_as_upstream_lays_it_out() -> None:
+    data = _v4_with_tables([(A, 2, [(0, 0, 4096, 100), (4096, 100, 4096, 90)]), (B, 0, [])],
+                           [(0, 4096, A, 0), (4096, 4096, B, 0)])
+    hdr = header.parse_header(data)
+    a, b = hdr.builds[A], hdr.builds[B]
+    assert (a.size, a.sha256, a.codec, a.compressed) == (8192, bytes(range(32)).hex(), header.Codec.LZ4, True)
+    assert a.frames == (header.Frame(0, 0, 4096, 100), header.Frame(4096, 100, 4096, 90))
+    assert a.frames[1].end_u == 8192 and a.frames[1].end_c == 190
+    assert (a.frame_at(0), a.frame_at(4096), a.frame_at(8191), a.frame_at(8192)) == (0, 1, 1, None)
+    assert (b.codec, b.frames, b.compressed) == (header.Codec.NONE, (), False)
+    assert header.Codec.ZSTD.suffix == ".zstd" and header.Codec.LZ4.suffix == ".lz4" and header.Codec.NONE.suffix == ""
+
+
+def test_v4_sparse_frame_table_is_accepted() -> None:
+    """A trimmed table has gaps in U-space (compress_frame_table.go: "Sparse tables ... are supported")."""
+    hdr = header.parse_header(_v4_with_tables([(A, 1, [(0, 0, 4096, 10), (1 << 20, 500, 4096, 10)])],
+                                              [(0, 8192, A, 0)]))
+    assert hdr.builds[A].frame_at(8192) is None and hdr.builds[A].frame_at((1 << 20) + 1) == 1
+
+
+@pytest.mark.parametrize(("codec", "frames", "rule"), [
+    (0, [(0, 0, 4096, 10)], "codec 0 (none) with 1 frames"),
+    (2, [(0, 0, 0, 10)], "zero or negative size"),
+    (2, [(0, 0, 4096, -1)], "zero or negative size"),
+    (2, [(4096, 0, 4096, 10), (0, 10, 4096, 10)], "starts at uncompressed 0, before the previous frame ends"),
+    (2, [(0, 0, 4096, 10), (4096, 5, 4096, 10)], "starts at compressed 5, before the previous frame ends"),
+    (7, [(0, 0, 4096, 10)], "unknown codec 7"),
+])
+def test_v4_frame_table_rules_of_deserialize_frame_table(codec: int, frames: list[tuple[int, int, int, int]],
+                                                         rule: str) -> None:
+    """Each refusal of upstream's DeserializeFrameTable (compress_frame_table.go) refuses the whole header."""
+    with pytest.raises(ArtifactError, match=re.escape(rule)):
+        header.parse_header(_v4_with_tables([(A, codec, frames)], [(0, 8192, A, 0)]))
+
+
+def test_v4_frame_count_over_the_cap_or_the_block() -> None:
     meta = header_v1_3(version=4, size=8192, build_id=A)
-    block = struct.pack("<I", 1) + uuid.UUID(A).bytes + struct.pack("<q", 8192) + bytes(32)
-    block += struct.pack("<II", 1, 2) + struct.pack("<qqii", 0, 0, 4096, 100)
-    block += struct.pack("<qqii", 4096, 100, 4096, 90)
-    block += struct.pack("<I", 1) + struct.pack("<QQ16sQ", 0, 8192, uuid.UUID(A).bytes, 0)
-    hdr = header.parse_header(meta + b"\x00" + struct.pack("<I", len(block)) + lz4.frame.compress(block))
-    assert hdr.mappings == [header.Mapping(0, 8192, A, 0)] and hdr.builds[A].size == 8192
+    for count, rule in ((header.MAX_FRAMES + 1, "over upstream's maximum"), (3, "do not fit in the block")):
+        block = struct.pack("<I", 1) + uuid.UUID(A).bytes + struct.pack("<q", 8192) + bytes(32)
+        block += struct.pack("<II", 2, count) + struct.pack("<qqii", 0, 0, 4096, 10) + struct.pack("<I", 0)
+        with pytest.raises(ArtifactError, match=rule):
+            header.parse_header(meta + b"\x00" + struct.pack("<I", len(block)) + lz4.frame.compress(block))
+
+
+def test_v4_writer_round_trip_and_upstream_framing() -> None:
+    frames = (header.Frame(0, 0, 2 * MIB, 700), header.Frame(2 * MIB, 700, 2 * MIB, 800),
+              header.Frame(4 * MIB, 1500, 2 * MIB, 900))
+    hdr = header.Header(4, 4096, 8 * MIB, 2, C, A, header.Mappings.of([
+        header.Mapping(0, 2 * MIB, A, 0), header.Mapping(2 * MIB, 2 * MIB, C, 0),
+        header.Mapping(4 * MIB, 4 * MIB, header.NIL_BUILD, 0)]),
+        builds={C: header.BuildFile(2 * MIB, "ab" * 32), A: header.BuildFile(6 * MIB, "cd" * 32, header.Codec.ZSTD,
+                                                                                frames)})
+    data = header.serialize(hdr)
+    assert data[64] == 0 and struct.unpack_from("<I", data, 65)[0] == len(lz4.frame.decompress(data[69:]))
+    # compressLZ4 (serialization_v4.go): 4 MiB blocks, block checksums, content checksum
+    flg, bd = data[69 + 4], data[69 + 5]
+    assert data[69:73] == b"\x04\x22\x4d\x18" and flg & 0x10 and flg & 0x04 and bd >> 4 == 7
+    block = lz4.frame.decompress(data[69:])
+    assert block[4:20] == uuid.UUID(A).bytes  # sorted by id bytes: A (0xA1) before C (0xC3)
+    back = header.parse_header(data)
+    assert back.mappings == hdr.mappings and back.builds[C] == hdr.builds[C]
+    # TrimToRanges: only the frame overlapping A's one mapping [0, 2 MiB) is kept
+    assert back.builds[A].frames == frames[:1] and back.builds[A].codec == header.Codec.ZSTD
+    assert header.serialize(back) == data  # trimming again changes nothing
+    hdr.incomplete = True
+    assert header.serialize(hdr)[64] == 1
+    hdr.version = 5
+    with pytest.raises(ArtifactError, match="only 1 to 4"):
+        header.serialize(hdr)
+
+
+def test_trim_frames_as_trim_to_ranges() -> None:
+    frames = tuple(header.Frame(n * 100, n * 10, 100, 10) for n in range(5))
+    assert header.trim_frames(frames, []) == frames
+    assert header.trim_frames(frames, [(150, 151), (399, 400)]) == (frames[1], frames[3])
+    assert header.trim_frames(frames, [(100, 300)]) == frames[1:3]  # end is exclusive
+    assert header.trim_frames(frames, [(600, 700)]) == ()
 
 
 def test_parent_build_ids_from_bytes() -> None:
