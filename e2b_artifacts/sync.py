@@ -32,7 +32,7 @@ from . import layout, limits
 from . import manifest as mf
 from .errors import ArtifactError, ExitCode
 from .fsutil import atomic_write_bytes, read_input
-from .header import parent_build_ids
+from .header import chain_view, parent_build_ids
 from .layout import HEADERS as HEADER_NAMES
 from .layout import MANIFEST as MANIFEST_NAME
 from .layout import METADATA as METADATA_NAME
@@ -63,6 +63,7 @@ class BuildPlan:
     parents: list[str]
     files: list[FileStep] = field(default_factory=list)
     bytes_sent: int = 0
+    chain: list[dict[str, Any]] = field(default_factory=list)  # per header: version, codec, each link's (chain_view)
 
     @property
     def bytes_total(self) -> int:
@@ -75,7 +76,7 @@ class BuildPlan:
     def to_json(self) -> dict[str, Any]:
         return {"build_id": self.build_id, "state": self.state, "parents": self.parents,
                 "bytes_total": self.bytes_total, "bytes_to_send": self.bytes_to_send, "bytes_sent": self.bytes_sent,
-                "files": [vars(f) for f in self.files]}
+                "files": [vars(f) for f in self.files], "chain": self.chain}
 
 
 @dataclass
@@ -111,10 +112,28 @@ def header_parents(build_dir: Path, build_id: str) -> list[str]:
     for name in HEADER_NAMES:
         path = build_dir / name
         if path.is_file():
-            data = read_input(path, "header", limit=limits.HEADER,
-                              missing_hint="check the build directory (e2b-artifact verify)")
-            ids.update(parent_build_ids(data, build_id, str(path)))
+            ids.update(parent_build_ids(_read_header_file(path), build_id, str(path)))
     return sorted(ids)
+
+
+def local_chain(build_dir: Path) -> list[dict[str, Any]]:
+    """Each header of a local build, and how upstream reads every build it maps to (ancestors' headers are
+    read beside it when its own builds section does not decide)."""
+    views = []
+    for name in HEADER_NAMES:
+        path = build_dir / name
+        if path.is_file():
+            def load(bid: str, name: str = name) -> bytes | None:
+                other = build_dir.parent / bid / name
+                return _read_header_file(other) if other.is_file() else None
+
+            views.append(chain_view(_read_header_file(path), name.removesuffix(layout.HEADER_SUFFIX), str(path), load))
+    return views
+
+
+def _read_header_file(path: Path) -> bytes:
+    return read_input(path, "header", limit=limits.HEADER,
+                      missing_hint="check the build directory (e2b-artifact verify)")
 
 
 def _missing_parents_error(build_id: str, missing: list[str], where: str) -> ArtifactError:
@@ -203,7 +222,7 @@ def plan_push(build_dir: Path, build_id: str, dest: Storage) -> BuildPlan:
     manifest = _local_manifest(build_dir, build_id)
     local_manifest_bytes = mf.read_bytes(build_dir / MANIFEST_NAME)
     remote = _remote_files(dest, build_id)
-    plan = BuildPlan(build_id, "transfer", header_parents(build_dir, build_id))
+    plan = BuildPlan(build_id, "transfer", header_parents(build_dir, build_id), chain=local_chain(build_dir))
     if METADATA_NAME in remote:
         if MANIFEST_NAME in remote and dest.read_all(f"{build_id}/{MANIFEST_NAME}") == local_manifest_bytes:
             plan.state = "up-to-date"
@@ -285,6 +304,7 @@ class _Remote:
     manifest_bytes: bytes
     listing: dict[str, ObjectInfo]
     parents: list[str]
+    chain: list[dict[str, Any]]
 
 
 def pull(storage_root: Path, build_id: str, src: Storage, *, with_parents: bool = False, dry_run: bool = False,
@@ -328,15 +348,20 @@ def _read_remote(src: Storage, build_id: str) -> _Remote:
         raise ArtifactError(f"{src.url}/{build_id}/{MANIFEST_NAME} does not list {METADATA_NAME}",
                             hint="re-push the build with e2b-artifact sync push", code=ExitCode.INTEGRITY)
     ids: set[str] = set()
-    for name in HEADER_NAMES:  # small: read (and verified) only to learn the parents
+    chain = []
+    for name in HEADER_NAMES:  # small: read (and verified) only to learn the parents and how they are read
         if name in manifest.files:
             where = f"{src.url}/{build_id}/{name}"
             data = src.read_all(f"{build_id}/{name}")
             if (actual := _blake3_bytes(data)) != _hash(manifest, name):
                 raise IntegrityError(name, where, _hash(manifest, name), actual)
             ids.update(parent_build_ids(data, build_id, where))
-    parents = sorted(ids)
-    return _Remote(build_id, manifest, manifest_bytes, listing, parents)
+
+            def load(bid: str, name: str = name) -> bytes | None:
+                return src.read_all(f"{bid}/{name}") if src.stat(f"{bid}/{name}") is not None else None
+
+            chain.append(chain_view(data, name.removesuffix(layout.HEADER_SUFFIX), where, load))
+    return _Remote(build_id, manifest, manifest_bytes, listing, sorted(ids), chain)
 
 
 def _pull_order(root: Path, build_id: str, src: Storage, with_parents: bool) -> list[_Remote]:
@@ -354,7 +379,7 @@ def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
     """What a pull of one build would fetch; reads no file data."""
     bid = remote.build_id
     target = root / bid
-    plan = BuildPlan(bid, "transfer", remote.parents)
+    plan = BuildPlan(bid, "transfer", remote.parents, chain=remote.chain)
     order = [*_send_order(remote.manifest)]
     if target.exists():
         local = target / MANIFEST_NAME

@@ -24,7 +24,6 @@ from .findings import Finding, Fix, Status, any_failed, count_by_status
 from .fsutil import read_input, unused_path
 from .layout import (
     COMPRESSED_SUFFIXES,
-    DATA_FILE_OF,
     HEADERS,
     MEMFILE,
     MEMFILE_HEADER,
@@ -33,6 +32,7 @@ from .layout import (
     SNAPFILE,
 )
 from .settings import HOST_ARCH_DIRS, Settings
+from .verify_headers import check_headers
 from .verify_rootfs import check_build_rootfs
 
 SNAPSHOT_FILES = (MEMFILE, SNAPFILE, HEADERS[0])  # what a cold start moves aside
@@ -119,7 +119,7 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool, stand_in: S
                                         init_mode=init_mode if isinstance(init_mode, str) else None))
 
         _check_snapshot(report, md, arch)
-        _check_headers(report)
+        report.findings.extend(check_headers(report.build_dir))
         _check_manifest(report, quick, start_rootfs_checks, stand_in.digests if stand_in else None)
         start_rootfs_checks()  # no manifest, --quick, or the image not listed
         if stand_in is not None and not stand_in.rootfs_read and rootfs.is_file():
@@ -318,78 +318,6 @@ def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: st
         report.add(f"snapshot.{issue.code}", issue.severity, issue.message,
                    hints.get(issue.code, cold) if issue.severity != "ok" else "",
                    fix=Fix.SNAPSHOT_QUARANTINE if issue.severity == "FAIL" else Fix.NONE)
-
-
-def _check_headers(report: VerifyReport) -> None:
-    for name in HEADERS:
-        path = report.build_dir / name
-        if not _present(path):
-            continue
-        check = f"header.{name.removesuffix('.header')}"
-        try:
-            hdr = header_mod.read_header(path)
-        except ArtifactError as exc:
-            report.add(check, "FAIL", exc.message, exc.hint)
-            continue
-        _check_one_header(report, name, hdr, check)
-
-
-def _check_one_header(report: VerifyReport, name: str, hdr: header_mod.Header, check: str) -> None:
-    data_name = DATA_FILE_OF[name]
-    summary = (f"v{hdr.version}, block {hdr.block_size}, size {hdr.size}, generation {hdr.generation}, "
-               f"{len(hdr.mappings) if hdr.mappings is not None else '?'} mappings")
-    problems = hdr.problems()
-    hint = "re-export the build; the header is optional: moving it aside makes the orchestrator map the data 1:1"
-    report.add(check, "FAIL" if problems else "ok", summary + ("" if not problems else ": " + "; ".join(problems[:5])),
-               hint if problems else "", fix=Fix.BUILD_REBUILD if problems else Fix.NONE)
-    if hdr.mappings is None:
-        report.add(check, "warn", hdr.note or "mappings not decoded",
-                   "pip install 'e2b-artifact[verify]'" if "lz4" in hdr.note else
-                   "check it with upstream's cmd/inspect-build")
-    if hdr.build_id != report.build_id:
-        report.add(check, "warn", f"header build id {hdr.build_id} differs from the directory name "
-                                  f"{report.build_id}", "check that the header belongs to this build")
-    storage = report.build_dir.parent  # parents live beside the build, in the same storage
-    chain, failures = [], []
-    for build_id, needed in _needed_lengths(hdr).items():
-        own = build_id in (report.build_id, hdr.build_id)
-        data = (report.build_dir if own else storage / build_id) / data_name
-        label = "this build" if own else f"parent {build_id}"
-        parent_hdr = None if own else _peek_generation(storage / build_id / name)
-        gen = f" (generation {parent_hdr})" if parent_hdr is not None else ""
-        if data.is_file():
-            length = data.stat().st_size
-            if needed is not None and length < needed:
-                failures.append(f"{label}: {data} is {length} bytes, mappings need {needed}")
-                chain.append(f"{build_id}{gen}: short")
-            else:
-                chain.append(f"{build_id}{gen}: ok")
-        elif any((data.parent / (data.name + s)).is_file() for s in COMPRESSED_SUFFIXES):
-            chain.append(f"{build_id}{gen}: compressed, length not checked")
-        else:
-            failures.append(f"{label}: {data} missing")
-            chain.append(f"{build_id}{gen}: MISSING")
-    chain_text = f"chain of {data_name}: generation {hdr.generation} {report.build_id} <- " + (
-        ", ".join(chain) if chain else "(no data from any build: all zero)")
-    if failures:
-        report.add(check, "FAIL", chain_text + "; " + "; ".join(failures),
-                   "copy the missing parent builds into storage (e2b-artifact sync ...), or rebuild this template",
-                   fix=Fix.PARENTS_SYNC)
-    else:
-        report.add(check, "ok", chain_text)
-
-
-def _needed_lengths(hdr: header_mod.Header) -> dict[str, int | None]:
-    needed: dict[str, int | None] = dict.fromkeys(hdr.referenced_build_ids())
-    needed.update(hdr.required_lengths())
-    return needed
-
-
-def _peek_generation(path: Path) -> int | None:
-    try:
-        return header_mod.read_header(path).generation if path.is_file() else None
-    except ArtifactError:
-        return None
 
 
 def _check_manifest(report: VerifyReport, quick: bool, checked: Callable[[str], None],

@@ -198,6 +198,7 @@ def test_missing_directory_is_a_clean_error(env: Env) -> None:
 
 
 PARENT = str(uuid.UUID(int=0xFEED))
+V3_READ = "uncompressed per LoadHeader's backfill"  # serialization.go backfillMissingV3UncompressedBuilds
 MIB = 1 << 20
 
 
@@ -210,21 +211,22 @@ def test_chain_with_missing_then_short_parent(env: Env) -> None:
     manifest.write_manifest(bdir, BUILD_ID)
     rc, out, _ = env.run("verify", BUILD_ID)
     assert rc == 1
-    assert f"FAIL header.memfile: chain of memfile: generation 1 {BUILD_ID} <- {PARENT}: MISSING" in out
-    assert f"parent {PARENT}: {env.storage / PARENT / 'memfile'} missing" in out
+    # The chain view names each link's header version and how upstream reads it (a v3 header: all uncompressed).
+    assert f"FAIL header.memfile: chain of memfile: v3 generation 1 {BUILD_ID} <- {PARENT} ({V3_READ}): MISSING" in out
+    assert f"parent {PARENT}: upstream opens {env.storage / PARENT / 'memfile'} ({V3_READ}): missing" in out
 
     parent = env.storage / PARENT
     parent.mkdir()
     (parent / "memfile").write_bytes(b"\1" * (16 * MIB))  # mappings need 32 MiB
     (parent / "memfile.header").write_bytes(header_v1_3(size=64 * MIB, build_id=PARENT))
     rc, out, _ = env.run("verify", BUILD_ID)
-    assert rc == 1 and f"{PARENT} (generation 0): short" in out and "mappings need 33554432" in out
+    assert rc == 1 and f"{PARENT} (v3 generation 0, {V3_READ}): short" in out and "mappings need 33554432" in out
 
     os.truncate(parent / "memfile", 32 * MIB)
     rc, out, _ = env.run("verify", BUILD_ID)
     assert rc == 0, out
-    assert f"ok   header.memfile: chain of memfile: generation 1 {BUILD_ID} <- {PARENT} (generation 0): ok, " \
-           f"{BUILD_ID}: ok" in out
+    assert f"ok   header.memfile: chain of memfile: v3 generation 1 {BUILD_ID} <- {PARENT} (v3 generation 0, " \
+           f"{V3_READ}): ok, this build (v3 generation 1, {V3_READ}): ok" in out
     assert "ok   snapshot.memfile: memfile 67108864 bytes" in out  # header size used for guest memory
 
 
@@ -328,7 +330,8 @@ def test_packed_rootfs_diff_is_checked_as_the_assembled_device(env: Env) -> None
     (parent / "rootfs.ext4").unlink()
     rc, out, _ = env.run("verify", BUILD_ID)
     assert rc == 1 and "warn rootfs: rootfs.ext4 is a diff layer and the device cannot be assembled" in out
-    assert f"FAIL header.rootfs.ext4: chain of rootfs.ext4: generation 1 {BUILD_ID} <- {PARENT}: MISSING" in out
+    assert f"FAIL header.rootfs.ext4: chain of rootfs.ext4: v3 generation 1 {BUILD_ID} <- {PARENT} ({V3_READ}): " \
+           "MISSING" in out
 
 
 def test_v1_metadata_warns_and_fix_rewrites_it(env: Env) -> None:
@@ -448,3 +451,26 @@ def test_clone_refuses_a_layer_whose_manifest_records_another_size(env: Env) -> 
         fh.write(b"\0" * 4096)  # the layer grew after its manifest was written
     rc, out, _ = env.run("clone", BUILD_ID, "--build-id", str(uuid.UUID(int=0xB16)))
     assert rc == 8 and "memfile" in out, out
+
+
+def test_v3_ancestors_under_a_v5_child_pass(env: Env) -> None:
+    """Issue 13's must-show: a real build whose v5 memfile.header maps to two v3 ancestors it does not list in
+    its builds section; upstream resolves them from their own headers (storage_diff.go createDiff, #2994/#3447)."""
+    from tests import header_corpus as corpus
+
+    bdir = env.storage / BUILD_ID
+    add_snapshot(bdir, mem_mib=64)
+    a_id, b_id = str(uuid.UUID(int=0xA3)), str(uuid.UUID(int=0xB3))
+    chain = corpus.mixed_chain("v3-v3-v5", block=2 * MIB, blocks=32, ids=(a_id, b_id, BUILD_ID))
+    for build in chain.builds:
+        target = env.storage / build.build_id
+        target.mkdir(exist_ok=True)
+        for name, data in build.files.items():
+            (target / name).write_bytes(data)
+    manifest.write_manifest(bdir, BUILD_ID)
+    rc, out, _ = env.run("verify", BUILD_ID)
+    assert rc == 0, out
+    assert "ok   header.memfile: v5, block 2097152, size 67108864, generation 2, " in out
+    assert f"chain of memfile: v5 generation 2 {BUILD_ID} <- this build (v5 generation 2, uncompressed per this " \
+           f"header's builds entry): ok, {a_id} (v3 generation 0, uncompressed per its own header): ok, " \
+           f"{b_id} (v3 generation 1, uncompressed per its own header): ok" in out

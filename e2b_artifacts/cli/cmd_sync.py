@@ -55,6 +55,7 @@ def _run(direction: Literal["push", "pull"], app: AppState, build_id: str, locat
          with_parents: bool, dry_run: bool, part_size: int, range_size: int, jobs: int, limit_rate: str | None,
          as_json: bool, timeout: float) -> ExitCode:
     from .. import sync
+    from ..header import chain_text
     from ..storage import TransferOptions, open_storage
 
     store = open_storage(location, endpoint_url=endpoint_url, max_connections=jobs + 4, timeout=timeout)
@@ -83,6 +84,7 @@ def _run(direction: Literal["push", "pull"], app: AppState, build_id: str, locat
                          f"{moved} of {plan.bytes_total} bytes")
             if dry_run:
                 lines += [f"  {f.action:4}  {f.name}  ({f.reason})" for f in plan.files]
+        lines += [f"  chain of {chain_text(view)}" for view in plan.chain]
     lines.append(f"{direction} {'planned' if dry_run else 'done'}: {report.location} "
                  f"({report.bytes_sent} bytes in {report.seconds:.2f} s)")
     emit(as_json, report.to_json(), lines)
