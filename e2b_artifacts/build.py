@@ -25,7 +25,7 @@ from .layout import ROOTFS as ROOTFS_NAME
 from .manifest import write_manifest
 from .metadata import DEFAULT_FIRECRACKER_VERSION, DEFAULT_KERNEL_VERSION, DEFAULT_RAM_MB, DEFAULT_VCPU, Metadata
 from .oci.flatten import FlatEntry
-from .versions import read_firecracker_version
+from .versions import FirecrackerVersion, read_firecracker_version
 
 SourceKind = Literal["dir", "tar", "ext4", "image"]
 
@@ -59,19 +59,22 @@ class BuildResult:
     replaced_moved_to: Path | None = None
     inject_actions: list[str] = field(default_factory=list)
     image: dict[str, Any] | None = None  # --from-image: provenance, bytes downloaded, fidelity
+    firecracker: FirecrackerVersion | None = None  # how --firecracker-version was read
 
     def to_json(self) -> dict[str, object]:
         return {"ok": True, "build_id": self.build_id, "build_dir": str(self.build_dir),
                 "rootfs": str(self.build_dir / ROOTFS_NAME), "metadata": str(self.build_dir / METADATA_NAME),
                 "rootfs_bytes": self.rootfs_bytes,
                 "replaced_build_moved_to": str(self.replaced_moved_to) if self.replaced_moved_to else None,
-                "inject": self.inject_actions, **({"image": self.image} if self.image else {})}
+                "inject": self.inject_actions,
+                "firecracker": self.firecracker.to_dict() if self.firecracker else None,
+                **({"image": self.image} if self.image else {})}
 
 
 def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -> BuildResult:
     """Build ``<storage>/<build-id>/`` from ``req``; returns where it is."""
     build_id = layout.check_build_id(req.build_id or str(uuid.uuid4()))
-    _check_inputs(req, progress)
+    firecracker = _check_inputs(req, progress)
     _make_storage(req.storage)
     target = req.storage / build_id
     with layout.lock(req.storage, build_id):
@@ -116,14 +119,16 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
             write_manifest(stage, build_id)
             moved = layout.publish(stage, target, replace=req.force)
     return BuildResult(build_id, target, (target / ROOTFS_NAME).stat().st_size, moved, injected.actions,
-                       image_summary)
+                       image_summary, firecracker)
 
 
-def _check_inputs(req: BuildRequest, progress: Callable[[str], None]) -> None:
-    if read_firecracker_version(req.firecracker_version) is None:
+def _check_inputs(req: BuildRequest, progress: Callable[[str], None]) -> FirecrackerVersion:
+    firecracker = read_firecracker_version(req.firecracker_version)
+    if firecracker is None:
         raise ArtifactError(f"--firecracker-version {req.firecracker_version!r} is not a Firecracker version",
                             hint="use a name as E2B writes them: v1.14-0.2.0 (E2B's fork), v1.14.1_431f1fc "
                                  "(release_commit) or v1.10.1", code=ExitCode.USAGE)
+    progress(f"firecracker: {firecracker.name} read as the {firecracker.describe()}")
     if not req.envd.is_file():
         raise ArtifactError(f"envd not found at {req.envd}",
                             hint="pass --envd PATH, or set HOST_ENVD_PATH (upstream default /fc-envd/envd)",
@@ -135,6 +140,7 @@ def _check_inputs(req: BuildRequest, progress: Callable[[str], None]) -> None:
         raise ArtifactError(f"rootfs source not found: {req.source}", hint="check the path", code=ExitCode.BAD_INPUT)
     if req.free_mb < 0:
         raise ArtifactError("--disk-size-mb must be >= 0", hint="e.g. --disk-size-mb 512", code=ExitCode.USAGE)
+    return firecracker
 
 
 def _make_storage(storage: Path) -> None:

@@ -122,11 +122,21 @@ def test_firecracker_version_names_as_upstream_reads_them(tmp_path: Path, sample
     assert [read_firecracker_version(v) for v in ("foo", "1.10", "v1.14-0.2", "v1.14_abc")] == [None] * 4
     no_commit = read_firecracker_version("v1.14.1_")  # upstream splits at "_" and checks only the release
     assert no_commit is not None and no_commit.form == "legacy" and no_commit.commit == ""
+    two = read_firecracker_version("v1.14.1_431f1fc_x")  # parts[1] is the commit, the rest is ignored
+    assert two is not None and two.commit == "431f1fc"
+    # semver.StrictNewVersion and Go's RE2 (fcversion.New): no leading zeros, ASCII digits, nothing trimmed,
+    # "$" is the end of the text (a trailing newline is not a version)
+    assert [read_firecracker_version(v) for v in ("v01.14.1_431f1fc", "v1.14-0.02.0", " v1.14.1_431f1fc",
+                                                  "v1.14-0.2.0\n", "v1.\u0661\u0664-0.2.0", "vv1.10.1")] == [None] * 6
+    assert read_firecracker_version("v1.10.1-rc.1") is not None  # a prerelease is valid semver
     ok = cli("--storage", tmp_path, "build", "--rootfs-tar", sample_tar, "--envd", envd_standin,
              "--firecracker-version", "v1.14-0.2.0", "--json")
     assert ok.returncode == 0, ok.stderr
-    build_id = json.loads(ok.stdout)["build_id"]
-    meta = json.loads((tmp_path / build_id / "metadata.json").read_text())
+    result = json.loads(ok.stdout)
+    assert result["firecracker"] == {"name": "v1.14-0.2.0", "form": "e2b", "line": "v1.14-0", "release": "1.14.0",
+                                     "commit": None, "e2b": "0.2.0"}
+    assert "v1.14-0.2.0 read as the E2B fork form: line v1.14-0" in ok.stderr
+    meta = json.loads((tmp_path / result["build_id"] / "metadata.json").read_text())
     assert meta["template"]["firecracker_version"] == "v1.14-0.2.0"
     bad = cli("--storage", tmp_path / "other", "build", "--rootfs-tar", sample_tar, "--envd", envd_standin,
               "--firecracker-version", "foo")
