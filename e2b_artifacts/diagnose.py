@@ -147,8 +147,8 @@ def _port(line: str) -> Decoded | None:
 def _crc(line: str) -> Decoded | None:
     m = re.search(r"CRC64 validation failed:? (\d+)", line)
     if not m:
-        return Decoded("Firecracker printed no CRC value (from v1.15 its message carries none): "
-                       "e2b-artifact verify <build-id> computes it")
+        return Decoded("Firecracker printed no CRC value (from v1.14 its message carries none, so there is no "
+                       "number to match): e2b-artifact verify <build-id> computes it")
     return Decoded(f"Firecracker computed CRC64 {m.group(1)}: e2b-artifact verify <build-id> prints "
                    f"'snapshot.crc: CRC64 validation failed: {m.group(1)}' for the same snapfile (the same number "
                    "means it checks the file that was loaded)", {"crc": m.group(1)})

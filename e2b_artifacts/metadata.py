@@ -11,7 +11,10 @@ Forms:
 
 Fields upstream has no place for (template id, envd version, how the rootfs was
 built) go under ``"e2b_artifact"``; upstream's decoder ignores unknown keys.
-Unknown keys of any form survive a read-modify-write.
+Unknown keys of any form survive a read-modify-write, and so do upstream's newer top-level
+fields (``cmdline_args``, ``filesystem_only``, ``fs_quiesced``, ``prefetch``, ``balloon``,
+``cpu_template``, ``build_cpu_template``, ``vcpu_count``). How upstream itself reads a document
+(its version rule, the Go type of each field) is in ``metadata_fields``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from . import layout, limits
 from .errors import ArtifactError, ExitCode
 from .fsutil import atomic_write_bytes, read_input
 from .jsoninput import load_json
+from .metadata_fields import UpstreamReading, upstream_reading
 
 FILE_NAME = layout.METADATA
 CURRENT_VERSION = 2
@@ -64,14 +68,19 @@ class Metadata:
     form: Form = "v2"
     # The document as read, in v2 shape, minus the fields above; survives rewrites.
     extra: dict[str, Any] = field(default_factory=dict)
+    # How upstream's deserialize reads the file as it is (version 1 = every field dropped).
+    upstream: UpstreamReading = field(default_factory=lambda: UpstreamReading(CURRENT_VERSION))
+    version_as_read: Any = CURRENT_VERSION  # the "version" value of the file (for messages)
 
     def to_dict(self) -> dict[str, Any]:
-        """The current upstream form (version 2), unknown fields preserved."""
+        """The current upstream form (version 2, or the integer version >= 2 it had), unknown fields preserved."""
         doc = copy.deepcopy(self.extra)
         template = dict(doc.get("template") or {})
         template.update(build_id=self.build_id, kernel_version=self.kernel_version,
                         firecracker_version=self.firecracker_version)
-        doc["version"] = CURRENT_VERSION
+        version = doc.get("version")
+        keep = isinstance(version, int) and not isinstance(version, bool) and version >= CURRENT_VERSION
+        doc["version"] = version if keep else CURRENT_VERSION
         doc["template"] = template
         doc.setdefault("context", {})  # upstream always writes it
         ext = dict(doc.get(EXT_KEY) or {})
@@ -97,6 +106,50 @@ class Metadata:
         value = self.extra.setdefault(EXT_KEY, {})
         assert isinstance(value, dict)
         return value
+
+    # Upstream's newer top-level fields, as the file states them (``None``/False when absent or of
+    # another type; upstream_reading says whether upstream reads them at all).
+    @property
+    def filesystem_only(self) -> bool:
+        return self.extra.get("filesystem_only") is True
+
+    @property
+    def fs_quiesced(self) -> bool:
+        return self.extra.get("fs_quiesced") is True
+
+    @property
+    def vcpu_count(self) -> int | None:
+        value = self.extra.get("vcpu_count")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value != 0 else None
+
+    @property
+    def cmdline_args(self) -> dict[str, Any] | None:
+        return _dict_or_none(self.extra.get("cmdline_args"))
+
+    @property
+    def cpu_template(self) -> dict[str, Any] | None:
+        return _dict_or_none(self.extra.get("cpu_template"))
+
+    @property
+    def build_cpu_template(self) -> dict[str, Any] | None:
+        return _dict_or_none(self.extra.get("build_cpu_template"))
+
+    @property
+    def prefetch(self) -> dict[str, Any] | None:
+        return _dict_or_none(self.extra.get("prefetch"))
+
+    @property
+    def balloon(self) -> dict[str, Any] | None:
+        return _dict_or_none(self.extra.get("balloon"))
+
+    @property
+    def upstream_filesystem_only(self) -> bool:
+        """Does upstream's orchestrator see ``filesystem_only: true`` (it drops it for version <= 1)?"""
+        return self.filesystem_only and not self.upstream.dropped and self.upstream.decodes
+
+
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def read(path: Path) -> Metadata:
@@ -126,18 +179,28 @@ def parse(raw: bytes, where: str = FILE_NAME) -> Metadata:
         raise ArtifactError(f"{where}: field {EXT_KEY}: expected an object, got {_json_type(doc[EXT_KEY])}",
                             hint=f"{EXT_KEY} holds this tool's own fields: make it an object or remove it",
                             code=ExitCode.BAD_INPUT)
-    version = doc.get("version")
-    if isinstance(version, int) and not isinstance(version, bool) and version >= 2:
-        return _from_v2(doc, where)
-    if version == "v1" or (version is not None and "template" in doc):
-        return _from_v1(doc, where)
-    if any(k in doc for k in CAMEL_KEYS):
-        return _from_camel(doc, where)
-    if version is None:
-        raise ArtifactError(f"{where}: field version: missing, and no known fields (template, buildID, ...)",
+    reading = upstream_reading(doc)
+    if not reading.dropped:  # a number > 1: upstream decodes every field (or fails on one, see reading.problems)
+        md = _from_v2(doc, where)
+    elif version_is_v1_shaped(doc):
+        md = _from_v1(doc, where)
+    elif any(k in doc for k in CAMEL_KEYS):
+        md = _from_camel(doc, where)
+    else:
+        version = doc.get("version")
+        what = "missing" if version is None else f"{json.dumps(version)[:40]}"
+        raise ArtifactError(f"{where}: field version: {what}, and no template object or camelCase fields: upstream "
+                            "reads it as version 1 with every field dropped, and this tool finds no kernel or "
+                            "Firecracker version in it",
                             hint='upstream expects {"version": 2, "template": {...}}', code=ExitCode.BAD_INPUT)
-    raise ArtifactError(f"{where}: field version: unsupported value {version!r}",
-                        hint="supported: 2 (current), \"v1\", or hand-written camelCase", code=ExitCode.BAD_INPUT)
+    md.upstream, md.version_as_read = reading, doc.get("version")
+    return md
+
+
+def version_is_v1_shaped(doc: dict[str, Any]) -> bool:
+    """A document upstream reads as version 1 that still has the v1/v2 layout (a ``template`` object)."""
+    camel = any(k in doc for k in CAMEL_KEYS)
+    return doc.get("version") == "v1" or (isinstance(doc.get("template"), dict) and not camel)
 
 
 def _json_type(value: Any) -> str:

@@ -10,6 +10,16 @@ Formats (Firecracker's snapshot code, every release since v0.23):
 * bitcode era (v1.15+): exact magic, then a bit-packed value: version best-effort;
 * all eras: CRC-64/Jones (reflected, init 0, xorout 0) of ``[0, len-8)`` in the
   last 8 bytes, little-endian.
+
+What the state says about guest memory, per era: ``vm_info.mem_size_mib`` is the first field of the first
+struct in every release up to v1.14 (``VmInfo`` in src/vmm/src/persist.rs; E2B's fork keeps it "unchanged
+through all versions", e2b-dev/firecracker src/vmm/src/persist/v1_12/mod.rs), so it is read at a fixed
+offset. The memory regions come later, behind variable-length fields (the boot source strings, and from
+v1.12 ``kvm_state``): ``memory_state.regions`` after ``vm_info`` up to v1.10 ({base_address, size,
+offset}), ``vm_state.memory.regions`` from v1.11 ({base_address, size}; v1.14 adds ``region_type`` and
+``plugged`` for virtio-mem hotplug). They are not decoded here: no real snapfile of those releases is
+at hand to check such a walk against. The vCPU count is the length of ``vcpu_states``, after the
+architecture's KVM state: not read either. Bitcode (v1.15+) has no fixed offsets at all.
 """
 
 from __future__ import annotations
@@ -22,13 +32,19 @@ from typing import Literal
 
 import crcmod  # type: ignore[import-untyped]
 
-from .versions import parse_firecracker_version
+from .versions import FirecrackerVersion, parse_firecracker_version, read_firecracker_version
 
 X86_64_MAGIC = 0x0710_1984_8664_0000
 AARCH64_MAGIC = 0x0710_1984_AAAA_0000
 ARCH_OF_MAGIC = {X86_64_MAGIC: "x86_64", AARCH64_MAGIC: "aarch64"}
-MAX_SNAPFILE_BYTES = 10_000_000  # Firecracker refuses (v1.15+) or cannot decode (10 MiB limit) more
 CRC_BYTES = 8
+# v1.15+ (bitcode): Snapshot::load reads at most 10,000,001 bytes of the file and refuses more than this
+# (SNAPSHOT_DESERIALIZATION_BYTES_LIMIT, src/vmm/src/snapshot/mod.rs).
+MAX_SNAPFILE_BYTES = 10_000_000
+# v1.7-v1.14 (bincode 1 and 2): the decoder may read/allocate at most 10 MiB for one value, the state
+# (VM_STATE_DESERIALIZE_LIMIT / DESERIALIZATION_BYTES_LIMIT = mib_to_bytes(10)); the file itself is read
+# whole, without a limit.
+MAX_DECODED_STATE_BYTES = 10 << 20
 
 # CRC-64/Jones as Firecracker calls it: crc64(0, data). crcmod's predefined "crc-64-jones" differs.
 _crc64 = crcmod.mkCrcFun(0x1AD93D23594C935A9, initCrc=0, rev=True, xorOut=0)
@@ -47,15 +63,20 @@ Severity = Literal["ok", "warn", "FAIL"]
 VERSIONIZE_DATA_VERSION = {
     (0, 23): 1, (0, 24): 2, (0, 25): 3, (1, 0): 4, (1, 1): 5, (1, 2): 6, (1, 3): 7, (1, 4): 8, (1, 5): 9, (1, 6): 10,
 }
-# Semver eras: Firecracker release -> SNAPSHOT_VERSION (src/vmm/src/persist.rs). Keys are (major, minor) or,
-# where a patch release changed it, (major, minor, patch) for that patch and later.
+# Semver eras: Firecracker release -> SNAPSHOT_VERSION (src/vmm/src/persist.rs, per tag; (1, 17) is the main
+# branch, 1.17.0-dev). Keys are (major, minor) or, where a patch release changed it, (major, minor, patch)
+# for that patch and later. Every bump so far is a major one: each line loads only its own format.
 SNAPSHOT_VERSION = {
     (1, 7): "1.0.0", (1, 8): "2.0.0", (1, 9): "3.0.0", (1, 10): "3.0.0", (1, 10, 1): "4.0.0", (1, 11): "5.0.0",
-    (1, 12): "6.0.0", (1, 13): "8.0.0", (1, 14): "8.0.0", (1, 15): "9.0.0", (1, 16): "10.0.0",
+    (1, 12): "6.0.0", (1, 13): "8.0.0", (1, 14): "8.0.0", (1, 15): "9.0.0", (1, 16): "10.0.0", (1, 17): "11.0.0",
 }
+# E2B's fork of the v1.14 line converts older snapshots on load (e2b-dev/firecracker src/vmm/src/persist/v1_10,
+# v1_12, v1_14: From<v1_10::MicrovmState>, From<v1_12::...>). Which fork releases ship that is not pinned.
+E2B_FORK_UPGRADES = {(1, 14): ("4.0.0", "6.0.0")}
 FIRST_BINCODE = (1, 7)
 FIRST_BITCODE = (1, 15)
-LAST_KNOWN = (1, 16)
+FIRST_CRC_WITHOUT_NUMBER = (1, 14)  # whole-file CRC == 0 check, `CRC64 validation failed` with no number
+LAST_KNOWN = (1, 17)
 _SEMVER = re.compile(rb"(\d{1,4})\.(\d{1,4})\.(\d{1,4})")
 
 
@@ -77,7 +98,7 @@ class Snapfile:
 
     size: int
     stored_crc: int | None = None
-    computed_crc: int | None = None  # of [0, len-8), as Firecracker prints it
+    computed_crc: int | None = None  # of [0, len-8), as Firecracker up to v1.13 prints it
     magic: int | None = None
     arch: str | None = None
     era: Era = "unknown"
@@ -86,10 +107,16 @@ class Snapfile:
     snapshot_version: str | None = None  # bincode/bitcode: semver string
     version_certain: bool = True  # False: bitcode version guessed from the bytes
     mem_size_mib: int | None = None
+    state_offset: int | None = None  # where the state starts (versionize, bincode)
 
     @property
     def crc_ok(self) -> bool:
         return self.stored_crc is not None and self.stored_crc == self.computed_crc
+
+    @property
+    def state_bytes(self) -> int | None:
+        """Bytes of the serialized state (between the header and the CRC), where the era says where it starts."""
+        return None if self.state_offset is None else max(0, self.size - CRC_BYTES - self.state_offset)
 
     @property
     def version_label(self) -> str:
@@ -138,6 +165,7 @@ def parse_snapfile(data: bytes) -> Snapfile:
     body_end = len(data) - CRC_BYTES
     if low == 1:
         snap.era, snap.format_version = "versionize", 1
+        snap.state_offset = 10
         if body_end >= 10:
             (snap.data_version,) = struct.unpack_from("<H", data, 8)
         if body_end >= 18:
@@ -156,6 +184,7 @@ def _parse_semver_eras(snap: Snapfile, data: bytes, body_end: int) -> None:
             text = data[16:16 + length]
             if _SEMVER.fullmatch(text):
                 snap.era, snap.snapshot_version = "bincode", text.decode()
+                snap.state_offset = 16 + length
                 if body_end >= 24 + length:
                     (snap.mem_size_mib,) = struct.unpack_from("<Q", data, 16 + length)
                 return
@@ -182,7 +211,8 @@ def writers_of(snapshot_version: str) -> str:
     return " / ".join(lines) if lines else "no known release"
 
 
-def _era_of(fc: tuple[int, int, int]) -> Era:
+def era_of(fc: tuple[int, int, int]) -> Era:
+    """The snapfile format a Firecracker release reads and writes."""
     if fc[:2] < FIRST_BINCODE:
         return "versionize"
     return "bincode" if fc[:2] < FIRST_BITCODE else "bitcode"
@@ -191,6 +221,25 @@ def _era_of(fc: tuple[int, int, int]) -> Era:
 def _semver(text: str) -> tuple[int, int, int]:
     major, minor, patch = (int(x) for x in text.split("."))
     return major, minor, patch
+
+
+def crc_failure_text(snap: Snapfile, fc: tuple[int, int, int] | None) -> str:
+    """The mismatch as the loading Firecracker words it (src/vmm/src/snapshot/mod.rs, SnapshotError::Crc64)."""
+    detail = f"computed {snap.computed_crc}, stored {snap.stored_crc}; file corrupt or truncated"
+    if fc is None:
+        return (f"CRC64 validation failed: {snap.computed_crc} (stored {snap.stored_crc}; file corrupt or "
+                "truncated; Firecracker up to v1.13 prints this number, v1.14+ prints no number)")
+    if fc[:2] < (1, 0):
+        return f"Cannot deserialize MicrovmState: Crc64({snap.computed_crc}) ({detail})"
+    if fc[:2] < (1, 2):
+        return f"Cannot deserialize the microVM state: Crc64({snap.computed_crc}) ({detail})"
+    if fc[:2] < FIRST_CRC_WITHOUT_NUMBER:
+        return f"CRC64 validation failed: {snap.computed_crc} (stored {snap.stored_crc}; file corrupt or truncated)"
+    # v1.14+ read the whole file, decode it, then check crc64(0, file) == 0, and SnapshotError::Crc64 carries no
+    # value: the log has no number to match, and a corruption may surface first as a decode error.
+    return (f"CRC64 validation failed (Firecracker v1.14+ prints no number, so there is none to match in its "
+            f"log; {detail}; it decodes the state before checking the CRC, so the load may fail on a decode "
+            "error instead)")
 
 
 def check_snapfile(data: bytes, *, firecracker_version: str | None = None, arch: str | None = "x86_64",
@@ -207,13 +256,13 @@ def check_snapfile(data: bytes, *, firecracker_version: str | None = None, arch:
     if snap.size < CRC_BYTES:
         add(Issue("FAIL", "size", f"{snap.size} bytes: Snapshot file is smaller than CRC length (truncated)"))
         return report
-    if snap.size > MAX_SNAPFILE_BYTES:
-        add(Issue("FAIL", "size", f"{snap.size} bytes exceeds Firecracker's limit of {MAX_SNAPFILE_BYTES} bytes"))
+    named = read_firecracker_version(firecracker_version) if firecracker_version else None
+    fc = parse_firecracker_version(firecracker_version) if firecracker_version else None
+    _check_size(snap, fc, add)
     if snap.crc_ok:
         add(Issue("ok", "crc", f"CRC64 {snap.stored_crc} matches"))
     else:
-        add(Issue("FAIL", "crc", f"CRC64 validation failed: {snap.computed_crc} "
-                                 f"(stored {snap.stored_crc}; file corrupt or truncated)"))
+        add(Issue("FAIL", "crc", crc_failure_text(snap, fc)))
     if snap.magic is None:
         add(Issue("FAIL", "magic", f"{snap.size} bytes: too short to hold a snapshot header"))
         return report
@@ -226,26 +275,43 @@ def check_snapfile(data: bytes, *, firecracker_version: str | None = None, arch:
     if snap.format_version not in (None, 1):
         add(Issue("FAIL", "version", f"Invalid format version: {snap.format_version}"))
         return report
-    _check_version(snap, firecracker_version, add)
-    _check_memory(snap, memfile_size, guest_memory_bytes, add)
+    _check_version(snap, firecracker_version, fc, named, add)
+    if memfile_size is not None:
+        report.issues.extend(check_memory(snap, guest_memory(snap, guest_memory_bytes), device_bytes=memfile_size,
+                                          device="memfile"))
     return report
 
 
-def _check_version(snap: Snapfile, firecracker_version: str | None, add: AddIssue) -> None:
+def _check_size(snap: Snapfile, fc: tuple[int, int, int] | None, add: AddIssue) -> None:
+    """The size rule of the Firecracker that loads it (of the file's own era when that is not known)."""
+    loader = era_of(fc) if fc is not None and fc[:2] >= (0, 23) else snap.era
+    if loader == "bitcode" and snap.size > MAX_SNAPFILE_BYTES:
+        add(Issue("FAIL", "size", f"{snap.size} bytes: Snapshot size exceeds limit of {MAX_SNAPFILE_BYTES} bytes "
+                                  f"(Firecracker v1.15+ reads at most {MAX_SNAPFILE_BYTES + 1:,} bytes of a snapfile "
+                                  f"and refuses more than {MAX_SNAPFILE_BYTES:,})"))
+    elif loader == "bincode" and snap.era == "bincode" and (snap.state_bytes or 0) > MAX_DECODED_STATE_BYTES:
+        add(Issue("FAIL", "size", f"the state is {snap.state_bytes} bytes, over the 10 MiB ({MAX_DECODED_STATE_BYTES} "
+                                  "bytes) that Firecracker v1.7-v1.14 decode for it (the cap is bincode's limit on "
+                                  "the decoded state, not on the file): the load fails with a decode error"))
+
+
+def _check_version(snap: Snapfile, firecracker_version: str | None, fc: tuple[int, int, int] | None,
+                   named: FirecrackerVersion | None, add: AddIssue) -> None:
     era_text = f"{snap.era} era, {snap.version_label}"
-    fc = parse_firecracker_version(firecracker_version) if firecracker_version else None
     if fc is None:
         add(Issue("warn", "version", f"{era_text}; Firecracker version "
                                      f"{firecracker_version or '(none)'} not understood, compatibility not checked"))
         return
-    fc_name = f"Firecracker v{fc[0]}.{fc[1]}.{fc[2]}"
+    fc_name = f"Firecracker {named.name}" if named is not None and named.form == "e2b" else \
+        f"Firecracker v{fc[0]}.{fc[1]}.{fc[2]}"
     if fc[:2] < (0, 23):
         add(Issue("FAIL", "version", f"{fc_name} predates snapshots (v0.23)"))
         return
     if fc[:2] > LAST_KNOWN:
-        add(Issue("warn", "version", f"{era_text}; {fc_name} is newer than this tool knows (v1.16): not checked"))
+        add(Issue("warn", "version", f"{era_text}; {fc_name} is newer than this tool knows "
+                                     f"(v{LAST_KNOWN[0]}.{LAST_KNOWN[1]}): not checked"))
         return
-    want = _era_of(fc)
+    want = era_of(fc)
     if snap.era != want:
         add(Issue("FAIL", "version", f"{era_text}, but {fc_name} reads only {want}-era snapshots "
                                      "(cross-era loads always fail)"))
@@ -266,36 +332,85 @@ def _check_version(snap: Snapfile, firecracker_version: str | None, add: AddIssu
     guess = "" if snap.version_certain else " (version read best-effort from bit-packed data)"
     if loadable:
         add(Issue("ok", "version", f"{era_text}; {fc_name} reads {fc_snap}{guess}"))
+    elif named is not None and named.form == "e2b" and snap.snapshot_version in E2B_FORK_UPGRADES.get(fc[:2], ()):
+        add(Issue("warn", "version", f"{era_text} (written by {writers_of(snap.snapshot_version)}); {fc_name} writes "
+                                     f"{fc_snap}: E2B's fork of this line converts {snap.snapshot_version} snapshots "
+                                     "on load (e2b-dev/firecracker src/vmm/src/persist/), upstream Firecracker "
+                                     "would refuse it; not known for every fork release"))
     else:
         add(Issue("FAIL" if snap.version_certain else "warn", "version",
                   f"Invalid data version: {snap.snapshot_version} (written by {writers_of(snap.snapshot_version)}); "
                   f"{fc_name} reads {fc_snap} (same major, minor not newer){guess}"))
 
 
-def _check_memory(snap: Snapfile, memfile_size: int | None, guest_memory_bytes: int | None, add: AddIssue) -> None:
-    if memfile_size is None:
-        return
-    if snap.mem_size_mib is not None:
-        expected, source = snap.mem_size_mib << 20, f"the snapfile's mem_size_mib {snap.mem_size_mib}"
-    elif guest_memory_bytes is not None:
-        expected, source = guest_memory_bytes, f"the metadata's RAM size {guest_memory_bytes >> 20} MiB"
+@dataclass(frozen=True)
+class GuestMemory:
+    """The guest RAM a snapshot needs, and where that figure comes from (for messages)."""
+
+    bytes: int
+    source: str
+
+
+def guest_memory(snap: Snapfile | None, metadata_bytes: int | None) -> GuestMemory | None:
+    """The snapfile's ``mem_size_mib`` where its era has it at a fixed place, else the metadata's figure."""
+    if snap is not None and snap.mem_size_mib is not None:
+        return GuestMemory(snap.mem_size_mib << 20, f"the snapfile's mem_size_mib {snap.mem_size_mib}")
+    if metadata_bytes is not None:
+        return GuestMemory(metadata_bytes, f"the metadata's RAM size {metadata_bytes >> 20} MiB")
+    return None
+
+
+def check_memory(snap: Snapfile | None, memory: GuestMemory | None, *, device_bytes: int,
+                 device: str) -> list[Issue]:
+    """The guest memory a memfile provides (``device``: "memfile" or "memfile.header size") against the RAM."""
+    if memory is None:
+        era = snap.era if snap is not None else "no snapfile"
+        return [Issue("warn", "memfile", f"{device} {device_bytes} bytes; guest memory size unknown ({era}: "
+                                         "not in a readable place, and no RAM size in the metadata): size not checked")]
+    expected, source = memory.bytes, memory.source
+    if device_bytes == expected:
+        return [Issue("ok", "memfile", f"{device} {device_bytes} bytes = {source}")]
+    if device_bytes < expected:
+        return [Issue("FAIL", "memfile", f"{device} {device_bytes} bytes is {expected - device_bytes} bytes shorter "
+                                         f"than {source} ({expected} bytes): guest memory past the end is missing")]
+    if snap is None or _may_hotplug(snap):
+        return [Issue("warn", "memfile", f"{device} {device_bytes} bytes is {device_bytes - expected} bytes longer "
+                                         f"than {source} ({expected} bytes): fine only if the VM had virtio-mem "
+                                         "hotplug memory (Firecracker v1.14+), else it belongs to another snapshot")]
+    return [Issue("FAIL", "memfile", f"{device} {device_bytes} bytes is {device_bytes - expected} bytes longer than "
+                                     f"{source} ({expected} bytes): Firecracker writes it exactly; it probably "
+                                     "belongs to another snapshot")]
+
+
+LOCAL_STORAGE_CAUSE = ("the build was marked uploaded before its memfile.header was written (e2b-dev/infra#3226, "
+                       "#3248, STORAGE_PROVIDER=Local)")
+
+
+def check_headerless_memfile(snap: Snapfile | None, memory: GuestMemory | None, *,
+                             memfile_bytes: int | None) -> Issue:
+    """A memfile without memfile.header: always a failure here, with upstream's own verdict stated.
+
+    Upstream (NewStorage, packages/orchestrator/pkg/sandbox/template/storage.go) falls back to a header of
+    the memfile's own size with 2 MiB blocks, mapped 1:1. For a diff layer (the dirty blocks only, all
+    E2B writes since 2025) guest memory past the file's end is then missing.
+    """
+    size = f"memfile {memfile_bytes} bytes" if memfile_bytes is not None else "memfile (stored compressed)"
+    if memory is None:
+        era = snap.era if snap is not None else "no snapfile"
+        judged = (f"{size}; the guest memory size is unknown ({era}, no RAM size in the metadata), so whether "
+                  "it holds all of it is not known either")
+    elif memfile_bytes is not None and memfile_bytes < memory.bytes:
+        share = memfile_bytes * 100 // memory.bytes if memory.bytes else 0
+        judged = (f"{size} against {memory.bytes} bytes of guest memory ({memory.source}; {share}% of it): "
+                  "it holds the dirty blocks of a diff layer, which only the header places; upstream maps the "
+                  "file 1:1 as a device of its own size, so guest memory past it is missing and every create "
+                  "fails once the orchestrator's cache entry expires (failed to get snapfile, object does not "
+                  "exist, sandbox files not found)")
     else:
-        add(Issue("warn", "memfile", f"memfile {memfile_size} bytes; guest memory size unknown "
-                                     f"({snap.era} era keeps it bit-packed): size not checked"))
-        return
-    if memfile_size == expected:
-        add(Issue("ok", "memfile", f"memfile {memfile_size} bytes = {source}"))
-    elif memfile_size < expected:
-        add(Issue("FAIL", "memfile", f"memfile {memfile_size} bytes is {expected - memfile_size} bytes shorter than "
-                                     f"{source} ({expected} bytes): guest memory past the end is missing"))
-    elif _may_hotplug(snap):
-        add(Issue("warn", "memfile", f"memfile {memfile_size} bytes is {memfile_size - expected} bytes longer than "
-                                     f"{source} ({expected} bytes): fine only if the VM had virtio-mem hotplug "
-                                     "memory (Firecracker v1.14+), else it belongs to another snapshot"))
-    else:
-        add(Issue("FAIL", "memfile", f"memfile {memfile_size} bytes is {memfile_size - expected} bytes longer than "
-                                     f"{source} ({expected} bytes): Firecracker writes it exactly; "
-                                     "it probably belongs to another snapshot"))
+        judged = (f"{size} covers the {memory.bytes} bytes of guest memory ({memory.source}): upstream's "
+                  "headerless fallback would load it as an old-style build with 2 MiB blocks, but E2B writes "
+                  "memfile.header for every snapshot, so a missing one means the upload did not finish")
+    return Issue("FAIL", "memfile.header", f"memfile.header missing: {LOCAL_STORAGE_CAUSE}; {judged}")
 
 
 def _may_hotplug(snap: Snapfile) -> bool:

@@ -10,6 +10,7 @@ so a full verify costs about one sequential read of the build.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import header as header_mod
-from . import hostfiles, layout, limits, manifest, metadata, snapshot
+from . import hostfiles, layout, limits, manifest, metadata, snapshot, verify_metadata
 from .errors import ArtifactError, ExitCode
 from .findings import Finding, Fix, Status, any_failed, count_by_status
 from .fsutil import read_input, unused_path
@@ -104,6 +105,8 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool, stand_in: S
     _check_files(report)
     md = _check_metadata(report)
     arch = hostfiles.build_arch(md)
+    if md is not None:
+        verify_metadata.check_fields(report.add, md, arch=arch)
     guest_arch = _check_host_binaries(report, settings, md, arch) or arch
     rootfs = build_dir / ROOTFS
     init_mode = md.ext.get("init") if md is not None else None
@@ -154,18 +157,6 @@ def _check_files(report: VerifyReport) -> None:
     if metadata.FILE_NAME not in names:
         report.add("files", "FAIL", f"{metadata.FILE_NAME} missing (upstream then assumes the legacy v1 layout)",
                    f"write it: e2b-artifact build ..., or restore it from a backup of {bid}", fix=Fix.BUILD_REBUILD)
-    has_mem = MEMFILE in names or any(MEMFILE + s in names for s in COMPRESSED_SUFFIXES)
-    has_snap = SNAPFILE in names
-    if has_mem and has_snap:
-        report.add("files", "ok", "memfile and snapfile present")
-    elif not has_mem and not has_snap:
-        report.add("snapshot", "warn", NO_SNAPSHOT,
-                   "fine for filesystem-only builds; a 2025 orchestrator needs a snapshot to start sandboxes")
-    else:
-        lone, other = (SNAPFILE, MEMFILE) if has_snap else (MEMFILE, SNAPFILE)
-        report.add("files", "FAIL", f"{lone} without {other}: they come as a pair",
-                   f"e2b-artifact cold-start {bid} (moves the lone file aside; restore undoes it)",
-                   fix=Fix.SNAPSHOT_QUARANTINE)
     for old, moved in _sweep_if_idle(d):
         report.add("files", "warn", f"moved {old.name}, left by an interrupted run, to {moved}",
                    f"nothing was deleted: look at it there, or move it back with: mv {moved} {old}")
@@ -195,24 +186,18 @@ def _check_metadata(report: VerifyReport) -> metadata.Metadata | None:
     except ArtifactError as exc:
         report.add("metadata", "FAIL", exc.message, exc.hint)
         return None
-    if md.form == "camel":
-        report.add("metadata", "FAIL", "hand-written camelCase keys (buildID, kernelVersion, ...): upstream's "
-                                       "orchestrator does not read them and treats the build as legacy v1",
-                   f"e2b-artifact verify --fix {report.build_id} (rewrites it as version 2, keeps the original)",
-                   fix=Fix.METADATA_REWRITE)
-    elif md.form == "v1":
-        report.add("metadata", "warn", 'version "v1": upstream reads it as legacy v1 (old rootfs path, '
-                                       "not usable as a FROM base)",
-                   f"e2b-artifact verify --fix {report.build_id} (rewrites it as version 2, keeps the original)",
-                   fix=Fix.METADATA_REWRITE)
-    else:
-        report.add("metadata", "ok", f"version 2; kernel {md.kernel_version}, Firecracker {md.firecracker_version}")
+    verify_metadata.check_reading(report.add, md, report.build_id, memory_snapshot=_has_memory_snapshot(report))
     if md.build_id != report.build_id:
         report.add("metadata", "FAIL", f"template.build_id {md.build_id!r} differs from the directory name "
                                        f"{report.build_id!r} (the orchestrator looks builds up by directory)",
                    f"e2b-artifact clone {report.build_id} --build-id NEW gives a consistent copy; or fix build_id",
                    fix=Fix.BUILD_CLONE)
     return md
+
+
+def _has_memory_snapshot(report: VerifyReport) -> bool:
+    names = _names(report.build_dir)
+    return SNAPFILE in names or MEMFILE in names or any(MEMFILE + s in names for s in COMPRESSED_SUFFIXES)
 
 
 def _present(path: Path) -> bool:
@@ -273,51 +258,103 @@ def _check_kernel(report: VerifyReport, kernel: Path, firecracker_version: str, 
     return result.arch if result.arch in HOST_ARCH_DIRS else None
 
 
-def _memory_size(report: VerifyReport) -> int | None:
-    """Guest memory bytes the memfile provides: its header's size, else the file's size."""
-    d = report.build_dir
-    if (d / MEMFILE_HEADER).is_file():
-        try:
-            return header_mod.read_header(d / MEMFILE_HEADER).size
-        except ArtifactError:
-            return None  # reported by the header check
-    if (d / MEMFILE).is_file():
-        return (d / MEMFILE).stat().st_size
-    return None
-
-
 def _check_snapshot(report: VerifyReport, md: metadata.Metadata | None, arch: str) -> None:
+    _check_snapshot_presence(report, md)
+    snap = _check_snapfile(report, md, arch)
+    _check_memfile(report, md, snap)
+
+
+def _check_snapshot_presence(report: VerifyReport, md: metadata.Metadata | None) -> None:
+    names, bid = _names(report.build_dir), report.build_id
+    has_mem = MEMFILE in names or any(MEMFILE + s in names for s in COMPRESSED_SUFFIXES)
+    has_snap = SNAPFILE in names
+    fs_only = md is not None and md.upstream_filesystem_only
+    unused = ("filesystem_only: true: the orchestrator cold-boots this build from its rootfs and never loads "
+              "{files} (template_metadata.go IsFilesystemOnly is the resume path's source of truth)")
+    unused_hint = f"drop the flag to resume from the snapshot, or e2b-artifact cold-start {bid} to move them aside"
+    if has_mem and has_snap:
+        report.add("files", "ok", "memfile and snapfile present")
+        if fs_only:
+            report.add("snapshot", "warn", unused.format(files="memfile and snapfile"), unused_hint)
+    elif not has_mem and not has_snap:
+        if fs_only:
+            report.add("snapshot", "ok", "filesystem-only build (metadata filesystem_only: true): no memfile or "
+                                         "snapfile needed, sandboxes cold-boot from rootfs")
+        else:
+            report.add("snapshot", "warn", NO_SNAPSHOT, 'for a HEAD orchestrator set "filesystem_only": true in '
+                                                        "metadata.json; a 2025 orchestrator needs a snapshot")
+    else:
+        lone, other = (SNAPFILE, MEMFILE) if has_snap else (MEMFILE, SNAPFILE)
+        if fs_only:
+            report.add("snapshot", "warn", unused.format(files=f"the lone {lone}"), unused_hint)
+        else:
+            report.add("files", "FAIL", f"{lone} without {other}: they come as a pair",
+                       f"e2b-artifact cold-start {bid} (moves the lone file aside; restore undoes it)",
+                       fix=Fix.SNAPSHOT_QUARANTINE)
+
+
+def _check_snapfile(report: VerifyReport, md: metadata.Metadata | None, arch: str) -> snapshot.Snapfile | None:
     path = report.build_dir / SNAPFILE
     if not _present(path):
-        return
+        return None
     bid = report.build_id
     size = path.stat().st_size if path.is_file() else 0
     if size > limits.SNAPFILE.bytes():
-        report.add("snapshot.size", "FAIL", f"snapfile is {size} bytes; Firecracker refuses more than "
-                                            f"{snapshot.MAX_SNAPFILE_BYTES}", f"e2b-artifact cold-start {bid}",
-                   fix=Fix.SNAPSHOT_QUARANTINE)
-        return
+        report.add("snapshot.size", "FAIL", f"snapfile is {size} bytes, over the {limits.SNAPFILE.bytes()} this tool "
+                                            f"reads; Firecracker v1.15+ refuse more than {snapshot.MAX_SNAPFILE_BYTES}"
+                                            " bytes, v1.7-v1.14 decode at most 10 MiB of state",
+                   f"e2b-artifact cold-start {bid}", fix=Fix.SNAPSHOT_QUARANTINE)
+        return None
     try:
         data = read_input(path, SNAPFILE, limit=limits.SNAPFILE, missing_hint="check the build directory")
     except ArtifactError as exc:
         report.add("snapshot", "FAIL", exc.message, exc.hint)
-        return
-    ram_mb = md.ext.get("ram_mb") if md is not None else None
-    result = snapshot.check_snapfile(
-        data, firecracker_version=md.firecracker_version if md else None, arch=arch,
-        memfile_size=_memory_size(report),
-        guest_memory_bytes=ram_mb << 20 if isinstance(ram_mb, int) else None)
+        return None
+    result = snapshot.check_snapfile(data, firecracker_version=md.firecracker_version if md else None, arch=arch)
     snap = result.snapfile
     report.add("snapshot", "ok", f"snapfile: {snap.era} era, {snap.arch or 'unknown arch'}, {snap.version_label}, "
                                  f"{snap.size} bytes")
     cold = f"e2b-artifact cold-start {bid} (quarantines memfile+snapfile; restore undoes it)"
-    hints = {"crc": cold, "size": cold, "magic": cold, "memfile": cold,
+    hints = {"crc": cold, "size": cold, "magic": cold,
              "arch": f"the snapshot is for {snap.arch}: use a matching host, or {cold}",
              "version": f"run the Firecracker that took the snapshot (template.firecracker_version), or {cold}"}
     for issue in result.issues:
         report.add(f"snapshot.{issue.code}", issue.severity, issue.message,
                    hints.get(issue.code, cold) if issue.severity != "ok" else "",
                    fix=Fix.SNAPSHOT_QUARANTINE if issue.severity == "FAIL" else Fix.NONE)
+    return snap
+
+
+def _check_memfile(report: VerifyReport, md: metadata.Metadata | None, snap: snapshot.Snapfile | None) -> None:
+    """The guest memory the memfile provides (its header's size; no header: the Local-storage failure)."""
+    d, bid = report.build_dir, report.build_id
+    names = _names(d)
+    ram_mb = md.ext.get("ram_mb") if md is not None else None
+    memory = snapshot.guest_memory(snap, ram_mb << 20 if isinstance(ram_mb, int) and ram_mb > 0 else None)
+    hdr: header_mod.Header | None = None
+    if _present(d / MEMFILE_HEADER):
+        with contextlib.suppress(ArtifactError):  # the header check reports it
+            hdr = header_mod.read_header(d / MEMFILE_HEADER)
+    has_mem = MEMFILE in names or any(MEMFILE + s in names for s in COMPRESSED_SUFFIXES)
+    cold = f"e2b-artifact cold-start {bid} (quarantines memfile+snapfile; restore undoes it)"
+    if has_mem and hdr is not None:
+        issues = snapshot.check_memory(snap, memory, device_bytes=hdr.size, device="memfile.header size")
+    elif has_mem and not _present(d / MEMFILE_HEADER):
+        memfile_bytes = (d / MEMFILE).stat().st_size if (d / MEMFILE).is_file() else None
+        issues = [snapshot.check_headerless_memfile(snap, memory, memfile_bytes=memfile_bytes)]
+        cold = (f"the memfile is unusable without its header (where each block belongs is lost): e2b-artifact "
+                f"cold-start {bid} --filesystem-only (moves memfile and snapfile aside, HEAD orchestrators then "
+                "cold-boot from rootfs; restore undoes it) or rebuild the template, then restart the orchestrator "
+                "(its cache still serves the old entry); upstream's fix: e2b-dev/infra#3248")
+    else:
+        issues = []
+    for issue in issues:
+        report.add(f"snapshot.{issue.code}", issue.severity, issue.message, cold if issue.severity != "ok" else "",
+                   fix=Fix.SNAPSHOT_QUARANTINE if issue.severity == "FAIL" else Fix.NONE)
+    if md is not None:
+        verify_metadata.check_against_snapshot(report.add, md, memory=memory,
+                                               snapfile_mib=snap.mem_size_mib if snap else None,
+                                               memfile_block_size=hdr.block_size if hdr else None)
 
 
 def _check_manifest(report: VerifyReport, quick: bool, checked: Callable[[str], None],

@@ -166,7 +166,7 @@ def test_host_and_storage_failures_are_known_with_their_details() -> None:
 
 def test_crc_message_without_a_number_says_so() -> None:
     [crc] = diagnose_text("error loading snapshot: CRC64 validation failed")
-    assert crc.detail is not None and "from v1.15 its message carries none" in crc.detail
+    assert crc.detail is not None and "from v1.14 its message carries none" in crc.detail
 
 
 def test_cli_lists_unmatched_error_lines(tmp_path: Path) -> None:

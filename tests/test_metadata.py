@@ -74,7 +74,10 @@ def test_camel_case_form() -> None:
                                              "firecracker_version": "f"}}).encode(),
      "field template.build_id: expected a non-empty string, got 5"),
     (json.dumps({"buildID": "b", "kernelVersion": "k"}).encode(), "field firecrackerVersion: missing"),
-    (json.dumps({"version": 9.5}).encode(), "field version: unsupported value 9.5"),
+    # a number > 1 that is not a uint64: upstream unmarshals the whole document (and fails on the version)
+    (json.dumps({"version": 9.5}).encode(), "field template: expected an object, missing"),
+    (json.dumps({"version": True}).encode(), "field version: true, and no template object or camelCase fields: "
+                                            "upstream reads it as version 1 with every field dropped"),
 ])
 def test_errors_name_file_and_field(tmp_path: Path, doc: bytes, needle: str) -> None:
     path = tmp_path / "metadata.json"
@@ -83,3 +86,52 @@ def test_errors_name_file_and_field(tmp_path: Path, doc: bytes, needle: str) -> 
         metadata.read(path)
     assert str(path) in err.value.message and needle in err.value.message
     assert err.value.hint
+
+
+# upstream's deserialize (template_metadata.go): not a JSON number, or <= 1 -> Template{Version: 1}, all dropped
+@pytest.mark.parametrize("version", ["2", "v1", True, None, 1, 0, -3, 1.0])
+def test_versions_upstream_reads_as_version_1(version: object) -> None:
+    doc = {"version": version, "template": {"build_id": "b", "kernel_version": "k", "firecracker_version": "f"},
+           "filesystem_only": True}
+    md = metadata.parse(json.dumps(doc).encode())
+    assert md.form == "v1" and md.upstream.dropped and md.upstream.version == 1 and md.version_as_read == version
+    assert md.filesystem_only and not md.upstream_filesystem_only  # the file says it, upstream never sees it
+
+
+def test_go_types_of_every_field() -> None:
+    good = {"version": 3, "template": {"build_id": "b", "kernel_version": "k", "firecracker_version": "f"},
+            "context": {"env_vars": {"A": "1"}}, "cmdline_args": {"quiet_boot": ""}, "vcpu_count": 2,
+            "prefetch": {"memory": {"indices": [0, 5], "access_types": ["r", "w"], "block_size": 4096},
+                         "origin": "checkpoint"}, "balloon": {"reporting": False, "hinting": True},
+            "cpu_template": None, "filesystem_only": False}
+    md = metadata.parse(json.dumps(good).encode())
+    assert md.upstream.decodes and md.upstream.version == 3 and md.to_dict()["version"] == 3
+    assert (md.vcpu_count, md.balloon, md.cmdline_args) == (2, {"reporting": False, "hinting": True},
+                                                            {"quiet_boot": ""})
+    bad = {**good, "version": 2.5, "context": {"env_vars": {"A": 1}}, "vcpu_count": 1e3,
+           "prefetch": {"memory": {"indices": [-1], "block_size": "4096"}}, "balloon": {"reporting": "yes"},
+           "cmdline_args": ["init=/bin/sh"]}
+    problems = metadata.parse(json.dumps(bad).encode()).upstream.problems
+    assert set(problems) == {
+        "cannot unmarshal number 2.5 into Template.version of type uint64",
+        "cannot unmarshal number 1 into Template.context.env_vars['A'] of type string",
+        "cannot unmarshal number 1000.0 into Template.vcpu_count of type int64",
+        "cannot unmarshal number -1 into Template.prefetch.memory.indices[0] of type uint64",
+        "cannot unmarshal string into Template.prefetch.memory.block_size of type int64",
+        "cannot unmarshal string into Template.balloon.reporting of type bool",
+        "cannot unmarshal array into Template.cmdline_args of type map[string]string",
+    }
+
+
+def test_reserved_cmdline_parameters_as_validate_cmdline_args_refuses_them() -> None:
+    from e2b_artifacts import metadata_fields as fields
+
+    # runtime kernel_args.go reservedCmdlineParams: the 15 names, matched exactly (case matters, as in Go's map)
+    upstream = {"init", "clocksource", "root", "ip", "console", "rootflags", "panic", "reboot", "loglevel", "quiet",
+                "selinux", "maxcpus", "nr_cpus", "possible_cpus", "nosmp"}
+    assert upstream == fields.RESERVED_CMDLINE_PARAMS
+    assert fields.cmdline_args_issues({"Init": "x", "mitigations": "off"}) == []
+    (reserved,) = fields.cmdline_args_issues({"maxcpus": "1", "mitigations": "off"})
+    assert reserved.severity == "FAIL" and "maxcpus" in reserved.message and "none of its 2" in reserved.message
+    (smuggled,) = fields.cmdline_args_issues({"init=/evil": "", "a b": ""})
+    assert "'a b', 'init=/evil'" in smuggled.message

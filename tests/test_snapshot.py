@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from e2b_artifacts import snapshot
+from e2b_artifacts.versions import parse_firecracker_version
 from tests.verify.craft import ARM, X86, crc64_reference, snapfile, with_crc
 
 # (era, version written, Firecracker that loads it, Firecracker too old for it)
@@ -56,15 +57,31 @@ def test_correct_snapfile(era: str, version: int | str, fc: str, _old: str) -> N
         assert "metadata's RAM size" in message(report, "memfile")
 
 
-@pytest.mark.parametrize(("era", "version", "fc", "_old"), ERAS)
-def test_flipped_byte_reports_firecrackers_number(era: str, version: int | str, fc: str, _old: str) -> None:
-    data = bytearray(snapfile(era, version=version))
+@pytest.mark.parametrize(("fc", "text"), [
+    ("v0.23.0", "Cannot deserialize MicrovmState: Crc64({computed})"),
+    ("v1.1.0", "Cannot deserialize the microVM state: Crc64({computed})"),
+    ("v1.6.0", "CRC64 validation failed: {computed} (stored {stored}"),
+    ("v1.13.0", "CRC64 validation failed: {computed} (stored {stored}"),
+    # v1.14+: SnapshotError::Crc64 has no value (e2b-dev/firecracker src/vmm/src/snapshot/mod.rs, the v1.14 fork;
+    # bitcode-era src/vmm/src/snapshot/mod.rs upstream): there is no number in the log to match
+    ("v1.14.1_431f1fc", "CRC64 validation failed (Firecracker v1.14+ prints no number"),
+    ("v1.14-0.2.0", "CRC64 validation failed (Firecracker v1.14+ prints no number"),
+    ("v1.16.1", "CRC64 validation failed (Firecracker v1.14+ prints no number"),
+    (None, "CRC64 validation failed: {computed} (stored {stored}; file corrupt or truncated; Firecracker up to "
+           "v1.13 prints this number, v1.14+ prints no number)"),
+])
+def test_flipped_byte_reports_the_message_of_the_loading_firecracker(fc: str | None, text: str) -> None:
+    release = parse_firecracker_version(fc)
+    era = snapshot.era_of(release) if release is not None else "bincode"
+    versions: dict[str, int | str] = {"versionize": 4, "bincode": "8.0.0", "bitcode": "10.0.0"}
+    data = bytearray(snapfile(era, version=versions[era]))
     data[len(data) // 2] ^= 0x01
     report = snapshot.check_snapfile(bytes(data), firecracker_version=fc)
-    expected = crc64_reference(bytes(data[:-8]))
-    stored = struct.unpack("<Q", data[-8:])[0]
+    computed, stored = crc64_reference(bytes(data[:-8])), struct.unpack("<Q", data[-8:])[0]
     assert "crc" in codes(report, "FAIL")
-    assert f"CRC64 validation failed: {expected} (stored {stored}" in message(report, "crc")
+    assert text.format(computed=computed, stored=stored) in message(report, "crc")
+    if fc is not None and "no number" in text:
+        assert f"validation failed: {computed}" not in message(report, "crc")
 
 
 @pytest.mark.parametrize(("era", "version", "fc", "_old"), ERAS)
@@ -96,12 +113,29 @@ def test_truncated(era: str, version: int | str, fc: str, _old: str) -> None:
     assert header_only.failed
 
 
-@pytest.mark.parametrize(("era", "version", "fc", "_old"), ERAS)
-def test_oversize(era: str, version: int | str, fc: str, _old: str) -> None:
-    data = snapfile(era, version=version, state_len=snapshot.MAX_SNAPFILE_BYTES)
-    report = snapshot.check_snapfile(data, firecracker_version=fc)
-    assert report.snapfile.crc_ok
-    assert "size" in codes(report, "FAIL") and "exceeds Firecracker's limit of 10000000" in message(report, "size")
+def test_size_rule_per_era() -> None:
+    """v1.15+ refuse a file over 10,000,000 bytes (Snapshot::load takes at most 10,000,001); v1.7-v1.14 cap the
+    decoded state at 10 MiB and read any file; the versionize era has no cap."""
+    def sized(era: str, version: int | str, total: int) -> bytes:
+        overhead = len(snapfile(era, version=version, state_len=0))
+        return snapfile(era, version=version, state_len=total - overhead, crc=snapshot.crc64)
+
+    def size_issue(data: bytes, fc: str) -> str | None:
+        report = snapshot.check_snapfile(data, firecracker_version=fc)
+        assert report.snapfile.crc_ok
+        return next((i.message for i in report.issues if i.code == "size" and i.severity == "FAIL"), None)
+
+    assert size_issue(sized("bitcode", "10.0.0", 10_000_000), "v1.16.1") is None
+    over = size_issue(sized("bitcode", "10.0.0", 10_000_001), "v1.16.1")
+    assert over is not None and "Snapshot size exceeds limit of 10000000 bytes" in over
+    bincode_file = sized("bincode", "8.0.0", 10_400_000)  # a bigger file than v1.15 takes, a state under 10 MiB
+    assert size_issue(bincode_file, "v1.14.1_431f1fc") is None
+    state_over = sized("bincode", "8.0.0", 16 + 5 + (10 << 20) + 1 + 8)
+    assert snapshot.parse_snapfile(state_over).state_bytes == (10 << 20) + 1
+    text = size_issue(state_over, "v1.14.1_431f1fc")
+    assert text is not None and "over the 10 MiB (10485760 bytes)" in text and "not on the file" in text
+    assert size_issue(sized("bincode", "8.0.0", 16 + 5 + (10 << 20) + 8), "v1.14.1_431f1fc") is None
+    assert size_issue(sized("versionize", 10, 12_000_000), "v1.6.0") is None
 
 
 @pytest.mark.parametrize(("era", "version", "fc", "old"), ERAS)
@@ -131,6 +165,16 @@ def test_snapshot_version_table() -> None:
     assert snapshot.snapshot_version_of((1, 10, 0)) == "3.0.0"
     assert snapshot.snapshot_version_of((1, 10, 1)) == "4.0.0"
     assert snapshot.snapshot_version_of((1, 14, 1)) == "8.0.0"
+    # persist.rs SNAPSHOT_VERSION per tag: v1.15 9.0.0, v1.16 10.0.0, main (1.17.0-dev) 11.0.0
+    assert [snapshot.snapshot_version_of((1, m, 0)) for m in (15, 16, 17)] == ["9.0.0", "10.0.0", "11.0.0"]
+    assert snapshot.era_of((1, 17, 0)) == "bitcode"
+    v11 = with_crc(struct.pack("<Q", X86) + b"\x01\x06" + b"11.0.0" + b"\xff" * 100)  # packed data after it
+    main = snapshot.check_snapfile(v11, firecracker_version="v1.17.0")
+    assert "version" in codes(main, "ok") and "reads 11.0.0" in message(main, "version")
+    v116 = snapshot.check_snapfile(v11, firecracker_version="v1.16.1")
+    assert "version" in codes(v116, "warn") and "11.0.0 (written by v1.17)" in message(v116, "version")
+    assert "newer than this tool knows (v1.17)" in message(
+        snapshot.check_snapfile(snapfile("bitcode", version="12.0.0"), firecracker_version="v1.18.0"), "version")
     # 8.0.0 from v1.13 loads on v1.14 (same format), 6.0.0 does not
     assert not snapshot.check_snapfile(snapfile("bincode", version="8.0.0"), firecracker_version="v1.14.1").failed
     assert snapshot.check_snapfile(snapfile("bincode", version="6.0.0"), firecracker_version="v1.14.1").failed
@@ -160,3 +204,33 @@ def test_longer_memfile_only_warns_where_hotplug_memory_exists() -> None:
     v114_short = snapshot.check_snapfile(snapfile("bincode", version="8.0.0", mem_mib=64),
                                          firecracker_version="v1.14.1", memfile_size=32 * MIB)
     assert codes(v114_short, "FAIL") == {"memfile"}
+
+
+def test_e2b_fork_line_converts_older_snapshots_upstream_refuses_them() -> None:
+    """e2b-dev/firecracker src/vmm/src/persist/v1_12, v1_14: From<v1_10/v1_12 MicrovmState> for the v1.14 state."""
+    v112 = snapfile("bincode", version="6.0.0")
+    fork = snapshot.check_snapfile(v112, firecracker_version="v1.14-0.2.0")
+    assert codes(fork, "warn") == {"version"} and "E2B's fork of this line converts 6.0.0" in message(fork, "version")
+    assert "Firecracker v1.14-0.2.0" in message(fork, "version")
+    assert snapshot.check_snapfile(v112, firecracker_version="v1.14.1_431f1fc").failed  # upstream rule
+    assert snapshot.check_snapfile(snapfile("bincode", version="5.0.0"), firecracker_version="v1.14-0.2.0").failed
+
+
+def test_guest_memory_sources_and_the_headerless_memfile() -> None:
+    bincode = snapshot.parse_snapfile(snapfile("bincode", version="8.0.0", mem_mib=2048))
+    bitcode = snapshot.parse_snapfile(snapfile("bitcode", version="10.0.0"))
+    from_snap = snapshot.guest_memory(bincode, 512 * MIB)
+    assert from_snap == snapshot.GuestMemory(2048 * MIB, "the snapfile's mem_size_mib 2048")  # the snapfile wins
+    assert snapshot.guest_memory(bitcode, 512 * MIB) == snapshot.GuestMemory(512 * MIB,
+                                                                             "the metadata's RAM size 512 MiB")
+    assert snapshot.guest_memory(bitcode, None) is None
+    short = snapshot.check_headerless_memfile(bincode, from_snap, memfile_bytes=241_172_480)
+    assert short.severity == "FAIL" and short.code == "memfile.header"
+    assert "marked uploaded before its memfile.header was written (e2b-dev/infra#3226, #3248" in short.message
+    assert "241172480 bytes against 2147483648 bytes of guest memory" in short.message and "11%" in short.message
+    full = snapshot.check_headerless_memfile(bincode, from_snap, memfile_bytes=2048 * MIB)
+    assert full.severity == "FAIL" and "headerless fallback would load it" in full.message
+    unknown = snapshot.check_headerless_memfile(bitcode, None, memfile_bytes=MIB)
+    assert unknown.severity == "FAIL" and "guest memory size is unknown (bitcode" in unknown.message
+    header_short = snapshot.check_memory(bincode, from_snap, device_bytes=1024 * MIB, device="memfile.header size")
+    assert [(i.severity, i.code) for i in header_short] == [("FAIL", "memfile")]

@@ -227,7 +227,7 @@ def test_chain_with_missing_then_short_parent(env: Env) -> None:
     assert rc == 0, out
     assert f"ok   header.memfile: chain of memfile: v3 generation 1 {BUILD_ID} <- {PARENT} (v3 generation 0, " \
            f"{V3_READ}): ok, this build (v3 generation 1, {V3_READ}): ok" in out
-    assert "ok   snapshot.memfile: memfile 67108864 bytes" in out  # header size used for guest memory
+    assert "ok   snapshot.memfile: memfile.header size 67108864 bytes" in out  # header size used for guest memory
 
 
 def test_overlapping_mappings_in_a_build(env: Env) -> None:

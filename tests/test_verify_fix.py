@@ -17,7 +17,7 @@ from e2b_artifacts import manifest, verify
 from e2b_artifacts.findings import AUTOMATIC, Finding, Fix
 from e2b_artifacts.settings import Settings
 from tests.conftest import sample_build
-from tests.verify.craft import add_snapshot, header_v1_3, snapfile
+from tests.verify.craft import add_snapshot, header_v1_3, memfile_header, snapfile
 
 BUILD_ID = "5d0e7c1a-2b3f-4a6e-8d9c-1f2e3a4b5c6d"
 MIB = 1 << 20
@@ -64,6 +64,8 @@ def _write_metadata(doc: dict[str, Any]) -> Callable[[Path], None]:
 def _lone(name: str) -> Callable[[Path], None]:
     def arrange(d: Path) -> None:
         (d / name).write_bytes(snapfile("bincode", mem_mib=64) if name == "snapfile" else b"\0" * 4096)
+        if name == "memfile":  # with the header E2B writes beside it: only the missing snapfile is wrong
+            (d / "memfile.header").write_bytes(memfile_header(BUILD_ID, 64 * MIB, data_bytes=4096))
         manifest.write_manifest(d, BUILD_ID)
     return arrange
 
@@ -126,9 +128,10 @@ def _manifest_written(d: Path, fixed: list[str]) -> None:
 
 
 def _snapshot_added(d: Path, fixed: list[str]) -> None:
-    assert sorted(fixed) == [f"added {n} to {manifest.FILE_NAME}" for n in ("memfile", "snapfile")]
+    added = ("memfile", "memfile.header", "snapfile")
+    assert sorted(fixed) == [f"added {n} to {manifest.FILE_NAME}" for n in added]
     listed = manifest.load_manifest(d)
-    assert listed is not None and {"memfile", "snapfile"} <= set(listed.files)
+    assert listed is not None and set(added) <= set(listed.files)
     assert manifest.check_manifest(d, quick=False) == []
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 X86 = 0x0710_1984_8664_0000
@@ -39,8 +39,9 @@ def state_bytes(n: int, seed: int = 7) -> bytes:
 
 
 def snapfile(era: str, *, arch: str = "x86_64", version: int | str | None = None, mem_mib: int = 64,
-             state_len: int = 3000) -> bytes:
-    """A snapfile of ``era`` (versionize, bincode, bitcode) with a correct CRC."""
+             state_len: int = 3000, crc: Callable[[bytes], int] | None = None) -> bytes:
+    """A snapfile of ``era`` (versionize, bincode, bitcode) with a correct CRC (``crc``: a faster
+    implementation for files of megabytes; the byte-by-byte reference by default)."""
     base = X86 if arch == "x86_64" else ARM
     if era == "versionize":
         body = struct.pack("<QHQ", base | 1, int(version if version is not None else 10), mem_mib)
@@ -52,7 +53,7 @@ def snapfile(era: str, *, arch: str = "x86_64", version: int | str | None = None
     else:
         raise ValueError(era)
     body += state_bytes(state_len)
-    return with_crc(body)
+    return body + struct.pack("<Q", (crc or crc64_reference)(body))
 
 
 def with_crc(body: bytes) -> bytes:
@@ -114,6 +115,19 @@ def _uvarint(n: int) -> bytes:
 
 def add_snapshot(build_dir: Path, *, era: str = "bincode", version: str | int | None = "6.0.0",
                  mem_mib: int = 64) -> None:
-    """snapfile + a random memfile of the right size in an existing build."""
+    """snapfile + a random memfile of the right size + the memfile.header E2B writes beside every memfile
+    (a v3 header mapping all of it to this build) in an existing build."""
     (build_dir / "snapfile").write_bytes(snapfile(era, version=version, mem_mib=mem_mib))
     (build_dir / "memfile").write_bytes(random.Random(3).randbytes(mem_mib << 20))
+    (build_dir / "memfile.header").write_bytes(memfile_header(build_dir.name, mem_mib << 20))
+
+
+NIL = "00000000-0000-0000-0000-000000000000"
+
+
+def memfile_header(build_id: str, size: int, *, block_size: int = 4096, data_bytes: int | None = None) -> bytes:
+    """The v3 header of a base-layer memfile: its first ``data_bytes`` (default: all) from this build's
+    memfile, the rest mapped to the nil build (zeros)."""
+    held = size if data_bytes is None else data_bytes
+    mappings = [(0, held, build_id, 0)] + ([(held, size - held, NIL, 0)] if held < size else [])
+    return header_v1_3(size=size, block_size=block_size, generation=0, build_id=build_id, mappings=mappings)
