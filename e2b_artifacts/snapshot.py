@@ -32,6 +32,7 @@ from typing import Literal
 
 import crcmod  # type: ignore[import-untyped]
 
+from .layout import MEMFILE, MEMFILE_HEADER
 from .versions import FirecrackerVersion, parse_firecracker_version, read_firecracker_version
 
 X86_64_MAGIC = 0x0710_1984_8664_0000
@@ -278,7 +279,7 @@ def check_snapfile(data: bytes, *, firecracker_version: str | None = None, arch:
     _check_version(snap, firecracker_version, fc, named, add)
     if memfile_size is not None:
         report.issues.extend(check_memory(snap, guest_memory(snap, guest_memory_bytes), device_bytes=memfile_size,
-                                          device="memfile"))
+                                          device=MEMFILE))
     return report
 
 
@@ -410,7 +411,7 @@ def check_headerless_memfile(snap: Snapfile | None, memory: GuestMemory | None, 
         judged = (f"{size} covers the {memory.bytes} bytes of guest memory ({memory.source}): upstream's "
                   "headerless fallback would load it as an old-style build with 2 MiB blocks, but E2B writes "
                   "memfile.header for every snapshot, so a missing one means the upload did not finish")
-    return Issue("FAIL", "memfile.header", f"memfile.header missing: {LOCAL_STORAGE_CAUSE}; {judged}")
+    return Issue("FAIL", MEMFILE_HEADER, f"{MEMFILE_HEADER} missing: {LOCAL_STORAGE_CAUSE}; {judged}")
 
 
 def _may_hotplug(snap: Snapfile) -> bool:
