@@ -495,7 +495,8 @@ def _stored(build: ChainBuild, name: str, data: bytes, codec: str, frame_size: i
 
 def mixed_chain(kind: str, *, name: str = "memfile", block: int = PAGE, blocks: int = 8,
                 ids: tuple[str, str, str] = (A, B, C)) -> Chain:
-    """Three builds A <- B <- C of one data file; ``kind`` says which header versions and codecs:
+    """Three builds A <- B <- C of one data file (``blocks`` >= 8 blocks of ``block`` bytes: B holds blocks
+    2-3, C the first and the last two, A the rest); ``kind`` says which header versions and codecs:
 
     * ``v3-v4-v5``: A v3 (uncompressed), B v4 (lz4; its table lists A as uncompressed), C v5 (zstd; its table
       lists B and itself, not A): A is resolved from A's own v3 header. Upstream reads all of it.
@@ -513,10 +514,10 @@ def mixed_chain(kind: str, *, name: str = "memfile", block: int = PAGE, blocks: 
     frame = 2 * block
     a_data = _pattern(1, size)
     b_data = _pattern(2, 2 * block)  # B's blocks 2-3
-    c_data = _pattern(3, 3 * block)  # C's block 0 and 6-7
-    b_maps = ((0, 2 * block, a_id, 0), (2 * block, 2 * block, b_id, 0), (4 * block, 4 * block, a_id, 4 * block))
+    c_data = _pattern(3, 3 * block)  # C's first block and last two
+    b_maps = ((0, 2 * block, a_id, 0), (2 * block, 2 * block, b_id, 0), (4 * block, size - 4 * block, a_id, 4 * block))
     c_maps = ((0, block, c_id, 0), (block, block, a_id, block), (2 * block, 2 * block, b_id, 0),
-              (4 * block, 2 * block, a_id, 4 * block), (6 * block, 2 * block, c_id, block))
+              (4 * block, size - 6 * block, a_id, 4 * block), (size - 2 * block, 2 * block, c_id, block))
     kw_a: dict[str, Any] = {"block_size": block, "build_id": a_id}
     kw_b: dict[str, Any] = {"block_size": block, "build_id": b_id, "base_build_id": a_id, "generation": 1}
     kw_c: dict[str, Any] = {"block_size": block, "build_id": c_id, "base_build_id": a_id, "generation": 2}

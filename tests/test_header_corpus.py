@@ -144,6 +144,9 @@ def test_verify_on_a_mixed_chain(tmp_path: Path, kind: str) -> None:
         assert f"{b.build_id} (v{b.files['memfile.header'][0]} generation " in line.message, line.message
     if not chain.ok:
         assert "upstream opens" in line.message and "only memfile.lz4 is there" in line.message
+    for b in ancestors:  # every ancestor of the corpus chains is itself a good build
+        findings = verify(tmp_path / b.build_id, Settings(env={})).findings
+        assert [f.status for f in findings if f.check == "header.memfile"] == ["ok", "ok"], b.build_id
 
 
 def test_v3_ancestor_under_v5_child_with_hugepages(tmp_path: Path) -> None:
