@@ -54,7 +54,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     break_missing_header(root / no_header)
     break_snapfile_crc(root / bad_crc)
     break_rootfs(root / bad_rootfs)
-    return Fleet(root, chains, {no_header: "manifest", bad_crc: "snapshot.crc", bad_rootfs: "rootfs.fsck"})
+    return Fleet(root, chains, {no_header: "snapshot.memfile.header", bad_crc: "snapshot.crc",
+                                bad_rootfs: "rootfs.fsck"})
 
 
 @pytest.fixture(scope="module")
