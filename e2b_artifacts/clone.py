@@ -107,6 +107,6 @@ def _rewrite_header(path: Path, old_id: str, new_id: str) -> bytes:
     def swap(value: str) -> str:
         return new_uuid if value == old_uuid else value
 
-    mappings = [dataclasses.replace(m, build_id=swap(m.build_id)) for m in hdr.mappings or []]
+    mappings = [dataclasses.replace(m, build_id=swap(m.build_id)) for m in hdr.mappings]
     return header_mod.serialize(dataclasses.replace(hdr, build_id=swap(hdr.build_id),
                                                     base_build_id=swap(hdr.base_build_id), mappings=mappings))

@@ -35,3 +35,10 @@ class ArtifactError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def missing_dependency(package: str, needed_for: str) -> ArtifactError:
+    """A core dependency of e2b-artifact that does not import: a broken install, not bad input."""
+    return ArtifactError(f"{needed_for} needs the {package} package (a dependency of e2b-artifact), which is not "
+                         "importable", hint=f"reinstall e2b-artifact (pip install .), which installs {package}",
+                         code=ExitCode.TOOL)

@@ -32,9 +32,8 @@ def check_headers(build_dir: Path) -> list[Finding]:
 
 
 def _judged(build_dir: Path, hdr: header_mod.Header, check: str) -> list[Finding]:
-    count = len(hdr.mappings) if hdr.mappings is not None else "?"
     summary = (f"v{hdr.version}, block {hdr.block_size}, size {hdr.size}, generation {hdr.generation}, "
-               f"{count} mappings, own data {_codec_text(hdr.own_codec)}"
+               f"{len(hdr.mappings)} mappings, own data {_codec_text(hdr.own_codec)}"
                + (", flagged incomplete (a peer's in-flight header; upstream never stores one)" if hdr.incomplete
                   else ""))
     problems = hdr.problems()
@@ -43,9 +42,6 @@ def _judged(build_dir: Path, hdr: header_mod.Header, check: str) -> list[Finding
            if fails else Finding(check, "ok", summary)]
     out.extend(Finding(check, "warn", str(p), "upstream accepts this; see docs/verify.md, 'Where verify differs "
                                               "from upstream'") for p in problems if p.severity == "warn")
-    if hdr.mappings is None:
-        out.append(Finding(check, "warn", hdr.note or "mappings not decoded",
-                           "pip install lz4" if "lz4" in hdr.note else "check it with upstream's cmd/inspect-build"))
     if hdr.build_id != build_dir.name:
         out.append(Finding(check, "warn", f"header build id {hdr.build_id} differs from the directory name "
                                           f"{build_dir.name}", "check that the header belongs to this build"))

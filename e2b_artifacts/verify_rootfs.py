@@ -38,7 +38,7 @@ def check_build_rootfs(build_dir: Path, *, init_mode: str | None, arch: str) -> 
         hdr = header_mod.read_header(build_dir / ROOTFS_HEADER) if (build_dir / ROOTFS_HEADER).is_file() else None
     except ArtifactError:
         hdr = None  # reported by the header check; look at the file as it is
-    if hdr is None or hdr.mappings is None or _maps_itself(hdr, build_dir.name, rootfs.stat().st_size):
+    if hdr is None or _maps_itself(hdr, build_dir.name, rootfs.stat().st_size):
         return check_rootfs(rootfs, init_mode=init_mode, arch=arch)
     with tempfile.TemporaryDirectory(prefix="e2b-artifact-rootfs-") as tmp:
         image = Path(tmp) / ROOTFS
@@ -56,7 +56,7 @@ def check_build_rootfs(build_dir: Path, *, init_mode: str | None, arch: str) -> 
 def _maps_itself(hdr: header_mod.Header, build_id: str, file_size: int) -> bool:
     own = {build_id, hdr.build_id}
     return file_size >= hdr.size and all(m.build_id == header_mod.NIL_BUILD or (
-        m.build_id in own and m.storage_offset == m.offset) for m in hdr.mappings or [])
+        m.build_id in own and m.storage_offset == m.offset) for m in hdr.mappings)
 
 
 def assemble(hdr: header_mod.Header, build_dir: Path, data_name: str, out: Path) -> int:
@@ -64,7 +64,7 @@ def assemble(hdr: header_mod.Header, build_dir: Path, data_name: str, out: Path)
     used: set[str] = set()
     with out.open("wb") as fout:
         os.ftruncate(fout.fileno(), hdr.size)
-        for m in hdr.mappings or []:
+        for m in hdr.mappings:
             end = min(m.end, hdr.size)
             if m.build_id == header_mod.NIL_BUILD or end <= m.offset:
                 continue

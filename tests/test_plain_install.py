@@ -63,12 +63,12 @@ def test_plain_install_decodes_a_v5_header(plain_venv: Path, tmp_path: Path) -> 
     (tmp_path / "memfile.header").write_bytes(data)
     script = ("import json, pathlib; from e2b_artifacts import header; "
               "h = header.parse_header(pathlib.Path('memfile.header').read_bytes()); "
-              "print(json.dumps({'version': h.version, 'note': h.note, 'size': h.size, "
-              "'mappings': [[m.offset, m.length, m.build_id] for m in h.mappings or []]}))")
+              "print(json.dumps({'version': h.version, 'size': h.size, "
+              "'mappings': [[m.offset, m.length, m.build_id] for m in h.mappings]}))")
     proc = run_in(plain_venv, tmp_path, plain_venv / "bin" / "python", "-c", script)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc == {"version": 5, "note": "", "size": size,
+    assert doc == {"version": 5, "size": size,
                    "mappings": [[0, 4 << 20, PARENT], [4 << 20, 4 << 20, BUILD]]}
 
 

@@ -169,20 +169,17 @@ class Header:
     generation: int
     build_id: str
     base_build_id: str
-    mappings: Sequence[Mapping] | None  # None: a v4/v5 block this tool could not decode (see ``note``)
+    mappings: Sequence[Mapping]
     raw_version: int = 0
     builds: dict[str, BuildFile] = field(default_factory=dict)
     incomplete: bool = False  # v4/v5 flag bit 0: upload still pending
     trailing_bytes: int = 0  # v4/v5: bytes after the mappings inside the block (upstream never reads them)
-    note: str = ""
 
     def referenced_build_ids(self) -> list[str]:
         """Distinct non-nil build ids the mappings point at, in first-use order (the builds upstream reads;
-        ``copy-build`` follows the same). The builds section stands in only when the mappings were not decoded."""
+        ``copy-build`` follows the same)."""
         seen: dict[str, None] = {}
-        if self.mappings is None:
-            seen.update(dict.fromkeys(b for b in self.builds if b != NIL_BUILD))
-        for m in self.mappings or []:
+        for m in self.mappings:
             if m.build_id != NIL_BUILD:
                 seen.setdefault(m.build_id)
         return list(seen)
@@ -190,7 +187,7 @@ class Header:
     def required_lengths(self) -> dict[str, int]:
         """Per referenced build: the data object must be at least this long."""
         need: dict[str, int] = {}
-        for m in self.mappings or []:
+        for m in self.mappings:
             if m.build_id != NIL_BUILD:
                 need[m.build_id] = max(need.get(m.build_id, 0), m.storage_offset + m.length)
         return need

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import limits
+from ..errors import missing_dependency
 from ..fsutil import open_input
 from .model import (
     MAP,
@@ -108,8 +109,8 @@ def _bounded(where: str, detail: str) -> HeaderRejected:
 def _parse(meta: bytes, body: memoryview, where: str) -> Header:
     raw_version, block_size, size, generation, build_id, base_build_id = META.unpack_from(meta)
     layout = raw_version & 0xFFFF  # serialization.go metadataFormatVersion
-    header = Header(layout, block_size, size, generation, uuid_str(build_id), uuid_str(base_build_id), None,
-                    raw_version=raw_version)
+    header = Header(layout, block_size, size, generation, uuid_str(build_id), uuid_str(base_build_id),
+                    Mappings(), raw_version=raw_version)  # filled in below, or the header is refused
     if layout in (1, 2, 3):
         if len(body) % MAPPING_SIZE:
             raise reject(where, "v3-records", f"{len(body)} bytes of mappings is not a multiple of {MAPPING_SIZE} "
@@ -127,7 +128,7 @@ def _new_header(header: Header, where: str) -> None:
     """header.go ``NewHeader``: block size, the implicit mapping, then compact.go ``NewMapping``'s checks."""
     if header.block_size == 0:
         raise reject(where, "block-size-zero", "block size 0")
-    mappings = Mappings.of(header.mappings or [])
+    mappings = Mappings.of(header.mappings)
     if not len(mappings):
         mappings = Mappings.of([Mapping(0, round_up_to_page(header.size), header.build_id, 0)])
     builds: set[bytes] = set()
@@ -161,9 +162,8 @@ def _parse_framed(header: Header, body: memoryview, where: str) -> None:
         raise reject(where, "block-cap", f"length prefix {length} over the 256 MiB cap")
     try:
         import lz4.frame  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    except ImportError:
-        header.note = f"v{v} mappings not decoded: install the lz4 package (pip install lz4)"
-        return
+    except ImportError as exc:
+        raise missing_dependency("lz4", f"the v{v} header {where}") from exc
     try:
         block = _inflate(lz4.frame.LZ4FrameDecompressor(), body[5:], length)
     except RuntimeError as exc:

@@ -172,13 +172,11 @@ def check(h: Header) -> list[Problem]:
     if h.trailing_bytes:
         found.add("trailing-bytes", f"{h.trailing_bytes} bytes after the mappings inside the v{h.version} block",
                   Verdict.ACCEPT)
-    if h.mappings is not None:
-        _validate(h, found)
+    _validate(h, found)
     return found.listed()
 
 
 def _validate(h: Header, found: _Found) -> None:
-    assert h.mappings is not None
     size, block = h.size, h.block_size
     by_block = block > 0 and PAGE_SIZE % block != 0  # Validate falls back to ValidateMappings(..., BlockSize)
     end = size

@@ -14,7 +14,7 @@ from .parse import BUILD_INFO, FRAME, FRAME_TABLE_HEAD, MAX_BLOCK_BYTES
 
 def serialize(header: Header) -> bytes:
     """Bytes of a v1-3 or v4 header (the layouts this tool writes); v5 raises."""
-    if header.version not in (1, 2, 3, 4) or header.mappings is None:
+    if header.version not in (1, 2, 3, 4):
         raise ArtifactError(f"cannot write a version {header.version} header (only 1 to 4)",
                             hint="re-export the build with v3 or v4 headers", code=ExitCode.BAD_INPUT)
     out = META.pack(header.raw_version or header.version, header.block_size, header.size, header.generation,
@@ -31,7 +31,7 @@ def _v4_body(header: Header) -> bytes:
     blocks, block and content checksums)."""
     import lz4.frame  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    mappings = Mappings.of(header.mappings or [])
+    mappings = Mappings.of(header.mappings)
     used: dict[str, list[tuple[int, int]]] = {}
     for m in mappings:
         used.setdefault(m.build_id, []).append((m.storage_offset, m.storage_offset + m.length))

@@ -20,7 +20,7 @@ from .. import elf as elf_reader
 from .. import limits
 from ..elf import MAGIC as ELF_MAGIC
 from ..elf import PT_LOAD, SHT_SYMTAB, Elf, c_string
-from ..errors import ArtifactError, ExitCode
+from ..errors import ArtifactError, ExitCode, missing_dependency
 
 Kind = Literal["elf", "bzimage", "arm64-image", "gzip", "unknown"]
 ARCHES = ("x86_64", "aarch64")
@@ -245,9 +245,7 @@ def _lz4_legacy(payload: bytes) -> bytes:
     try:
         import lz4.block  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as exc:
-        raise ArtifactError("this bzImage's payload is LZ4 and the lz4 package (a dependency of e2b-artifact) "
-                            "is not importable", hint="reinstall e2b-artifact (pip install .), which installs lz4",
-                            code=ExitCode.TOOL) from exc
+        raise missing_dependency("lz4", "this bzImage's LZ4 payload") from exc
     out, pos, total = [], 4, 0
     while pos + 4 <= len(payload):
         if payload[pos:pos + 4] == LZ4_LEGACY_MAGIC:  # concatenated frames
