@@ -20,10 +20,17 @@ from .runner import last_line, run, which
 from .symlinks import MAX_LINKS, Entry, follow
 
 BLOCK_SIZE = 4096
-# Upstream E2B's mkfs.ext4 feature set (its template build's ext4 options), minus the fixed 25 GB size.
-MKE2FS_FEATURES = ("^dir_index,^64bit,^dir_nlink,ext_attr,sparse_super2,filetype,extent,flex_bg,"
-                   "large_file,huge_file,extra_isize")
+# Upstream E2B's mkfs.ext4 options: e2b-dev/infra packages/orchestrator/pkg/template/build/core/filesystem/
+# ext4.go, Make() (inline_data since infra#2563), with -b 4096 -m 0 -i 4096. e2b-dev/runtime's Make() keeps
+# dir_index on (no ^dir_index); the readers here handle both.
+MKE2FS_FEATURES = ("^64bit,^dir_index,^dir_nlink,ext_attr,extent,extra_isize,filetype,flex_bg,huge_file,"
+                   "inline_data,large_file,sparse_super2")
 INODE_RATIO = 4096
+# inline_data needs inodes of at least 256 bytes; upstream gets that from mke2fs.conf's default, a host's own
+# mke2fs.conf could say otherwise.
+INODE_SIZE = 256
+# The xattr an inline-data inode keeps the bytes beyond i_block in: storage, not an attribute of the file.
+INLINE_DATA_XATTR = "system.data"
 _ECHO = "debugfs: "
 # Read-only debugfs: unbuffered so stderr lines stay next to the command that caused them.
 _DEBUGFS_ENV = {**os.environ, "DEBUGFS_PAGER": "__none__", "PAGER": "__none__"}
@@ -59,7 +66,7 @@ def mke2fs_args(image: Path, size_bytes: int, *, source: Path | str | None = Non
     """The mke2fs command line: upstream's features, ``source`` (a directory, a tarball or ``-``) for ``-d``."""
     size_kib = -(-size_bytes // 1024)
     args: list[str | Path] = ["mke2fs", "-q", "-F", "-t", "ext4", "-b", str(BLOCK_SIZE), "-m", "0",
-                              "-O", MKE2FS_FEATURES, "-L", label,
+                              "-I", str(INODE_SIZE), "-O", MKE2FS_FEATURES, "-L", label,
                               "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0"]
     args += ["-N", str(inode_count)] if inode_count else ["-i", str(INODE_RATIO)]
     if source is not None:
@@ -140,33 +147,53 @@ def _split_sections(text: str, image: Path) -> list[tuple[str, str]]:
     return [(cmd, "\n".join(out)) for cmd, out in sections]
 
 
-def cat_inodes(image: Path, inodes: Sequence[tuple[int, int]]) -> Iterator[tuple[int, memoryview]]:
-    """The content of each ``(inode number, size)`` from one debugfs run of ``cat <ino>`` commands.
+def cat_inodes(image: Path, inodes: Sequence[Inode]) -> Iterator[tuple[int, memoryview]]:
+    """The content of each of ``inodes`` (regular files, symlinks) from one debugfs run of ``cat <ino>``.
 
     Addressing by inode number skips path lookups (linear scans: upstream's features
     disable dir_index); stdout unbuffered keeps each echoed command line in front of the
     bytes it produced, so the output is cut at the known sizes.
     """
-    script = "".join(f"cat <{ino}>\n" for ino, _ in inodes).encode()
+    script = "".join(f"cat <{node.ino}>\n" for node in inodes).encode()
     proc = run(["stdbuf", "-o0", which("debugfs"), "-f", "-", image], input=script)
     out = memoryview(proc.stdout)
     pos = 0
-    for ino, size in inodes:
-        echo = f"{_ECHO}cat <{ino}>\n".encode()
+    for i, node in enumerate(inodes):
+        echo = f"{_ECHO}cat <{node.ino}>\n".encode()
         if out[pos:pos + len(echo)] != echo:
-            raise ArtifactError(f"could not read inode {ino} from {image.name}: {last_line(proc.stderr)}",
+            raise ArtifactError(f"could not read inode {node.ino} from {image.name}: {last_line(proc.stderr)}",
                                 hint="check the image with: e2fsck -fn IMAGE", code=ExitCode.TOOL)
         pos += len(echo)
-        yield ino, out[pos:pos + size]
-        pos += size
+        yield node.ino, out[pos:pos + node.size]
+        following = f"{_ECHO}cat <{inodes[i + 1].ino}>\n".encode() if i + 1 < len(inodes) else b""
+        pos += _emitted(out, pos, node, following)
 
 
-def dump_inode(image: Path, ino: int, dest: Path) -> None:
-    """Write inode ``ino``'s content to the new file ``dest`` (``debugfs dump``)."""
-    debugfs(image, [f"dump <{ino}> {quote(str(dest))}"])
+def _emitted(out: memoryview, pos: int, node: Inode, following: bytes) -> int:
+    """How many bytes ``cat`` wrote for ``node`` at ``pos``: its size, or, for an inline-data inode smaller
+    than its inline area, that whole area (debugfs 1.47.2 reads the 60-byte i_block, not ``i_size``;
+    the rest is NUL padding). Decided by where the next command's echo (or the end) is."""
+    padded = node.inline_size
+    if padded is None or padded <= node.size:
+        return node.size
+    end = pos + padded
+    follows = out[end:end + len(following)] == following if following else end == len(out)
+    return padded if follows and not any(out[pos + node.size:end]) else node.size
+
+
+def dump_inode(image: Path, node: Inode, dest: Path) -> None:
+    """Write the regular file ``node``'s content to the new file ``dest`` (``debugfs dump``)."""
+    debugfs(image, [f"dump <{node.ino}> {quote(str(dest))}"])
     if not dest.exists():
-        raise ArtifactError(f"could not read inode {ino} from {image.name}",
+        raise ArtifactError(f"could not read inode {node.ino} from {image.name}",
                             hint="check the image with: e2fsck -fn IMAGE", code=ExitCode.TOOL)
+    _cut_to_size(dest, node)
+
+
+def _cut_to_size(dest: Path, node: Inode) -> None:
+    """``dump`` of a small inline-data file writes the whole inline area (debugfs 1.47.2): cut to ``i_size``."""
+    if node.inline_size is not None and dest.stat().st_size > node.size:
+        os.truncate(dest, node.size)
 
 
 def quote(path: str) -> str:
@@ -273,7 +300,8 @@ class Inode:
     mtime: int
     target: str | None = None  # symlink target
     rdev: tuple[int, int] | None = None  # (major, minor) of a device node
-    xattrs: dict[str, bytes] = field(default_factory=dict)
+    xattrs: dict[str, bytes] = field(default_factory=dict)  # without the inline-data carrier (system.data)
+    inline_size: int | None = None  # bytes of the inline-data area (inline_data feature), None: not inline
 
     @property
     def executable(self) -> bool:
@@ -288,6 +316,7 @@ _STAT_RE = {
     "fast": re.compile(r'^Fast link dest: "(.*)"$'),
     "dev": re.compile(r"^Device major/minor number: (\d+):(\d+)"),
     "xattr": re.compile(r"^  (\S+) \((\d+)\)(?: = (.*))?$"),
+    "inline": re.compile(r"^Size of inline data: (\d+)"),
 }
 
 
@@ -314,7 +343,11 @@ def parse_stat(path: str, text: str) -> Inode | None:
         elif line.startswith("Extended attributes:"):
             in_xattrs = True
         elif in_xattrs and (m := _STAT_RE["xattr"].match(line)):
-            inode.xattrs[m.group(1)] = _xattr_value(m.group(3) or "")
+            if m.group(1) != INLINE_DATA_XATTR:
+                inode.xattrs[m.group(1)] = _xattr_value(m.group(3) or "")
+        elif m := _STAT_RE["inline"].match(line):
+            inode.inline_size = int(m.group(1))
+            in_xattrs = False
         elif in_xattrs and not line.startswith("  "):
             in_xattrs = False
     return inode
@@ -366,26 +399,25 @@ class Ext4Image:
         for p, (_, text) in zip(paths, out.sections, strict=True):
             inode = parse_stat(p, text)
             result[p] = inode
-        slow = [p for p, i in result.items() if i and i.kind == "symlink" and i.target is None]
-        if slow:  # long targets live in a data block: read them with cat
-            for p, (_, text) in zip(slow, debugfs(self.path, [f"cat {quote(p)}" for p in slow]).sections,
-                                    strict=True):
-                node = result[p]
-                assert node is not None
-                node.target = text
+        slow = {i.ino: i for i in result.values() if i and i.kind == "symlink" and i.target is None}
+        if slow:  # long targets live in a data block: read them with cat, cut at the known sizes
+            for ino, data in cat_inodes(self.path, list(slow.values())):
+                slow[ino].target = bytes(data).decode(errors="surrogateescape")
         return result
 
     def read(self, path: str) -> bytes:
-        """A regular file's content (``debugfs dump`` to a private temp file)."""
+        """A regular file's content (``debugfs dump`` to a private temp file), inline data included."""
         import tempfile
 
+        node = self.stat(path)
         with tempfile.TemporaryDirectory(prefix="e2b-artifact-read-") as tmp:
             dest = Path(tmp) / "out"
             out = debugfs(self.path, [f"dump {quote(path)} {quote(str(dest))}"])
-            if not dest.exists():
+            if not dest.exists() or node is None:
                 detail = "; ".join(out.errors()) or "not found"
                 raise ArtifactError(f"cannot read {path} from {self.path.name}: {detail}",
                                     hint="check the path with: debugfs -R 'ls -l DIR' IMAGE", code=ExitCode.BAD_INPUT)
+            _cut_to_size(dest, node)
             return dest.read_bytes()
 
     def listdir_many(self, dirs: Sequence[str]) -> dict[str, list[DirEntry]]:

@@ -145,20 +145,20 @@ def _compare_link_groups(present: Iterable[FlatEntry], stats: dict[str, Inode | 
 
 def _content_hashes(image: Path, files: Sequence[tuple[str, Inode]]) -> dict[int, str]:
     """blake3 of each regular file's content, by inode: ``cat <ino>`` batches of up to 256 MiB on one pipe."""
-    unique: dict[int, int] = {}
+    unique: dict[int, Inode] = {}
     for _, node in files:
-        unique.setdefault(node.ino, node.size)
+        unique.setdefault(node.ino, node)
     result: dict[int, str] = {}
-    batch: list[tuple[int, int]] = []
+    batch: list[Inode] = []
     batch_bytes = 0
-    big = {ino: size for ino, size in unique.items() if size > _BIG_FILE}
+    big = [node for node in unique.values() if node.size > _BIG_FILE]
     if big:
-        result.update(_dump_and_hash(image, list(big)))
-    for ino, size in unique.items():
-        if ino in big:
+        result.update(_dump_and_hash(image, big))
+    for node in unique.values():
+        if node.size > _BIG_FILE:
             continue
-        batch.append((ino, size))
-        batch_bytes += size
+        batch.append(node)
+        batch_bytes += node.size
         if batch_bytes >= _DUMP_BATCH_BYTES:
             result.update(_cat_and_hash(image, batch))
             batch, batch_bytes = [], 0
@@ -167,24 +167,24 @@ def _content_hashes(image: Path, files: Sequence[tuple[str, Inode]]) -> dict[int
     return result
 
 
-def _cat_and_hash(image: Path, batch: Sequence[tuple[int, int]]) -> dict[int, str]:
+def _cat_and_hash(image: Path, batch: Sequence[Inode]) -> dict[int, str]:
     with _as_fidelity_error():
         return {ino: blake3.blake3(data).hexdigest() for ino, data in e2fsprogs.cat_inodes(image, batch)}
 
 
-def _dump_and_hash(image: Path, inodes: Sequence[int]) -> dict[int, str]:
+def _dump_and_hash(image: Path, inodes: Sequence[Inode]) -> dict[int, str]:
     """Big files: ``dump <ino>`` one at a time into a private temp dir beside the image, hash, delete."""
     hashes = {}
     with tempfile.TemporaryDirectory(prefix=".e2b-artifact-fidelity-", dir=image.parent) as tmp:
         dest = Path(tmp) / "file"
-        for ino in inodes:
+        for node in inodes:
             with _as_fidelity_error():
-                e2fsprogs.dump_inode(image, ino, dest)
+                e2fsprogs.dump_inode(image, node, dest)
             h = blake3.blake3()
             with dest.open("rb") as fh:
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
-            hashes[ino] = h.hexdigest()
+            hashes[node.ino] = h.hexdigest()
             dest.unlink()
     return hashes
 

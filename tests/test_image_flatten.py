@@ -15,7 +15,7 @@ from e2b_artifacts import fidelity
 from e2b_artifacts.image import ImageOptions, build_rootfs, rootfs_tar_from_image
 from e2b_artifacts.oci import flatten, layers, reference, sources
 from e2b_artifacts.oci.cache import BlobCache
-from tests.conftest import debugfs_lines
+from tests.conftest import debugfs_lines, file_bytes
 from tests.oci.images import craft_layout, tar_bytes
 
 REG, DIR, SYM, LNK = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
@@ -41,8 +41,7 @@ def layout(tmp_path: Path) -> Path:
 
 
 def cat(image: Path, path: str) -> str:
-    out = debugfs_lines(image, f"cat {path}")
-    return out.split("\n", 1)[1].rsplit("debugfs:", 1)[0] if "\n" in out else ""
+    return file_bytes(image, path).decode()
 
 
 def inode(image: Path, path: str) -> tuple[int, int] | None:

@@ -10,7 +10,7 @@ import pytest
 
 from e2b_artifacts import e2fsprogs, inject
 from e2b_artifacts.errors import ArtifactError
-from tests.conftest import cli, debugfs_lines, make_ext4, sha256
+from tests.conftest import cli, debugfs_lines, file_bytes, make_ext4, sha256
 
 
 def _systemd_tree(root: Path) -> Path:
@@ -57,7 +57,7 @@ def test_systemd_mode_keeps_init_and_enables_unit(tmp_path: Path, envd_standin: 
     assert proc.returncode == 0, proc.stderr
     _readback(image, envd_standin)
     assert 'Fast link dest: "../../lib/systemd/systemd"' in debugfs_lines(image, "stat /usr/sbin/init")
-    unit = debugfs_lines(image, "cat /etc/systemd/system/envd.service")
+    unit = file_bytes(image, "/etc/systemd/system/envd.service").decode()
     assert "ExecStart=/usr/bin/envd" in unit and "WantedBy=multi-user.target" in unit
     wants = debugfs_lines(image, "stat /etc/systemd/system/multi-user.target.wants/envd.service")
     assert 'Fast link dest: "/etc/systemd/system/envd.service"' in wants
