@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import __version__, layout, rootfs, sourcecheck
+from .envdpath import EnvdChoice
 from .errors import ArtifactError, ExitCode
 from .fsutil import check_writable
 from .image import ImageOptions, build_rootfs
@@ -49,6 +50,7 @@ class BuildRequest:
     extra_metadata: dict[str, Any] = field(default_factory=dict)
     image: ImageOptions | None = None  # source_kind "image" (build --from-image)
     strict: bool = False  # refuse an envd that is not a static ELF (a warning otherwise)
+    envd_choice: EnvdChoice | None = None  # how ``envd`` was chosen (envdpath.resolve), for the result
 
 
 @dataclass
@@ -60,6 +62,7 @@ class BuildResult:
     inject_actions: list[str] = field(default_factory=list)
     image: dict[str, Any] | None = None  # --from-image: provenance, bytes downloaded, fidelity
     firecracker: FirecrackerVersion | None = None  # how --firecracker-version was read
+    envd: EnvdChoice | None = None  # which envd file was injected, and why
 
     def to_json(self) -> dict[str, object]:
         return {"ok": True, "build_id": self.build_id, "build_dir": str(self.build_dir),
@@ -68,6 +71,7 @@ class BuildResult:
                 "replaced_build_moved_to": str(self.replaced_moved_to) if self.replaced_moved_to else None,
                 "inject": self.inject_actions,
                 "firecracker": self.firecracker.to_dict() if self.firecracker else None,
+                "envd": self.envd.to_json() if self.envd else None,
                 **({"image": self.image} if self.image else {})}
 
 
@@ -119,7 +123,8 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
             write_manifest(stage, build_id)
             moved = layout.publish(stage, target, replace=req.force)
     return BuildResult(build_id, target, (target / ROOTFS_NAME).stat().st_size, moved, injected.actions,
-                       image_summary, firecracker)
+                       image_summary, firecracker,
+                       req.envd_choice or EnvdChoice(req.envd, "BuildRequest.envd", req.envd_version))
 
 
 def _check_inputs(req: BuildRequest, progress: Callable[[str], None]) -> FirecrackerVersion:

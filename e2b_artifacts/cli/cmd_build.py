@@ -33,14 +33,18 @@ from .common import AppState, emit, json_option, progress
               help="Refuse a layer that expands beyond N times its compressed size, past 64 MiB; "
                    "0: no ratio limit (--from-image).")
 # --- end of --from-image options ---
-@click.option("--envd", type=click.Path(path_type=Path), help="envd binary to inject [default: $HOST_ENVD_PATH].")
+@click.option("--envd", type=click.Path(path_type=Path),
+              help="envd binary to inject [default: the --envd-version staged beside $HOST_ENVD_PATH, "
+                   "else $HOST_ENVD_PATH].")
 @click.option("--build-id", help="Build id (directory name) [default: a new UUID4].")
 @click.option("--template-id", help="Template id recorded in metadata.")
 @click.option("--kernel-version", default=DEFAULT_KERNEL_VERSION, show_default=True,
               help="Directory name under $HOST_KERNELS_DIR.")
 @click.option("--firecracker-version", default=DEFAULT_FIRECRACKER_VERSION, show_default=True,
               help="Directory name under $FIRECRACKER_VERSIONS_DIR.")
-@click.option("--envd-version", help="envd version recorded in metadata (the DB needs one).")
+@click.option("--envd-version", metavar="V",
+              help="envd version recorded in metadata (the DB needs one); without --envd it picks "
+                   "envd.V or V/envd beside $HOST_ENVD_PATH, as upstream stages them.")
 @click.option("--init", "init_mode", type=click.Choice(["envd", "systemd"]), default="envd", show_default=True,
               help="envd: /sbin/init -> /usr/bin/envd. systemd: enabled envd.service, /sbin/init kept.")
 @click.option("--disk-size-mb", type=int, default=DEFAULT_FREE_MB, show_default=True,
@@ -63,6 +67,7 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
     No root, no mount. Prints the build id (or a JSON result with --json).
     """
     from ..build import BuildRequest, SourceKind, build
+    from ..envdpath import resolve as resolve_envd
 
     given: tuple[tuple[SourceKind, Path | None], ...] = (("dir", rootfs_dir), ("tar", rootfs_tar),
                                                          ("ext4", rootfs_ext4),
@@ -73,8 +78,11 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
                             hint="e.g. e2b-artifact build --rootfs-tar rootfs.tar --envd ./envd", code=ExitCode.USAGE)
     kind, source = sources[0]
     settings = app.settings
-    req = BuildRequest(source_kind=kind, source=source,
-                       envd=envd if envd is not None else settings["HOST_ENVD_PATH"].path,
+    host_envd = settings["HOST_ENVD_PATH"]
+    choice = resolve_envd(envd, envd_version, host_envd.path, host_envd.source)
+    if choice.looked_for:
+        progress(f"envd: {choice.path} ({choice.chosen_by})")
+    req = BuildRequest(source_kind=kind, source=source, envd=choice.path, envd_choice=choice,
                        storage=settings.storage, build_id=build_id, template_id=template_id,
                        kernel_version=kernel_version, firecracker_version=firecracker_version,
                        envd_version=envd_version, init="systemd" if init_mode == "systemd" else "envd",
