@@ -152,7 +152,8 @@ def cat_inodes(image: Path, inodes: Sequence[Inode]) -> Iterator[tuple[int, memo
 
     Addressing by inode number skips path lookups (linear scans: upstream's features
     disable dir_index); stdout unbuffered keeps each echoed command line in front of the
-    bytes it produced, so the output is cut at the known sizes.
+    bytes it produced, so the output is cut at the known sizes (see :func:`_emitted` for
+    inline-data inodes).
     """
     script = "".join(f"cat <{node.ino}>\n" for node in inodes).encode()
     proc = run(["stdbuf", "-o0", which("debugfs"), "-f", "-", image], input=script)
@@ -164,21 +165,29 @@ def cat_inodes(image: Path, inodes: Sequence[Inode]) -> Iterator[tuple[int, memo
             raise ArtifactError(f"could not read inode {node.ino} from {image.name}: {last_line(proc.stderr)}",
                                 hint="check the image with: e2fsck -fn IMAGE", code=ExitCode.TOOL)
         pos += len(echo)
-        yield node.ino, out[pos:pos + node.size]
         following = f"{_ECHO}cat <{inodes[i + 1].ino}>\n".encode() if i + 1 < len(inodes) else b""
-        pos += _emitted(out, pos, node, following)
+        emitted = _emitted(out, pos, node, following)
+        data = out[pos:pos + min(emitted, node.size)]
+        yield node.ino, data if emitted >= node.size else memoryview(bytes(data) + bytes(node.size - emitted))
+        pos += emitted
 
 
 def _emitted(out: memoryview, pos: int, node: Inode, following: bytes) -> int:
-    """How many bytes ``cat`` wrote for ``node`` at ``pos``: its size, or, for an inline-data inode smaller
-    than its inline area, that whole area (debugfs 1.47.2 reads the 60-byte i_block, not ``i_size``;
-    the rest is NUL padding). Decided by where the next command's echo (or the end) is."""
-    padded = node.inline_size
-    if padded is None or padded <= node.size:
+    """How many bytes ``cat`` wrote for ``node`` at ``pos``.
+
+    An inline-data inode holds ``inline_size`` bytes; debugfs 1.47.2 writes exactly those, whatever
+    ``i_size`` says: NUL padding past a shorter file, and nothing for the rest of a longer one, which
+    the kernel reads as zeros (mke2fs -d leaves an all-zero file of any size as an inline inode with
+    no data). Which count was written is decided by where the next command's echo (or the end) is,
+    so a debugfs that writes ``i_size`` bytes is read right too.
+    """
+    inline = node.inline_size
+    if inline is None or inline == node.size:
         return node.size
-    end = pos + padded
+    end = pos + inline
     follows = out[end:end + len(following)] == following if following else end == len(out)
-    return padded if follows and not any(out[pos + node.size:end]) else node.size
+    padding_is_nul = inline < node.size or not any(out[pos + node.size:end])
+    return inline if follows and padding_is_nul else node.size
 
 
 def dump_inode(image: Path, node: Inode, dest: Path) -> None:
@@ -191,8 +200,9 @@ def dump_inode(image: Path, node: Inode, dest: Path) -> None:
 
 
 def _cut_to_size(dest: Path, node: Inode) -> None:
-    """``dump`` of a small inline-data file writes the whole inline area (debugfs 1.47.2): cut to ``i_size``."""
-    if node.inline_size is not None and dest.stat().st_size > node.size:
+    """``dump`` of an inline-data inode writes its inline area, not ``i_size`` bytes (debugfs 1.47.2): cut
+    the NUL padding of a shorter file, extend a longer one with the zeros the kernel reads (a hole)."""
+    if node.inline_size is not None and dest.stat().st_size != node.size:
         os.truncate(dest, node.size)
 
 

@@ -5,7 +5,9 @@ images through real e2fsprogs.
 The feature set is e2b-dev/infra's packages/orchestrator/pkg/template/build/core/filesystem/ext4.go, Make()
 (inline_data since infra#2563); e2b-dev/runtime's Make() keeps dir_index on, so images it writes are read here too.
 With 256-byte inodes, e2fsprogs 1.47.2 keeps files of up to 128 bytes in the inode (60 in i_block, the rest
-in the ``system.data`` xattr) and debugfs ``cat``/``dump`` of one shorter than 60 bytes writes 60 bytes.
+in the ``system.data`` xattr) and debugfs ``cat``/``dump`` of one shorter than 60 bytes writes 60 bytes. An
+all-zero file of any size stays an inline inode without data (i_size kept): the kernel reads zeros past the
+inline bytes, debugfs writes only the inline area.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ ON = {"ext_attr", "extent", "extra_isize", "filetype", "flex_bg", "huge_file", "
       "sparse_super2"}
 OFF = {"64bit", "dir_index", "dir_nlink"}
 SIZES = (0, 2, 59, 60, 61, 100, 128, 129, 5000)  # 129 and up: a data block
+ZEROS = {"etc/zeros300": 300, "etc/zeros1m": 1 << 20}  # all zero: inline inodes larger than their data
 LINKS = {"etc/fast": "/usr/bin/envd", "etc/inline-link": "/" + "c" * 70, "etc/block-link-1": "/" + "d" * 300,
          "etc/block-link-2": "/" + "e" * 200}
 
@@ -51,6 +54,9 @@ def small_tree(root: Path) -> Path:
         (root / f"etc/f{n}").write_bytes(bytes((i * 7 + n) % 251 + 1 for i in range(n)))
     for name, target in LINKS.items():
         os.symlink(target, root / name)
+    for name, size in ZEROS.items():
+        with (root / name).open("wb") as fh:
+            fh.truncate(size)
     (root / "tiny/a").write_bytes(b"a\n")
     (root / "bin/sh").write_bytes(b"#!sh\n")
     os.chmod(root / "bin/sh", 0o755)
@@ -139,20 +145,27 @@ def test_readers_on_inline_data(tmp_path: Path, made_by: str) -> None:
         assert node is not None and node.size == n and node.xattrs == {}  # system.data is storage, not an xattr
         assert (node.inline_size is not None) == (n <= 128), (path, node.inline_size)
         assert view.read(path) == (tree / path[1:]).read_bytes(), path
+    for name, size in ZEROS.items():
+        node = view.stat("/" + name)
+        assert node is not None and node.size == size and node.inline_size == 60, (name, node)
+        assert view.read("/" + name) == bytes(size)
     for name, target in LINKS.items():
         node = stats["/" + name]
         assert node is not None and node.kind == "symlink" and node.target == target, name
     assert is_inline(image, "/etc/inline-link") and not is_inline(image, "/etc/block-link-1")
     # one cat batch, inline and block files interleaved, an inline one last: each cut at its own size
-    order = [stats[p] for p in ("/etc/f2", "/etc/f5000", "/etc/f0", "/etc/f59", "/etc/f129", "/etc/f60", "/etc/f2")]
-    got = [(ino, bytes(data)) for ino, data in e2fsprogs.cat_inodes(image, [n for n in order if n is not None])]
-    assert [data for _, data in got] == [(tree / p).read_bytes() for p in
-                                         ("etc/f2", "etc/f5000", "etc/f0", "etc/f59", "etc/f129", "etc/f60", "etc/f2")]
+    names = ("etc/f2", "etc/zeros300", "etc/f5000", "etc/f0", "etc/f59", "etc/zeros1m", "etc/f129", "etc/f60",
+             "etc/f2", "etc/zeros300")
+    order = [view.stat("/" + name) for name in names]
+    got = [bytes(data) for _, data in e2fsprogs.cat_inodes(image, [n for n in order if n is not None])]
+    assert got == [(tree / name).read_bytes() for name in names]
     dumped = tmp_path / "dumped"
-    node = stats["/etc/f59"]
-    assert node is not None
-    e2fsprogs.dump_inode(image, node, dumped)
-    assert dumped.read_bytes() == (tree / "etc/f59").read_bytes()
+    for name in ("etc/f59", "etc/zeros1m"):
+        node = view.stat("/" + name)
+        assert node is not None
+        e2fsprogs.dump_inode(image, node, dumped)
+        assert dumped.read_bytes() == (tree / name).read_bytes(), name
+        dumped.unlink()
     walked = {path for path, _ in view.walk() if not path.startswith("/lost+found")}
     assert walked == {"/" + str(p.relative_to(tree)) for p in tree.rglob("*")}
     assert view.resolve("/tiny/up") == "/etc/f2"  # a relative link inside an inline directory
@@ -161,7 +174,8 @@ def test_readers_on_inline_data(tmp_path: Path, made_by: str) -> None:
 def test_fidelity_on_inline_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The --from-image fidelity check hashes inline files through the cat pipe and dump (small _BIG_FILE)."""
     monkeypatch.setenv("E2B_ARTIFACT_CACHE", str(tmp_path / "cache"))
-    members = [("etc", tarfile.DIRTYPE, b"")] + [(f"etc/f{n}", tarfile.REGTYPE, b"x" * n) for n in SIZES]
+    members = [("etc", tarfile.DIRTYPE, b""), ("etc/zeros", tarfile.REGTYPE, bytes(70_000))] + [
+        (f"etc/f{n}", tarfile.REGTYPE, b"x" * n) for n in SIZES]
     layout = craft_layout(tmp_path / "layout", [tar_bytes(*members)])
     image = tmp_path / "out" / "rootfs.ext4"
     image.parent.mkdir()
