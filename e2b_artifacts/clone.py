@@ -52,7 +52,7 @@ def clone(source: Path, storage: Path, *, build_id: str | None = None, template_
         with layout.stage(storage, new_id) as stage:
             result = CloneResult(source, target, new_id, [], [], warnings)
             for path in manifest.artifact_files(source):
-                if path.name == layout.METADATA:
+                if path.name in (layout.METADATA, layout.PLAIN_RECORD):  # the record names the old id throughout
                     continue
                 if path.name in layout.DATA_FILE_OF:
                     (stage / path.name).write_bytes(_rewrite_header(path, old_id, new_id))
@@ -100,13 +100,14 @@ def _rewrite_header(path: Path, old_id: str, new_id: str) -> bytes:
     except ValueError as exc:
         raise ArtifactError(f"{path.name}: headers name builds by UUID; {old_id!r} or {new_id!r} is not one",
                             hint="clone with a UUID --build-id (the default)", code=ExitCode.USAGE) from exc
-    if hdr.version not in (1, 2, 3):
+    if hdr.version not in (1, 2, 3, 4) or hdr.mappings is None:
         raise ArtifactError(f"{path}: version {hdr.version} headers cannot be rewritten by this tool",
-                            hint="re-export the source build with v3 headers", code=ExitCode.BAD_INPUT)
+                            hint="re-export the source build with v3 or v4 headers", code=ExitCode.BAD_INPUT)
 
     def swap(value: str) -> str:
         return new_uuid if value == old_uuid else value
 
     mappings = [dataclasses.replace(m, build_id=swap(m.build_id)) for m in hdr.mappings]
-    return header_mod.serialize(dataclasses.replace(hdr, build_id=swap(hdr.build_id),
+    builds = {swap(b): record for b, record in hdr.builds.items()}  # v4: the build's own record moves with it
+    return header_mod.serialize(dataclasses.replace(hdr, build_id=swap(hdr.build_id), builds=builds,
                                                     base_build_id=swap(hdr.base_build_id), mappings=mappings))

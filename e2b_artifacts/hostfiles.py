@@ -74,6 +74,7 @@ class BootTarget:
     firecracker_bin: Path | None  # the binary when found, else where it would be; None without a version
     kernel_has_acpi: bool | None  # None: unknown (booted as without ACPI)
     acpi_note: str | None  # why ``kernel_has_acpi`` has its value
+    assemble_from: Path | None = None  # the build whose rootfs is stored compressed: boot assembles its device
 
 
 def boot_target(settings: Settings, build: str | None = None, *, rootfs: Path | None = None,
@@ -86,6 +87,7 @@ def boot_target(settings: Settings, build: str | None = None, *, rootfs: Path | 
     """
     kernel_version: str | None = None
     arch = "x86_64"
+    assemble_from: Path | None = None
     if build is not None:
         build_dir = settings.build_dir(build)
         meta_file = build_dir / layout.METADATA
@@ -97,6 +99,9 @@ def boot_target(settings: Settings, build: str | None = None, *, rootfs: Path | 
             raise ArtifactError(f"no {layout.METADATA} in {build_dir}",
                                 hint="check the build id, or pass --kernel PATH", code=ExitCode.BAD_INPUT)
         disk, label = rootfs or build_dir / layout.ROOTFS, build_dir.name
+        if rootfs is None and not disk.is_file() and any(
+                (build_dir / n).is_file() for n in layout.compressed_names(layout.ROOTFS)):
+            assemble_from = build_dir
     elif rootfs is not None:
         disk, label = rootfs, rootfs.stem
     else:
@@ -117,7 +122,8 @@ def boot_target(settings: Settings, build: str | None = None, *, rootfs: Path | 
     else:
         has_acpi, acpi_note = acpi == "on", f"kernel ACPI support set to {acpi} by --kernel-acpi"
     return BootTarget(kernel=kernel, rootfs=disk, label=label, firecracker_version=firecracker_version,
-                      firecracker_bin=firecracker_bin, kernel_has_acpi=has_acpi, acpi_note=acpi_note)
+                      firecracker_bin=firecracker_bin, kernel_has_acpi=has_acpi, acpi_note=acpi_note,
+                      assemble_from=assemble_from)
 
 
 def _required_kernel(settings: Settings, kernel_version: str, arch: str) -> Path:

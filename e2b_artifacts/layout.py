@@ -49,6 +49,7 @@ MEMFILE_HEADER = MEMFILE + HEADER_SUFFIX
 ROOTFS_HEADER = ROOTFS + HEADER_SUFFIX
 METADATA = "metadata.json"
 MANIFEST = "artifact-manifest.json"  # this tool's integrity manifest; upstream ignores it
+PLAIN_RECORD = "artifact-plain.json"  # in a build this tool compressed: how to give back its plain files
 
 DATA_FILES = (MEMFILE, ROOTFS)  # the files headers map blocks of
 HEADERS = (MEMFILE_HEADER, ROOTFS_HEADER)
@@ -93,6 +94,7 @@ LOCK_SUFFIX = ".lock"
 STAGING_INFIX = ".staging-"  # ``.<id>.staging-<random>``: a build being written
 RESUMABLE_STAGING_SUFFIX = ".sync-partial"  # ``.<id>.sync-partial``: a pull kept for the next run to resume
 PUSH_UPLOADS_SUFFIX = ".push-uploads.json"  # ``.<id>.push-uploads.json``: a killed push's unfinished uploads
+COMPRESSED_INFIX = ".compressed-"  # ``.<id>.compressed-zstd``: the compressed form a push --compress sends
 
 
 LEFTOVERS_DIR = ".leftovers"  # beside the builds: stale staging dirs and temp files of killed runs, per timestamp
@@ -114,6 +116,11 @@ def resumable_staging_dir(storage: Path, build_id: str) -> Path:
 def push_uploads_path(storage: Path, build_id: str) -> Path:
     """The record of the multipart uploads a push of ``build_id`` started and has not completed."""
     return storage / f".{build_id}{PUSH_UPLOADS_SUFFIX}"
+
+
+def compressed_staging_dir(storage: Path, build_id: str, codec: str) -> Path:
+    """Where ``sync push --compress`` puts the compressed form of ``build_id`` it sends (kept until sent)."""
+    return storage / f".{build_id}{COMPRESSED_INFIX}{codec}"
 
 
 def replaced_dir(storage: Path) -> Path:

@@ -57,7 +57,7 @@ def command(app: AppState, build: str | None, rootfs_path: Path | None, kernel_p
     spec = BootSpec(kernel=target.kernel, rootfs=target.rootfs,
                     console_log=console_log or default_console_log(target.label),
                     firecracker_version=target.firecracker_version, firecracker_bin=target.firecracker_bin,
-                    kernel_has_acpi=target.kernel_has_acpi,
+                    kernel_has_acpi=target.kernel_has_acpi, assemble_from=target.assemble_from,
                     vmm=vmm, accel=accel,  # type: ignore[arg-type]  # click.Choice checked the values
                     timeout=timeout, settle=settle, expect=expect, hang_after=hang_after, mem_mib=mem_mib,
                     extra_args=extra_args)

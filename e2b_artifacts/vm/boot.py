@@ -65,6 +65,7 @@ class BootSpec:
     mem_mib: int = 256
     vcpus: int = 1
     extra_args: str = ""
+    assemble_from: Path | None = None  # a build whose rootfs is stored compressed: its device is assembled first
 
 
 @dataclass
@@ -159,7 +160,7 @@ def default_console_log(label: str) -> Path:
 def boot(spec: BootSpec) -> BootResult:
     """Boot ``spec.kernel`` with a throwaway view of ``spec.rootfs``; never modifies the rootfs."""
     for path, what in ((spec.kernel, "kernel"), (spec.rootfs, "rootfs")):
-        if not path.is_file():
+        if not path.is_file() and not (what == "rootfs" and spec.assemble_from is not None):
             raise ArtifactError(f"{what} not found: {path}",
                                 hint="pass --kernel PATH, or check HOST_KERNELS_DIR and the build's metadata.json"
                                 if what == "kernel" else "check the build id and LOCAL_TEMPLATE_STORAGE_BASE_PATH",
@@ -169,8 +170,10 @@ def boot(spec: BootSpec) -> BootResult:
     vmm, accel = _choose(spec, notes)
     spec.console_log.parent.mkdir(parents=True, exist_ok=True)
     spec.console_log.write_bytes(b"")
-    with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="e2b-boot-") as tmp:
+    with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="e2b-boot-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="e2b-boot-device-") as device_tmp:
         scratch = Path(tmp)
+        source = spec.rootfs if spec.assemble_from is None else _assembled(spec.assemble_from, Path(device_tmp), notes)
         acpi = qemu_acpi(spec.firecracker_version, spec.kernel_has_acpi)  # what Firecracker would offer, too
         if vmm == "firecracker":
             assert spec.firecracker_bin is not None
@@ -196,7 +199,7 @@ def boot(spec: BootSpec) -> BootResult:
                                              f"({result.attempts[0].detail}) ===\n")
                 for leftover in scratch.iterdir():
                     leftover.unlink()
-            _throwaway_disk(spec.rootfs, disk, vmm)  # fresh for each attempt: the guest writes to it
+            _throwaway_disk(source, disk, vmm)  # fresh for each attempt: the guest writes to it
             watch = watch_vm(argv, spec.console_log, timeout=spec.timeout, hang_after=spec.hang_after,
                              settle=None if expect else spec.settle, expect=expect, fail=PANIC_RE,
                              configure=configure)
@@ -211,6 +214,19 @@ def boot(spec: BootSpec) -> BootResult:
 
 def _join_args(*parts: str) -> str:
     return " ".join(p.strip() for p in parts if p.strip())
+
+
+def _assembled(build_dir: Path, scratch: Path, notes: list[str]) -> Path:
+    """The device a build's rootfs header describes, decompressed from its (and its ancestors') objects into a
+    sparse file in ``scratch`` (the build is only read)."""
+    from .. import header as header_mod
+    from ..verify_rootfs import assemble
+
+    hdr = header_mod.read_header(build_dir / layout.ROOTFS_HEADER)
+    device = scratch / layout.ROOTFS
+    builds = assemble(hdr, build_dir, layout.ROOTFS, device)
+    notes.append(f"{layout.ROOTFS} is stored compressed: booted the device assembled from {builds} build(s)")
+    return device
 
 
 def _throwaway_disk(rootfs: Path, disk: Path, vmm: str) -> None:
