@@ -9,6 +9,7 @@ A lock file serializes builds of the same build id.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class BuildRequest:
     image: ImageOptions | None = None  # source_kind "image" (build --from-image)
     strict: bool = False  # refuse an envd that is not a static ELF (a warning otherwise)
     envd_choice: EnvdChoice | None = None  # how ``envd`` was chosen (envdpath.resolve), for the result
+    compress: str | None = None  # "zstd" / "lz4": store the build in upstream's compressed form (compress.py)
 
 
 @dataclass
@@ -121,10 +123,29 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
             metadata = _metadata(req, build_id, image)
             metadata.write(stage / METADATA_NAME)
             write_manifest(stage, build_id)
-            moved = layout.publish(stage, target, replace=req.force)
-    return BuildResult(build_id, target, (target / ROOTFS_NAME).stat().st_size, moved, injected.actions,
-                       image_summary, firecracker,
+            if req.compress is None:
+                moved = layout.publish(stage, target, replace=req.force)
+            else:
+                moved = _publish_compressed(req, stage, build_id, target, progress)
+    stored = next(target / n for n in (ROOTFS_NAME, *layout.compressed_names(ROOTFS_NAME)) if (target / n).is_file())
+    return BuildResult(build_id, target, stored.stat().st_size, moved, injected.actions, image_summary, firecracker,
                        req.envd_choice or EnvdChoice(req.envd, "BuildRequest.envd", req.envd_version))
+
+
+def _publish_compressed(req: BuildRequest, stage: Path, build_id: str, target: Path,
+                        progress: Callable[[str], None]) -> Path | None:
+    """The staged plain build compressed into a second staging directory, and that published."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .compress import codec_of, compress_build
+
+    assert req.compress is not None
+    codec = codec_of(req.compress)
+    with layout.stage(req.storage, build_id) as packed, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        progress(f"compress: {ROOTFS_NAME} as {req.compress} frames")
+        result = compress_build(stage, packed, codec, {}, pool, build_id=build_id)
+        progress(f"compress: {result.plain_bytes} bytes stored as {result.stored_bytes}")
+        return layout.publish(packed, target, replace=req.force)
 
 
 def _check_inputs(req: BuildRequest, progress: Callable[[str], None]) -> FirecrackerVersion:

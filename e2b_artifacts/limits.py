@@ -56,6 +56,8 @@ def parse_size(text: str, where: str) -> int:
 
 METADATA = InputLimit("metadata", 1 * MIB, layout.METADATA)
 MANIFEST = InputLimit("manifest", 16 * MIB, layout.MANIFEST)
+PLAIN_RECORD = InputLimit("plain-record", 64 * MIB, layout.PLAIN_RECORD + " (a compressed build's plain manifest "
+                          "and original headers)")
 HEADER = InputLimit("header", 256 * MIB + KIB, ", ".join(layout.HEADERS) + " (also bounded by the size they "
                                                 "describe: 40 bytes per 4 KiB page)")
 SNAPFILE = InputLimit(layout.SNAPFILE, 64 * MIB, "the Firecracker snapshot state (Firecracker refuses more than 10 MB)")
@@ -64,4 +66,4 @@ KERNEL_CONFIG = InputLimit("kernel-config", 16 * MIB, "a kernel .config (--confi
 ENVD = InputLimit("envd", 512 * MIB, "the envd binary injected into a rootfs")
 QUARANTINE_RECORD = InputLimit("quarantine-record", 32 * MIB, "quarantine.json of a cold start (it holds the "
                                                              "manifest and metadata.json as they were)")
-ALL = (METADATA, MANIFEST, HEADER, SNAPFILE, KERNEL, KERNEL_CONFIG, ENVD, QUARANTINE_RECORD)
+ALL = (METADATA, MANIFEST, PLAIN_RECORD, HEADER, SNAPFILE, KERNEL, KERNEL_CONFIG, ENVD, QUARANTINE_RECORD)

@@ -145,9 +145,15 @@ def _missing_parents_error(build_id: str, missing: list[str], where: str) -> Art
 # ---- push ------------------------------------------------------------------------------------
 
 def push(storage_root: Path, build_id: str, dest: Storage, *, with_parents: bool = False, dry_run: bool = False,
-         opts: TransferOptions | None = None, log: Log = _quiet) -> SyncReport:
-    """Send ``<storage_root>/<build_id>`` (and with ``with_parents`` its parent chain) to ``dest``."""
+         opts: TransferOptions | None = None, log: Log = _quiet, compress: str | None = None) -> SyncReport:
+    """Send ``<storage_root>/<build_id>`` (and with ``with_parents`` its parent chain) to ``dest``; with
+    ``compress`` (``zstd``, ``lz4``) in upstream's compressed form (:mod:`sync_compress`)."""
     transfer = opts or TransferOptions()
+    if compress is not None:
+        from .sync_compress import push_compressed
+
+        return push_compressed(storage_root, build_id, dest, compress, with_parents=with_parents, dry_run=dry_run,
+                               opts=transfer, log=log)
     report = SyncReport("push", dest.url, dry_run)
     return _carry_out(
         report, lambda: _push_order(storage_root, check_build_id(build_id), dest, with_parents),
@@ -305,17 +311,19 @@ class _Remote:
     listing: dict[str, ObjectInfo]
     parents: list[str]
     chain: list[dict[str, Any]]
+    plain_manifest: bytes | None = None  # a build this tool compressed: the manifest of its plain form
 
 
 def pull(storage_root: Path, build_id: str, src: Storage, *, with_parents: bool = False, dry_run: bool = False,
-         opts: TransferOptions | None = None, log: Log = _quiet) -> SyncReport:
-    """Fetch ``build_id`` (and with ``with_parents`` its parent chain) from ``src`` into ``storage_root``."""
+         opts: TransferOptions | None = None, log: Log = _quiet, decompress: bool = False) -> SyncReport:
+    """Fetch ``build_id`` (and with ``with_parents`` its parent chain) from ``src`` into ``storage_root``; with
+    ``decompress``, a build stored compressed is put in place in its plain form."""
     transfer = opts or TransferOptions()
     return _carry_out(
         SyncReport("pull", src.url, dry_run),
         lambda: _pull_order(storage_root, check_build_id(build_id), src, with_parents),
-        lambda remote: plan_pull(storage_root, remote),
-        lambda remote, plan: _execute_pull(storage_root, remote, plan, src, transfer, log),
+        lambda remote: plan_pull(storage_root, remote, decompress=decompress),
+        lambda remote, plan: _execute_pull(storage_root, remote, plan, src, transfer, log, decompress),
         f"in {storage_root}", log)
 
 
@@ -361,7 +369,22 @@ def _read_remote(src: Storage, build_id: str) -> _Remote:
                 return src.read_all(f"{bid}/{name}") if src.stat(f"{bid}/{name}") is not None else None
 
             chain.append(chain_view(data, name.removesuffix(layout.HEADER_SUFFIX), where, load))
-    return _Remote(build_id, manifest, manifest_bytes, listing, sorted(ids), chain)
+    return _Remote(build_id, manifest, manifest_bytes, listing, sorted(ids), chain,
+                   _plain_manifest(src, build_id, manifest))
+
+
+def _plain_manifest(src: Storage, build_id: str, manifest: mf.Manifest) -> bytes | None:
+    """The plain form's manifest a compressed build's ``artifact-plain.json`` records (verified; small)."""
+    if layout.PLAIN_RECORD not in manifest.files:
+        return None
+    where = f"{src.url}/{build_id}/{layout.PLAIN_RECORD}"
+    data = src.read_all(f"{build_id}/{layout.PLAIN_RECORD}")
+    if (actual := _blake3_bytes(data)) != _hash(manifest, layout.PLAIN_RECORD):
+        raise IntegrityError(layout.PLAIN_RECORD, where, _hash(manifest, layout.PLAIN_RECORD), actual)
+    from .compress import parse_record
+
+    plain: str = parse_record(data, where)["manifest"]
+    return plain.encode()
 
 
 def _pull_order(root: Path, build_id: str, src: Storage, with_parents: bool) -> list[_Remote]:
@@ -375,7 +398,7 @@ def _pull_order(root: Path, build_id: str, src: Storage, with_parents: bool) -> 
     return _walk_chain(build_id, read, lambda r: r.build_id, "the remote headers are corrupt")
 
 
-def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
+def plan_pull(root: Path, remote: _Remote, *, decompress: bool = False) -> BuildPlan:
     """What a pull of one build would fetch; reads no file data."""
     bid = remote.build_id
     target = root / bid
@@ -383,7 +406,8 @@ def plan_pull(root: Path, remote: _Remote) -> BuildPlan:
     order = [*_send_order(remote.manifest)]
     if target.exists():
         local = target / MANIFEST_NAME
-        if local.is_file() and mf.read_bytes(local) == remote.manifest_bytes and (target / METADATA_NAME).is_file():
+        wanted = {remote.manifest_bytes} | ({remote.plain_manifest} if decompress and remote.plain_manifest else set())
+        if local.is_file() and mf.read_bytes(local) in wanted and (target / METADATA_NAME).is_file():
             plan.state = "up-to-date"
             plan.files = [FileStep(n, remote.manifest.files[n].size, "skip", "unchanged") for n in order]
             plan.files.insert(-1, FileStep(MANIFEST_NAME, len(remote.manifest_bytes), "skip", "unchanged"))
@@ -409,14 +433,14 @@ def _partial(staging: Path, name: str) -> Path:
 
 
 def _execute_pull(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,
-                  log: Log) -> None:
+                  log: Log, decompress: bool = False) -> None:
     root.mkdir(parents=True, exist_ok=True)
     with layout.lock(root, remote.build_id):  # the same lock `build` takes for this id
-        _pull_locked(root, remote, plan, src, opts, log)
+        _pull_locked(root, remote, plan, src, opts, log, decompress)
 
 
 def _pull_locked(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,
-                 log: Log) -> None:
+                 log: Log, decompress: bool = False) -> None:
     bid = remote.build_id
     target = root / bid
     if target.exists():
@@ -429,8 +453,21 @@ def _pull_locked(root: Path, remote: _Remote, plan: BuildPlan, src: Storage, opt
         plan.files = [FileStep(f.name, f.size, "send", "missing") for f in plan.files]
     with layout.stage(root, bid, resumable=True) as staging:
         _fill_staging(staging, remote, plan, src, opts, log)
-        layout.publish(staging, target)
+        if decompress and _stored_compressed(staging):
+            from .compress import decompress_build, remove_tree
+
+            log(f"{bid}: decompressing")
+            with layout.stage(root, bid) as plain:
+                decompress_build(staging, plain, build_id=bid)
+                layout.publish(plain, target)
+            remove_tree(staging)  # the fetched compressed form: ours, and now published decompressed
+        else:
+            layout.publish(staging, target)
     log(f"{bid}: complete in {target}")
+
+
+def _stored_compressed(build_dir: Path) -> bool:
+    return any((build_dir / n).is_file() for d in layout.DATA_FILES for n in layout.compressed_names(d))
 
 
 def _fill_staging(staging: Path, remote: _Remote, plan: BuildPlan, src: Storage, opts: TransferOptions,

@@ -54,6 +54,8 @@ from .common import AppState, emit, json_option, progress
               help="Guest RAM recorded for the sandbox.")
 @click.option("--force", is_flag=True, help="Replace an existing build (the old one is moved aside).")
 @click.option("--strict", is_flag=True, help="Refuse an envd that is not a static ELF (otherwise a warning).")
+@click.option("--compress", type=click.Choice(["zstd", "lz4"]), default=None,
+              help="Store the build in upstream's compressed form (rootfs.ext4.zstd|.lz4, V4 header, frames).")
 @json_option
 @click.pass_obj
 def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, rootfs_ext4: Path | None,
@@ -61,7 +63,7 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
             max_image_size: int, max_layer_ratio: int,
             envd: Path | None, build_id: str | None, template_id: str | None, kernel_version: str,
             firecracker_version: str, envd_version: str | None, init_mode: str, disk_size_mb: int,
-            vcpu: int, ram_mb: int, force: bool, strict: bool, as_json: bool) -> ExitCode:
+            vcpu: int, ram_mb: int, force: bool, strict: bool, compress: str | None, as_json: bool) -> ExitCode:
     """Build <storage>/<build-id>/ with rootfs.ext4 (envd injected) and metadata.json.
 
     No root, no mount. Prints the build id (or a JSON result with --json).
@@ -86,7 +88,8 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
                        storage=settings.storage, build_id=build_id, template_id=template_id,
                        kernel_version=kernel_version, firecracker_version=firecracker_version,
                        envd_version=envd_version, init="systemd" if init_mode == "systemd" else "envd",
-                       free_mb=disk_size_mb, vcpu=vcpu, ram_mb=ram_mb, force=force, strict=strict)
+                       free_mb=disk_size_mb, vcpu=vcpu, ram_mb=ram_mb, force=force, strict=strict,
+                       compress=compress)
     if from_image:
         from ..image import ImageOptions
 

@@ -53,7 +53,7 @@ def transfer_options(func: F) -> F:
 
 def _run(direction: Literal["push", "pull"], app: AppState, build_id: str, location: str, endpoint_url: str | None,
          with_parents: bool, dry_run: bool, part_size: int, range_size: int, jobs: int, limit_rate: str | None,
-         as_json: bool, timeout: float) -> ExitCode:
+         as_json: bool, timeout: float, compress: str | None = None, decompress: bool = False) -> ExitCode:
     from .. import sync
     from ..header import chain_text
     from ..storage import TransferOptions, open_storage
@@ -63,13 +63,14 @@ def _run(direction: Literal["push", "pull"], app: AppState, build_id: str, locat
     bar = ProgressLine(f"{direction} {build_id}", 0)
     opts = TransferOptions(part_size=part_size << 20, range_size=range_size << 20, concurrency=jobs,
                            max_rate=_parse_rate(limit_rate), on_bytes=bar.add)
+    form: dict[str, Any] = {"compress": compress} if direction == "push" else {"decompress": decompress}
     run = sync.push if direction == "push" else sync.pull
     # the bar's total is the plan's; a plan is cheap (no data read), so make it first
-    preview = run(app.settings.storage, build_id, store, with_parents=with_parents, dry_run=True)
+    preview = run(app.settings.storage, build_id, store, with_parents=with_parents, dry_run=True, **form)
     bar.total = sum(b.bytes_to_send for b in preview.builds)
     try:
         report = preview if dry_run else run(app.settings.storage, build_id, store, with_parents=with_parents,
-                                             opts=opts, log=progress)
+                                             opts=opts, log=progress, **form)
     finally:
         bar.close()
     lines = []
@@ -106,10 +107,17 @@ def command() -> None:
 def _transfer_command(direction: Literal["push", "pull"], location: str, doc: str) -> None:
     """Add ``sync push`` or ``sync pull``: BUILD_ID, then the other side (``location``: DEST or SRC)."""
 
+    form = click.option("--compress", type=click.Choice(["zstd", "lz4"]), default=None,
+                        help="Send the builds in upstream's compressed form (2 MiB frames, V4 headers with frame "
+                        "tables; zero blocks not sent).") if direction == "push" else click.option(
+        "--decompress", is_flag=True, help="Put a build stored compressed in place in its plain form (the very "
+        "files it was compressed from, when this tool compressed it).")
+
     @command.command(direction, help=doc)
     @click.argument("build_id")
     @click.argument(location)
     @transfer_options
+    @form
     @click.pass_obj
     def run(app: AppState, /, build_id: str, **kwargs: Any) -> ExitCode:
         return _run(direction, app, build_id, kwargs.pop(location), **kwargs)
