@@ -68,7 +68,7 @@ class BuildResult:
 
     def to_json(self) -> dict[str, object]:
         return {"ok": True, "build_id": self.build_id, "build_dir": str(self.build_dir),
-                "rootfs": str(self.build_dir / ROOTFS_NAME), "metadata": str(self.build_dir / METADATA_NAME),
+                "rootfs": str(stored_rootfs(self.build_dir)), "metadata": str(self.build_dir / METADATA_NAME),
                 "rootfs_bytes": self.rootfs_bytes,
                 "replaced_build_moved_to": str(self.replaced_moved_to) if self.replaced_moved_to else None,
                 "inject": self.inject_actions,
@@ -80,6 +80,11 @@ class BuildResult:
 def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -> BuildResult:
     """Build ``<storage>/<build-id>/`` from ``req``; returns where it is."""
     build_id = layout.check_build_id(req.build_id or str(uuid.uuid4()))
+    if req.compress is not None:  # before anything is built: the compressed form's headers name it by UUID
+        from .compress import codec_of, require_uuid
+
+        codec_of(req.compress)
+        require_uuid(build_id)
     firecracker = _check_inputs(req, progress)
     _make_storage(req.storage)
     target = req.storage / build_id

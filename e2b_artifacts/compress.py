@@ -208,7 +208,7 @@ def plain_header(build_dir: Path, data_name: str, build_id: str) -> tuple[header
     """The build's v1-3 header of ``data_name`` (and its bytes), or upstream's headerless fallback: one
     identity mapping of the whole file (``None`` bytes)."""
     path = build_dir / layout.HEADER_OF[data_name]
-    build_id = _uuid(build_id)
+    build_id = require_uuid(build_id)
     if path.is_file():
         data = read_input(path, "header", limit=limits.HEADER, missing_hint="check the build directory")
         hdr = header_mod.parse_header(data, str(path))
@@ -226,7 +226,7 @@ def pack(build_dir: Path, build_id: str, data_name: str, out_dir: Path, codec: C
     ``build_dir`` (build ``build_id``); ``ancestors`` hold the already compressed builds its mappings read from."""
     plain, _ = plain_header(build_dir, data_name, build_id)
     own = plain.build_id
-    if own != _uuid(build_id):
+    if own != require_uuid(build_id):
         raise ArtifactError(f"{build_dir / layout.HEADER_OF[data_name]} belongs to build {own}, not {build_id}",
                             hint="check that the header belongs to this build", code=ExitCode.BAD_INPUT)
     ranges = _merged((m.storage_offset, m.storage_offset + m.length) for m in plain.mappings or []
@@ -332,7 +332,7 @@ def _merged(ranges: Iterator[tuple[int, int]] | list[tuple[int, int]]) -> list[t
     return out
 
 
-def _uuid(build_id: str) -> str:
+def requirerequire_uuid(build_id: str) -> str:
     try:
         return str(uuid.UUID(build_id))
     except ValueError:

@@ -19,7 +19,7 @@ def test_compressed_build_boots_and_stays_untouched(boot_env: BootEnv, sample_ta
     built = cli("--storage", boot_env.storage, "build", "--rootfs-tar", sample_tar, "--envd", envd_standin,
                 "--build-id", "packed", "--kernel-version", "test-cmdline", "--firecracker-version", FC_VERSION,
                 "--disk-size-mb", "16", "--compress", "zstd", env=boot_env.env)
-    assert built.returncode != 0 and "not a UUID" in built.stderr  # headers name builds by UUID
+    assert built.returncode == 2 and "not a UUID" in built.stderr  # headers name builds by UUID
     build_id = "9b0e6c7e-4a51-4f3e-9d8e-6b1f2a3c4d5e"
     built = cli("--storage", boot_env.storage, "build", "--rootfs-tar", sample_tar, "--envd", envd_standin,
                 "--build-id", build_id, "--kernel-version", "test-cmdline", "--firecracker-version", FC_VERSION,
