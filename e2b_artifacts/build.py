@@ -132,9 +132,15 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
                 moved = layout.publish(stage, target, replace=req.force)
             else:
                 moved = _publish_compressed(req, stage, build_id, target, progress)
-    stored = next(target / n for n in (ROOTFS_NAME, *layout.compressed_names(ROOTFS_NAME)) if (target / n).is_file())
-    return BuildResult(build_id, target, stored.stat().st_size, moved, injected.actions, image_summary, firecracker,
+    return BuildResult(build_id, target, stored_rootfs(target).stat().st_size, moved, injected.actions,
+                       image_summary, firecracker,
                        req.envd_choice or EnvdChoice(req.envd, "BuildRequest.envd", req.envd_version))
+
+
+def stored_rootfs(build_dir: Path) -> Path:
+    """``rootfs.ext4``, or the compressed object that holds it (``rootfs.ext4.zstd``)."""
+    names = (ROOTFS_NAME, *layout.compressed_names(ROOTFS_NAME))
+    return next((build_dir / n for n in names if (build_dir / n).is_file()), build_dir / ROOTFS_NAME)
 
 
 def _publish_compressed(req: BuildRequest, stage: Path, build_id: str, target: Path,

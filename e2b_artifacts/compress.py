@@ -332,7 +332,7 @@ def _merged(ranges: Iterator[tuple[int, int]] | list[tuple[int, int]]) -> list[t
     return out
 
 
-def requirerequire_uuid(build_id: str) -> str:
+def require_uuid(build_id: str) -> str:
     try:
         return str(uuid.UUID(build_id))
     except ValueError:
