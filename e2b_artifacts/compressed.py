@@ -17,6 +17,7 @@ a V3 ancestor's data is the plain file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,18 +91,24 @@ def own_record(hdr: header_mod.Header) -> BuildFile | None:
 
 
 def resolve(storage: Path, build_id: str, data_name: str, child: header_mod.Header | None = None) -> DataObject:
-    """The object holding ``build_id``'s ``data_name`` in ``storage``: named by ``child``'s builds-table entry
-    for it when there is one (for the child itself: its own entry), else by ``build_id``'s own header."""
+    """The object holding ``build_id``'s ``data_name`` in ``storage`` as upstream reads it through ``child``
+    (:func:`header.resolve`: a v1-3 child reads every build plain; a v4+ builds entry decides; a build missing
+    from it, by its own header); without ``child``, by ``build_id``'s own header."""
     directory = storage / build_id
-    entry = child.builds.get(build_id) if child is not None else None
+    if child is None:
+        own = _own_header(directory / layout.HEADER_OF[data_name])
+        record = own_record(own) if own is not None and own.build_id == build_id else None
+        return DataObject(build_id, data_name, directory / object_name(data_name, record.codec if record else
+                                                                       Codec.NONE), record,
+                          "own header" if record else "plain (no v4+ record)")
+    entry = child.builds.get(build_id) if child.version >= 4 else None
     if entry is not None:
-        source: Source = "own header" if child is not None and child.build_id == build_id else "child's builds table"
+        source: Source = "own header" if child.build_id == build_id else "child's builds table"
         return DataObject(build_id, data_name, directory / object_name(data_name, entry.codec), entry, source)
-    own = _own_header(directory / layout.HEADER_OF[data_name])
-    record = own_record(own) if own is not None and own.build_id == build_id else None
-    if record is not None:
-        return DataObject(build_id, data_name, directory / object_name(data_name, record.codec), record,
-                          "ancestor's own header" if child is not None else "own header")
+    if child.version >= 4 and child.build_id != build_id:
+        theirs = resolve(storage, build_id, data_name)
+        if theirs.record is not None:
+            return dataclasses.replace(theirs, source="ancestor's own header")
     return DataObject(build_id, data_name, directory / data_name, None, "plain (no v4+ record)")
 
 
