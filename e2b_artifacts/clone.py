@@ -100,7 +100,7 @@ def _rewrite_header(path: Path, old_id: str, new_id: str) -> bytes:
     except ValueError as exc:
         raise ArtifactError(f"{path.name}: headers name builds by UUID; {old_id!r} or {new_id!r} is not one",
                             hint="clone with a UUID --build-id (the default)", code=ExitCode.USAGE) from exc
-    if hdr.version not in (1, 2, 3, 4) or hdr.mappings is None:
+    if hdr.version not in (1, 2, 3, 4):
         raise ArtifactError(f"{path}: version {hdr.version} headers cannot be rewritten by this tool",
                             hint="re-export the source build with v3 or v4 headers", code=ExitCode.BAD_INPUT)
 

@@ -41,7 +41,7 @@ def _check_data_file(build_dir: Path, data_name: str, quick: bool) -> list[Findi
         hdr = header_mod.read_header(header_path) if header_path.is_file() else None
     except ArtifactError:
         return []  # the header check reports it
-    if hdr is None or hdr.mappings is None or hdr.version < 4:
+    if hdr is None or hdr.version < 4:
         if stored and not (build_dir / data_name).exists():
             why = "no header" if hdr is None else f"its header is v{hdr.version}" if hdr.mappings is not None \
                 else "its header's mappings were not decoded"
@@ -119,7 +119,7 @@ def _unmapped_reads(obj: co.DataObject, hdr: header_mod.Header) -> list[str]:
 
 
 def _used_ranges(hdr: header_mod.Header, build_id: str) -> list[tuple[int, int]]:
-    return [(m.storage_offset, m.storage_offset + m.length) for m in hdr.mappings or [] if m.build_id == build_id]
+    return [(m.storage_offset, m.storage_offset + m.length) for m in hdr.mappings if m.build_id == build_id]
 
 
 def _merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -163,7 +163,7 @@ class StandIns:
         except ArtifactError:
             return  # reported by the header check
         mine = {own.name, hdr.build_id, header_mod.NIL_BUILD}
-        for m in hdr.mappings or []:
+        for m in hdr.mappings:
             parent = self.builds.get(m.build_id)
             if m.build_id in mine or parent is None or layout.ROOTFS not in parent.files:
                 continue
