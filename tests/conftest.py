@@ -19,6 +19,19 @@ FIXTURES = REPO / "fixtures"
 NOBODY = 65534
 
 
+_AT_END = pytest.StashKey[list[str]]()
+
+
+def report_at_end(config: pytest.Config, line: str) -> None:
+    """A line for the end of the run's output (e.g. how long a test server took to start)."""
+    config.stash.setdefault(_AT_END, []).append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for line in config.stash.get(_AT_END, []):
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def envd_standin() -> Path:
     return FIXTURES / "envd-standin" / "envd"

@@ -1,7 +1,9 @@
 """``e2b-artifact sync``: round trips through a directory, a real S3 server and a GCS emulator.
 
-The servers (moto_server, gcp-storage-emulator) run as subprocesses on loopback for the
-session; every test gets its own bucket. The CLI runs as a real subprocess.
+The S3 server is radosgw of a one-node Ceph cluster (tests/storage/ceph.py), the GCS one
+gcp-storage-emulator; both run on loopback, started once for the session; every test gets its own
+bucket. Faults a server cannot make on demand (a missing API call, a stall) come from a proxy in
+front of it (tests/storage/proxy.py). The CLI runs as a real subprocess.
 """
 
 from __future__ import annotations
@@ -21,19 +23,22 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_clean_error, cli
+from tests.conftest import assert_clean_error, cli, report_at_end
 from tests.storage.builds import make_build, storage_snapshot, tree_digest
+from tests.storage.ceph import Ceph, start_ceph
 from tests.storage.proxy import Proxy, s3_error, wait_until
-from tests.storage.servers import S3_ENV, Server, gcs_client, s3_client, start_gcs_emulator, start_moto
+from tests.storage.servers import S3_ENV, Server, gcs_client, s3_client, start_gcs_emulator
 
 CONFLICT, INTEGRITY = 6, 8
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
+def s3_server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Ceph]:
+    """radosgw on a one-node Ceph, started once; a cluster that cannot start fails the tests with the reason."""
+    with start_ceph(tmp_path_factory.mktemp("ceph")) as cluster:
+        report_at_end(pytestconfig, f"S3 tests: radosgw of a one-node Ceph 16 ({cluster.object_store}) "
+                                    f"started in {cluster.started_in:.1f} s")
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -89,13 +94,13 @@ class Remote:
 def _remote(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Remote:
     bucket = f"bkt-{uuid.uuid4().hex[:12]}"
     if kind == "s3":
-        server: Server = request.getfixturevalue("s3_server")
-        client: Any = s3_client(server.endpoint)
+        ceph: Ceph = request.getfixturevalue("s3_server")
+        client: Any = s3_client(ceph.endpoint, ceph.access_key, ceph.secret_key)
         client.create_bucket(Bucket=bucket)
-        return Remote(f"s3://{bucket}/templates", ["--endpoint-url", server.endpoint], dict(S3_ENV), "s3",
+        return Remote(f"s3://{bucket}/templates", ["--endpoint-url", ceph.endpoint], ceph.env, "s3",
                       client, bucket, "templates/")
     if kind == "gs":
-        server = request.getfixturevalue("gcs_server")
+        server: Server = request.getfixturevalue("gcs_server")
         client = gcs_client(server.endpoint)
         client.create_bucket(bucket)
         return Remote(f"gs://{bucket}/env/templates", [], {"STORAGE_EMULATOR_HOST": server.endpoint}, "gs",
@@ -346,7 +351,7 @@ def _lists_uploads(method: str, path: str, query: dict[str, list[str]]) -> bool:
 
 @pytest.mark.parametrize("status,code", [(501, "NotImplemented"), (405, "MethodNotAllowed"), (403, "AccessDenied")])
 def test_push_goes_on_when_the_server_cannot_list_unfinished_uploads(
-        s3_remote: Remote, s3_server: Server, proxy_of: Callable[..., Proxy], tmp_path: Path,
+        s3_remote: Remote, s3_server: Ceph, proxy_of: Callable[..., Proxy], tmp_path: Path,
         status: int, code: str) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     base = make_build(src, extra={"memfile": 6 << 20})
@@ -404,7 +409,7 @@ def _sync_counted(proxy_of: Callable[..., Proxy], endpoint: str, storage: Path, 
     return sync_json(storage, _through(remote, proxy), *args), proxy
 
 
-def test_killed_push_resumes_part_by_part_on_s3(s3_remote: Remote, s3_server: Server, proxy_of: Callable[..., Proxy],
+def test_killed_push_resumes_part_by_part_on_s3(s3_remote: Remote, s3_server: Ceph, proxy_of: Callable[..., Proxy],
                                                   tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     build_id = make_build(src, extra={"memfile": 40 << 20})  # 8 parts of 5 MiB
@@ -463,7 +468,7 @@ def test_killed_push_resumes_part_by_part_on_gcs(request: pytest.FixtureRequest,
     assert tree_digest(dst / build_id) == tree_digest(src / build_id)
 
 
-def test_killed_pull_resumes_inside_a_file(s3_remote: Remote, s3_server: Server, proxy_of: Callable[..., Proxy],
+def test_killed_pull_resumes_inside_a_file(s3_remote: Remote, s3_server: Ceph, proxy_of: Callable[..., Proxy],
                                            tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     build_id = make_build(src, extra={"memfile": 32 << 20})

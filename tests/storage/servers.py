@@ -1,8 +1,7 @@
-"""Real object-store test servers on loopback: moto's standalone S3 server and gcp-storage-emulator.
+"""The GCS test server on loopback (gcp-storage-emulator), and clients for the test servers.
 
-Each runs as a subprocess on a free 127.0.0.1 port and is stopped by the caller.
-Debian bookworm ships no S3 server that runs alone (radosgw 16.2 needs a whole
-Ceph cluster; no MinIO/Garage/SeaweedFS packages), so moto it is.
+The emulator runs as a subprocess on a free 127.0.0.1 port and is stopped by the caller. The S3
+server is a real one, radosgw of a one-node Ceph cluster: tests/storage/ceph.py.
 """
 
 from __future__ import annotations
@@ -78,12 +77,6 @@ def _start(name: str, argv: list[str], port: int, log: Path, probe: str) -> Serv
     raise RuntimeError(f"{name} did not answer on {endpoint} within 60 s: {log.read_text()[-2000:]}")
 
 
-def start_moto(workdir: Path) -> Server:
-    port = free_port()
-    argv = [_tool("moto_server", "moto[server]"), "-H", "127.0.0.1", "-p", str(port)]
-    return _start("moto_server", argv, port, workdir / "moto.log", "/")
-
-
 def start_gcs_emulator(workdir: Path) -> Server:
     port = free_port()
     argv = [_tool("gcp-storage-emulator", "gcp-storage-emulator"), "start", "--host=127.0.0.1",
@@ -91,12 +84,12 @@ def start_gcs_emulator(workdir: Path) -> Server:
     return _start("gcp-storage-emulator", argv, port, workdir / "gcs.log", "/storage/v1/b")
 
 
-def s3_client(endpoint: str) -> object:
+def s3_client(endpoint: str, access_key: str, secret_key: str) -> object:
     import boto3
     from botocore.config import Config
 
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
+                        aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                         config=Config(s3={"addressing_style": "path"}))
 
 
