@@ -204,14 +204,23 @@ def write_sparse(fd: int, offset: int, data: bytes) -> None:
     """``pwrite`` ``data`` at ``offset``, skipping all-zero ``HOLE_GRAIN`` blocks (the file must be new or
     truncated, so skipped blocks read back as zeros; the caller sets the final size)."""
     view = memoryview(data)
+    size = len(data)
+
+    def is_zero(start: int, end: int) -> bool:
+        # Data blocks rarely start and end with a zero byte: two lookups decide most without a copy. Else a
+        # bytes slice compared with bytes (a memcmp; memoryviews compare item by item: 9 s per GiB of zeros).
+        if data[start] or data[end - 1]:
+            return False
+        return data[start:end] == (_ZEROS if end - start == HOLE_GRAIN else bytes(end - start))
+
     start = 0
-    while start < len(view):
-        end = min(start + HOLE_GRAIN, len(view))
-        if view[start:end] != _ZEROS[: end - start]:
+    while start < size:
+        end = min(start + HOLE_GRAIN, size)
+        if not is_zero(start, end):
             run_end = end  # extend over following non-zero blocks: fewer, larger writes
-            while run_end < len(view):
-                nxt = min(run_end + HOLE_GRAIN, len(view))
-                if view[run_end:nxt] == _ZEROS[: nxt - run_end]:
+            while run_end < size:
+                nxt = min(run_end + HOLE_GRAIN, size)
+                if is_zero(run_end, nxt):
                     break
                 run_end = nxt
             chunk, at = view[start:run_end], offset + start
