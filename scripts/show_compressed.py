@@ -4,13 +4,14 @@
 1. A plain 3-build chain as upstream layers it: a base ``build`` of the bundled sample (real ext4), then two
    children, each the 4 KiB blocks a debugfs edit of the previous image changed (V3 headers mapping the rest
    to the ancestors).
-2. ``sync push --compress zstd --with-parents`` of the leaf to a directory, moto's S3 server and the GCS
-   emulator (bytes sent, seconds, ratios); ``verify`` of the compressed chain; one byte of one frame flipped,
+2. ``sync push --compress zstd --with-parents`` of the leaf to a directory, radosgw (a one-node Ceph,
+   tests/storage/ceph.py) and the GCS emulator (bytes sent, seconds, ratios); ``verify`` of the compressed chain; one byte of one frame flipped,
    ``verify`` again.
 3. ``sync pull --decompress --with-parents`` into an empty directory from each store: every file compared
    with the source, ``verify`` of the plain chain.
 
-Run from the repository: ``python scripts/show_compressed.py`` (needs the test extra: moto, gcp-storage-emulator).
+Run from the repository: ``python scripts/show_compressed.py`` (needs the test setup:
+Ceph packages, gcp-storage-emulator).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from e2b_artifacts import header, layout  # noqa: E402
 from e2b_artifacts.manifest import write_manifest  # noqa: E402
-from tests.storage.servers import S3_ENV, gcs_client, s3_client, start_gcs_emulator, start_moto  # noqa: E402
+from tests.storage.ceph import start_ceph  # noqa: E402
+from tests.storage.servers import gcs_client, s3_client, start_gcs_emulator  # noqa: E402
 
 BLOCK = 4096
 NIL = header.NIL_BUILD
@@ -131,64 +133,65 @@ def main() -> int:
         rc, text = verify_line(storage, b)
         print(f"verify plain {b}: exit {rc}\n{text}\n")
 
-    (work / "moto").mkdir()
+    (work / "ceph").mkdir()
     (work / "gcs").mkdir()
-    moto = start_moto(work / "moto")
-    gcs = start_gcs_emulator(work / "gcs")
-    try:
-        bucket = f"show-{uuid.uuid4().hex[:8]}"
-        s3_client(moto.endpoint).create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-        gcs_client(gcs.endpoint).create_bucket(bucket)  # type: ignore[attr-defined]
-        stores = [("dir", str(work / "remote-dir"), [], {}),
-                  ("s3 (moto)", f"s3://{bucket}/templates", ["--endpoint-url", moto.endpoint], S3_ENV),
-                  ("gcs (emulator)", f"gs://{bucket}/templates", [], {"STORAGE_EMULATOR_HOST": gcs.endpoint})]
-        for label, url, args, env in stores:
-            print(f"==== {label}: {url}")
-            started = time.monotonic()
-            proc = cli("--storage", storage, "sync", "push", "--compress", "zstd", "--with-parents", leaf,
-                       url, *args, "--json", env=env)
-            took = time.monotonic() - started
-            assert proc.returncode == 0, proc.stderr
-            report = json.loads(proc.stdout)
-            total = sum(plain_bytes.values())
-            print(f"compressed push: {report['bytes_sent']} bytes sent in {took:.2f} s "
-                  f"(plain files {total} bytes: {report['bytes_sent'] / total:.1%})")
-            again = json.loads(cli("--storage", storage, "sync", "push", "--compress", "zstd",
-                                   "--with-parents", leaf, url, *args, "--json", env=env).stdout)
-            print(f"re-run: {again['bytes_sent']} bytes sent, states {sorted({b['state'] for b in again['builds']})}")
-            if label == "dir":
-                remote_dir = Path(url)
+    with start_ceph(work / "ceph") as ceph:
+        gcs = start_gcs_emulator(work / "gcs")
+        try:
+            bucket = f"show-{uuid.uuid4().hex[:8]}"
+            s3_client(ceph.endpoint, ceph.access_key, ceph.secret_key).create_bucket(  # type: ignore[attr-defined]
+                Bucket=bucket)
+            gcs_client(gcs.endpoint).create_bucket(bucket)  # type: ignore[attr-defined]
+            stores = [("dir", str(work / "remote-dir"), [], {}),
+                      ("s3 (radosgw)", f"s3://{bucket}/templates", ["--endpoint-url", ceph.endpoint], ceph.env),
+                      ("gcs (emulator)", f"gs://{bucket}/templates", [], {"STORAGE_EMULATOR_HOST": gcs.endpoint})]
+            for label, url, args, env in stores:
+                print(f"==== {label}: {url}")
+                started = time.monotonic()
+                proc = cli("--storage", storage, "sync", "push", "--compress", "zstd", "--with-parents", leaf,
+                           url, *args, "--json", env=env)
+                took = time.monotonic() - started
+                assert proc.returncode == 0, proc.stderr
+                report = json.loads(proc.stdout)
+                total = sum(plain_bytes.values())
+                print(f"compressed push: {report['bytes_sent']} bytes sent in {took:.2f} s "
+                      f"(plain files {total} bytes: {report['bytes_sent'] / total:.1%})")
+                again = json.loads(cli("--storage", storage, "sync", "push", "--compress", "zstd",
+                                       "--with-parents", leaf, url, *args, "--json", env=env).stdout)
+                states = sorted({b["state"] for b in again["builds"]})
+                print(f"re-run: {again['bytes_sent']} bytes sent, states {states}")
+                if label == "dir":
+                    remote_dir = Path(url)
+                    for b in ids:
+                        rc, text = verify_line(remote_dir, b)
+                        print(f"verify compressed {b}: exit {rc}\n{text}\n")
+                    frames = header.read_header(remote_dir / base / layout.ROOTFS_HEADER).builds[base].frames
+                    victim = remote_dir / base / "rootfs.ext4.zstd"
+                    data = bytearray(victim.read_bytes())
+                    pick = frames[len(frames) // 2]
+                    data[pick.start_c + pick.size_c // 2] ^= 0x01
+                    damaged = work / "damaged"
+                    shutil.copytree(remote_dir, damaged)
+                    (damaged / base / "rootfs.ext4.zstd").write_bytes(bytes(data))
+                    print(f"flipped one byte at compressed offset {pick.start_c + pick.size_c // 2:#x} of "
+                          f"{base}/rootfs.ext4.zstd (frame {frames.index(pick)})")
+                    rc, text = verify_line(damaged, leaf)
+                    print(f"verify damaged chain, leaf {leaf}: exit {rc}\n{text}\n")
+                empty = work / f"pulled-{label.split()[0]}"
+                started = time.monotonic()
+                proc = cli("--storage", empty, "sync", "pull", "--decompress", "--with-parents", leaf, url, *args,
+                           "--json", env=env)
+                took = time.monotonic() - started
+                assert proc.returncode == 0, proc.stderr
+                pulled = json.loads(proc.stdout)
+                same = {b: digest_tree(empty / b) == digest_tree(storage / b) for b in ids}
+                print(f"pull --decompress into {empty}: {pulled['bytes_sent']} bytes fetched in {took:.2f} s; "
+                      f"every file byte-identical to the source: {same}")
                 for b in ids:
-                    rc, text = verify_line(remote_dir, b)
-                    print(f"verify compressed {b}: exit {rc}\n{text}\n")
-                frames = header.read_header(remote_dir / base / layout.ROOTFS_HEADER).builds[base].frames
-                victim = remote_dir / base / "rootfs.ext4.zstd"
-                data = bytearray(victim.read_bytes())
-                pick = frames[len(frames) // 2]
-                data[pick.start_c + pick.size_c // 2] ^= 0x01
-                damaged = work / "damaged"
-                shutil.copytree(remote_dir, damaged)
-                (damaged / base / "rootfs.ext4.zstd").write_bytes(bytes(data))
-                print(f"flipped one byte at compressed offset {pick.start_c + pick.size_c // 2:#x} of "
-                      f"{base}/rootfs.ext4.zstd (frame {frames.index(pick)})")
-                rc, text = verify_line(damaged, leaf)
-                print(f"verify damaged chain, leaf {leaf}: exit {rc}\n{text}\n")
-            empty = work / f"pulled-{label.split()[0]}"
-            started = time.monotonic()
-            proc = cli("--storage", empty, "sync", "pull", "--decompress", "--with-parents", leaf, url, *args,
-                       "--json", env=env)
-            took = time.monotonic() - started
-            assert proc.returncode == 0, proc.stderr
-            pulled = json.loads(proc.stdout)
-            same = {b: digest_tree(empty / b) == digest_tree(storage / b) for b in ids}
-            print(f"pull --decompress into {empty}: {pulled['bytes_sent']} bytes fetched in {took:.2f} s; "
-                  f"every file byte-identical to the source: {same}")
-            for b in ids:
-                rc, text = verify_line(empty, b)
-                print(f"verify decompressed {b}: exit {rc} ({text.splitlines()[-1]})")
-    finally:
-        moto.stop()
-        gcs.stop()
+                    rc, text = verify_line(empty, b)
+                    print(f"verify decompressed {b}: exit {rc} ({text.splitlines()[-1]})")
+        finally:
+            gcs.stop()
     print(f"work dir: {work}")
     return 0
 

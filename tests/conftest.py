@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.storage.ceph import Ceph, start_ceph
+from tests.storage.servers import Server, start_gcs_emulator
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 NOBODY = 65534
@@ -162,3 +165,21 @@ def file_bytes(image: Path, path: str) -> bytes:
         dest = Path(tmp) / "dumped"
         subprocess.run(["debugfs", "-R", f"dump {path} {dest}", str(image)], check=True, capture_output=True)
         return dest.read_bytes()[:int(size.group(1))]
+
+
+# The object-store test servers, started once for the whole session (sync, compressed sync and verify --all share
+# them; every test makes its own bucket).
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Ceph]:
+    """radosgw on a one-node Ceph, started once; a cluster that cannot start fails the tests with the reason."""
+    with start_ceph(tmp_path_factory.mktemp("ceph")) as cluster:
+        report_at_end(pytestconfig, f"S3 tests: radosgw of a one-node Ceph 16 ({cluster.object_store}) "
+                                    f"started in {cluster.started_in:.1f} s")
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_gcs_emulator(tmp_path_factory.mktemp("gcs"))
+    yield server
+    server.stop()

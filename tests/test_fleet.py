@@ -1,4 +1,4 @@
-"""``verify --all`` / ``--shard`` / ``--merge`` on a directory, a real S3 server (moto) and a GCS emulator.
+"""``verify --all`` / ``--shard`` / ``--merge`` on a directory, real S3 (radosgw) and a GCS emulator.
 
 The storage is 20 real builds (three 5-deep diff-layer chains and five single builds, tests/storage/fleet.py)
 of which three are broken in different ways: a missing memfile header, a snapfile whose CRC64 no longer
@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from e2b_artifacts.fleet import Shard, parse_shard, shard_of
 from e2b_artifacts.manifest import hash_file
 from e2b_artifacts.storage import TransferOptions, open_storage
 from tests.conftest import assert_clean_error, cli
+from tests.storage.ceph import Ceph
 from tests.storage.fleet import (
     break_missing_header,
     break_rootfs,
@@ -31,7 +31,7 @@ from tests.storage.fleet import (
     make_fleet,
     tiny_sample,
 )
-from tests.storage.servers import S3_ENV, Server, gcs_client, s3_client, start_gcs_emulator, start_moto
+from tests.storage.servers import Server, gcs_client, s3_client
 
 
 @dataclass
@@ -58,15 +58,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
                                 bad_rootfs: "rootfs.fsck"})
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    work = tmp_path_factory.mktemp("servers")
-    started = {"s3": start_moto(work), "gs": start_gcs_emulator(work)}
-    yield started
-    for server in started.values():
-        server.stop()
-
-
 @dataclass
 class Location:
     url: str
@@ -83,12 +74,14 @@ def location(request: pytest.FixtureRequest, fleet: Fleet, tmp_path_factory: pyt
     """The broken fleet at one backend (uploaded as it is: sync would refuse the damaged builds)."""
     if request.param == "local":
         return Location(str(copy_storage(fleet.root, tmp_path_factory.mktemp("local") / "templates")))
-    server = request.getfixturevalue("servers")[request.param]
     bucket = f"fleet-{uuid.uuid4().hex[:10]}"
+    server: Ceph | Server
     if request.param == "s3":
-        s3_client(server.endpoint).create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-        loc = Location(f"s3://{bucket}/templates", ["--endpoint-url", server.endpoint], dict(S3_ENV))
+        ceph: Ceph = request.getfixturevalue("s3_server")
+        s3_client(ceph.endpoint, ceph.access_key, ceph.secret_key).create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+        loc, server = Location(f"s3://{bucket}/templates", ["--endpoint-url", ceph.endpoint], ceph.env), ceph
     else:
+        server = request.getfixturevalue("gcs_server")
         gcs_client(server.endpoint).create_bucket(bucket)  # type: ignore[attr-defined]
         loc = Location(f"gs://{bucket}/templates", [], {"STORAGE_EMULATOR_HOST": server.endpoint})
     saved = dict(os.environ)

@@ -23,29 +23,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_clean_error, cli, report_at_end
+from tests.conftest import assert_clean_error, cli
 from tests.storage.builds import make_build, storage_snapshot, tree_digest
-from tests.storage.ceph import Ceph, start_ceph
+from tests.storage.ceph import Ceph
 from tests.storage.proxy import Proxy, s3_error, wait_until
-from tests.storage.servers import S3_ENV, Server, gcs_client, s3_client, start_gcs_emulator
+from tests.storage.servers import S3_ENV, Server, gcs_client, s3_client
 
 CONFLICT, INTEGRITY = 6, 8
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Ceph]:
-    """radosgw on a one-node Ceph, started once; a cluster that cannot start fails the tests with the reason."""
-    with start_ceph(tmp_path_factory.mktemp("ceph")) as cluster:
-        report_at_end(pytestconfig, f"S3 tests: radosgw of a one-node Ceph 16 ({cluster.object_store}) "
-                                    f"started in {cluster.started_in:.1f} s")
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_gcs_emulator(tmp_path_factory.mktemp("gcs"))
-    yield server
-    server.stop()
 
 
 @dataclass

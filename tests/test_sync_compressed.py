@@ -1,4 +1,4 @@
-"""``sync push --compress`` and ``sync pull --decompress`` through a directory, the S3 server (moto) and the GCS
+"""``sync push --compress`` and ``sync pull --decompress`` through a directory, the S3 server (radosgw) and the GCS
 emulator: a plain 3-build chain sent in upstream's compressed form, the compressed objects and their sidecars
 moved, no-op re-runs, and the plain form given back byte for byte."""
 
@@ -15,7 +15,7 @@ from tests import test_sync
 from tests.storage.builds import make_build, tree_digest
 from tests.test_sync import Remote, sync_json
 
-s3_server, gcs_server, remote = test_sync.s3_server, test_sync.gcs_server, test_sync.remote  # the same fixtures
+remote = test_sync.remote  # the same fixture (its servers are the session's, tests/conftest.py)
 
 MIB = 1 << 20
 
