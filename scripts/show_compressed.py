@@ -5,8 +5,8 @@
    children, each the 4 KiB blocks a debugfs edit of the previous image changed (V3 headers mapping the rest
    to the ancestors).
 2. ``sync push --compress zstd --with-parents`` of the leaf to a directory, radosgw (a one-node Ceph,
-   tests/storage/ceph.py) and the GCS emulator (bytes sent, seconds, ratios); ``verify`` of the compressed chain; one byte of one frame flipped,
-   ``verify`` again.
+   tests/storage/ceph.py) and the GCS emulator (bytes sent, seconds, ratios); ``verify`` of the compressed
+   chain; one byte of one frame flipped, ``verify`` again.
 3. ``sync pull --decompress --with-parents`` into an empty directory from each store: every file compared
    with the source, ``verify`` of the plain chain.
 
