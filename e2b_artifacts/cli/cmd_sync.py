@@ -13,7 +13,7 @@ from .common import AppState, ProgressLine, emit, json_option, progress
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _parse_rate(text: str | None) -> float | None:
+def parse_rate(text: str | None) -> float | None:
     if not text:
         return None
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -43,8 +43,9 @@ def transfer_options(func: F) -> F:
                      metavar="MiB", help="Multipart upload part size (S3 minimum 5)."),
         click.option("--range-size", type=click.IntRange(1, 5120), default=64, show_default=True,
                      metavar="MiB", help="Download range size."),
-        click.option("-j", "--jobs", type=click.IntRange(1, 64), default=8, show_default=True,
-                     help="Parallel parts per file."),
+        click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
+                     help="Parallel parts per file (default 8); with --all / --builds: builds at a time "
+                     "(default 2; each file then uses 8 parts)."),
         click.option("--limit-rate", default=None, metavar="BYTES/S", help="Cap the throughput, e.g. 50M."),
     ]):
         func = option(func)
@@ -52,17 +53,20 @@ def transfer_options(func: F) -> F:
 
 
 def _run(direction: Literal["push", "pull"], app: AppState, build_id: str, location: str, endpoint_url: str | None,
-         with_parents: bool, dry_run: bool, part_size: int, range_size: int, jobs: int, limit_rate: str | None,
-         as_json: bool, timeout: float, compress: str | None = None, decompress: bool = False) -> ExitCode:
+         with_parents: bool, dry_run: bool, part_size: int, range_size: int, jobs: int | None,
+         limit_rate: str | None, as_json: bool, timeout: float, compress: str | None = None,
+         decompress: bool = False) -> ExitCode:
     from .. import sync
     from ..header import chain_text
     from ..storage import TransferOptions, open_storage
+
+    jobs = jobs or 8
 
     store = open_storage(location, endpoint_url=endpoint_url, max_connections=jobs + 4, timeout=timeout)
     store.watch.notice = progress
     bar = ProgressLine(f"{direction} {build_id}", 0)
     opts = TransferOptions(part_size=part_size << 20, range_size=range_size << 20, concurrency=jobs,
-                           max_rate=_parse_rate(limit_rate), on_bytes=bar.add)
+                           max_rate=parse_rate(limit_rate), on_bytes=bar.add)
     form: dict[str, Any] = {"compress": compress} if direction == "push" else {"decompress": decompress}
     run = sync.push if direction == "push" else sync.pull
     # the bar's total is the plan's; a plan is cheap (no data read), so make it first
@@ -114,13 +118,29 @@ def _transfer_command(direction: Literal["push", "pull"], location: str, doc: st
         "files it was compressed from, when this tool compressed it).")
 
     @command.command(direction, help=doc)
-    @click.argument("build_id")
-    @click.argument(location)
+    @click.argument("build_id", required=False)
+    @click.argument(location, required=False)
+    @click.option("--all", "everything", is_flag=True,
+                  help="Every build " + ("in local storage" if direction == "push" else f"at {location.upper()}")
+                  + ", parents before children (then give only " + location.upper() + ").")
+    @click.option("--builds", "builds", default=None, metavar="FILE",
+                  help="The build ids in FILE, one a line ('-': stdin; # comments); with --with-parents their "
+                  "ancestors too.")
     @transfer_options
     @form
     @click.pass_obj
-    def run(app: AppState, /, build_id: str, **kwargs: Any) -> ExitCode:
-        return _run(direction, app, build_id, kwargs.pop(location), **kwargs)
+    def run(app: AppState, /, build_id: str | None, everything: bool, builds: str | None,
+            **kwargs: Any) -> ExitCode:
+        from .sync_many import check_positionals, run_many
+
+        if everything and builds:
+            raise ArtifactError("--all and --builds exclude each other", hint="give one of them",
+                                code=ExitCode.USAGE)
+        many = everything or builds is not None
+        bid, where = check_positionals(build_id, kwargs.pop(location), many, direction)
+        if bid is None:
+            return run_many(direction, app, where, everything=everything, builds=builds, **kwargs)
+        return _run(direction, app, bid, where, **kwargs)
 
 
 _transfer_command("push", "dest", "Send BUILD_ID from local storage to DEST: data files, then the manifest, "

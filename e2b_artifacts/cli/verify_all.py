@@ -68,6 +68,11 @@ class Progress:
 
 def read_build_ids(source: str) -> frozenset[str]:
     """``--builds FILE``: build ids one a line (``-``: stdin); blank lines and ``#`` comments skipped."""
+    return frozenset(read_build_id_list(source))
+
+
+def read_build_id_list(source: str) -> list[str]:
+    """The ids of ``--builds FILE`` in the file's order, each once."""
     from ..layout import check_build_id
 
     try:
@@ -76,7 +81,7 @@ def read_build_ids(source: str) -> frozenset[str]:
         raise ArtifactError(f"cannot read --builds {source}: {exc.strerror}", hint="a file of build ids, one a line",
                             code=ExitCode.BAD_INPUT) from exc
     ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    return frozenset(check_build_id(i) for i in ids if i)
+    return list(dict.fromkeys(check_build_id(i) for i in ids if i))
 
 
 def run_all(app: AppState, location: str | None, *, quick: bool, strict: bool, jobs: int, shard: str | None,

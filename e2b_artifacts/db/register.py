@@ -316,28 +316,49 @@ def _refuse(report: Report) -> ArtifactError:
 
 def register(url: str, info: BuildInfo, team_id: str | None = None, alias: str | None = None,
              public: bool | None = None, dry_run: bool = False) -> Result:
+    """Register one build (see the module docstring); ``dry_run`` rolls the transaction back."""
+    return register_many(url, [info], team_id=team_id, alias=alias, public=public, dry_run=dry_run)[0]
+
+
+def register_many(url: str, infos: list[BuildInfo], team_id: str | None = None, alias: str | None = None,
+                  public: bool | None = None, dry_run: bool = False) -> list[Result]:
+    """Register every build of ``infos`` in one transaction: all of them or none. Where several are builds of
+    one template, the last one is the build the API serves for it. ``alias`` needs a single template."""
+    if alias and len({i.template_id for i in infos}) > 1:
+        raise ArtifactError("--alias names one template, and these builds are of several",
+                            hint="register the aliased template on its own (register BUILD --alias NAME)",
+                            code=ExitCode.USAGE)
     with connect(url) as conn:
         report = check(url, conn)
         if not report.ok:
             raise _refuse(report)
         schema = report.schema
+        results = []
         with database_errors("registering"), conn.transaction(force_rollback=dry_run):
             w = _Writer(conn)
             team = _team(w, team_id)
-            new_build = not w.query("SELECT 1 FROM public.env_builds WHERE id = %s", (info.build_id,))
-            _upsert_env(w, schema, info, team, public, new_build)
-            _upsert_build(w, schema, info, team)
-            if schema.has("env_build_assignments"):
-                _assign(w, info)
-            if alias:
-                _alias(w, schema, info, alias)
+            for info in infos:
+                start = len(w.log)
+                new_build = not w.query("SELECT 1 FROM public.env_builds WHERE id = %s", (info.build_id,))
+                _upsert_env(w, schema, info, team, public, new_build)
+                _upsert_build(w, schema, info, team)
+                if schema.has("env_build_assignments"):
+                    _assign(w, info)
+                if alias:
+                    _alias(w, schema, info, alias)
+                results.append(Result(build_id=info.build_id, template_id=info.template_id, team_id=team,
+                                      database=schema.database, dry_run=dry_run, statements=w.log[start:]))
             key, sql = lookup_query(schema)
-            row = api_lookup(conn, schema, info.template_id)
-            if row.get("build_id") != info.build_id:
-                raise ArtifactError(
-                    f"after writing, the API's lookup ({key}) returns build {row.get('build_id')!r}, "
-                    f"not {info.build_id}; nothing was committed",
-                    hint="run e2b-artifact db check; report this with --json output", code=ExitCode.CHECK_FAILED)
-        return Result(build_id=info.build_id, template_id=info.template_id, team_id=team,
-                      database=schema.database, dry_run=dry_run, statements=w.log, lookup=row, lookup_query=sql,
-                      warnings=[f"{f.message} ({f.hint})" if f.hint else f.message for f in report.warnings()])
+            served = {i.template_id: i.build_id for i in infos}  # the last build of each template
+            for result in results:
+                row = api_lookup(conn, schema, result.template_id)
+                if row.get("build_id") != served[result.template_id]:
+                    raise ArtifactError(
+                        f"after writing, the API's lookup ({key}) of template {result.template_id} returns build "
+                        f"{row.get('build_id')!r}, not {served[result.template_id]}; nothing was committed",
+                        hint="run e2b-artifact db check; report this with --json output", code=ExitCode.CHECK_FAILED)
+                result.lookup, result.lookup_query = row, sql
+        warnings = [f"{f.message} ({f.hint})" if f.hint else f.message for f in report.warnings()]
+        for result in results:
+            result.warnings = warnings
+        return results
