@@ -159,7 +159,12 @@ def _unknown(ids: list[str], where: str, listed: str) -> ArtifactError:
                          code=ExitCode.BAD_INPUT)
 
 
-def _local_nodes(root: Path, sel: Selection, dest: Storage) -> tuple[list[_Node], list[str]]:
+def local_builds(root: Path, sel: Selection) -> list[str]:
+    """The ids of the local builds ``sel`` names (complete ones: with ``metadata.json``), parents first."""
+    return [node.build_id for node in _local_nodes(root, sel, None)[0]]
+
+
+def _local_nodes(root: Path, sel: Selection, _: Storage | None) -> tuple[list[_Node], list[str]]:
     """Push: the chosen builds of local storage (and with ``with_parents`` their local ancestors)."""
     from .fleet.listing import list_builds
     from .storage.local import LocalStorage

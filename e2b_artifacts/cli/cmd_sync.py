@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import click
@@ -47,6 +48,12 @@ def transfer_options(func: F) -> F:
                      help="Parallel parts per file (default 8); with --all / --builds: builds at a time "
                      "(default 2; each file then uses 8 parts)."),
         click.option("--limit-rate", default=None, metavar="BYTES/S", help="Cap the throughput, e.g. 50M."),
+        click.option("--sql", default=None, metavar="FILE", help="Also write the SQL that registers the synced "
+                     "builds in the destination's E2B database (envs, env_builds, env_build_assignments; "
+                     "needs --team-id)."),
+        click.option("--team-id", default=None, metavar="UUID", help="With --sql: the team owning the templates."),
+        click.option("--envd-version", default=None, help="With --sql: envd version for builds whose "
+                     "metadata.json has none (wins over metadata.json, as in register)."),
     ]):
         func = option(func)
     return store_options(func)
@@ -54,12 +61,14 @@ def transfer_options(func: F) -> F:
 
 def _run(direction: Literal["push", "pull"], app: AppState, build_id: str, location: str, endpoint_url: str | None,
          with_parents: bool, dry_run: bool, part_size: int, range_size: int, jobs: int | None,
-         limit_rate: str | None, as_json: bool, timeout: float, compress: str | None = None,
-         decompress: bool = False) -> ExitCode:
+         limit_rate: str | None, as_json: bool, timeout: float, sql: str | None = None, team_id: str | None = None,
+         envd_version: str | None = None, compress: str | None = None, decompress: bool = False) -> ExitCode:
     from .. import sync
     from ..header import chain_text
     from ..storage import TransferOptions, open_storage
+    from .sync_many import check_sql_options, write_registration_sql
 
+    check_sql_options(sql, team_id)
     jobs = jobs or 8
 
     store = open_storage(location, endpoint_url=endpoint_url, max_connections=jobs + 4, timeout=timeout)
@@ -90,9 +99,16 @@ def _run(direction: Literal["push", "pull"], app: AppState, build_id: str, locat
             if dry_run:
                 lines += [f"  {f.action:4}  {f.name}  ({f.reason})" for f in plan.files]
         lines += [f"  chain of {chain_text(view)}" for view in plan.chain]
+    rate = report.bytes_sent / report.seconds / 1e6 if report.seconds > 0 else 0.0
     lines.append(f"{direction} {'planned' if dry_run else 'done'}: {report.location} "
-                 f"({report.bytes_sent} bytes in {report.seconds:.2f} s)")
-    emit(as_json, report.to_json(), lines)
+                 f"({report.bytes_sent} bytes in {report.seconds:.2f} s, {rate:.1f} MB/s)")
+    doc = report.to_json()
+    if sql and not dry_run:
+        assert team_id is not None
+        synced = [plan.build_id for plan in report.builds]
+        doc["sql"] = write_registration_sql(app, Path(sql), team_id, envd_version, synced)
+        lines.append(f"wrote {sql}: the rows that register {len(synced)} build(s) for team {team_id}")
+    emit(as_json, doc, lines)
     return ExitCode.OK
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from ..errors import ArtifactError, ExitCode
 from .common import AppState, ProgressLine, emit, progress
@@ -14,12 +15,14 @@ PARTS_PER_FILE = 8  # the single-build default of --jobs
 def run_many(direction: Literal["push", "pull"], app: AppState, location: str, *, everything: bool,
              builds: str | None, with_parents: bool, dry_run: bool, part_size: int, range_size: int,
              jobs: int | None, limit_rate: str | None, endpoint_url: str | None, timeout: float, as_json: bool,
+             sql: str | None = None, team_id: str | None = None, envd_version: str | None = None,
              compress: str | None = None, decompress: bool = False) -> ExitCode:
     from ..storage import TransferOptions, open_storage
     from ..sync_many import Selection, sync_many
     from .cmd_sync import parse_rate
     from .verify_all import read_build_id_list
 
+    check_sql_options(sql, team_id)
     build_jobs = jobs or DEFAULT_BUILD_JOBS
     sel = Selection(everything, tuple(read_build_id_list(builds)) if builds else (), with_parents)
     store = open_storage(location, endpoint_url=endpoint_url, timeout=timeout,
@@ -63,7 +66,14 @@ def run_many(direction: Literal["push", "pull"], app: AppState, location: str, *
                  + (f"{report.bytes_to_send} bytes to send" if dry_run else
                     f"{report.bytes_sent} bytes in {report.seconds:.2f} s ({report.mb_per_s:.1f} MB/s), "
                     f"{report.jobs} builds at a time"))
-    emit(as_json, report.to_json(), lines)
+    doc = report.to_json()
+    synced = [b.build_id for b in report.builds if b.outcome in ("sent", "up-to-date")]
+    if sql and not dry_run:
+        assert team_id is not None
+        doc["sql"] = write_registration_sql(app, Path(sql), team_id, envd_version, synced)
+        lines.append(f"wrote {sql}: the rows that register {len(synced)} build(s) for team {team_id} "
+                     "(apply: psql -v ON_ERROR_STOP=1 URL -f FILE, or e2b-artifact register --builds)")
+    emit(as_json, doc, lines)
     error = report.first_error()
     if error is None:
         return ExitCode.OK
@@ -88,3 +98,34 @@ def check_positionals(first: str | None, second: str | None, many: bool, directi
                             hint=f"e2b-artifact sync {direction} BUILD_ID {side}, or --all / --builds FILE {side}",
                             code=ExitCode.USAGE)
     return first, second
+
+
+def check_sql_options(sql: str | None, team_id: str | None) -> None:
+    """``--sql FILE`` needs ``--team-id``; checked before anything moves."""
+    from ..db.registration_sql import check_team_id
+
+    if sql is None:
+        if team_id is not None:
+            raise ArtifactError("--team-id is only used with --sql FILE", hint="add --sql FILE, or drop --team-id",
+                                code=ExitCode.USAGE)
+        return
+    if team_id is None:
+        raise ArtifactError("--sql FILE needs --team-id UUID: the team the templates belong to in the destination "
+                            "database", hint="SELECT id, name FROM public.teams; there", code=ExitCode.USAGE)
+    check_team_id(team_id)
+    if not Path(sql).absolute().parent.is_dir():
+        raise ArtifactError(f"--sql {sql}: directory {Path(sql).absolute().parent} does not exist",
+                            hint="create it, or write the file elsewhere", code=ExitCode.BAD_INPUT)
+
+
+def write_registration_sql(app: AppState, path: Path, team_id: str, envd_version: str | None,
+                           build_ids: list[str]) -> dict[str, Any]:
+    """Write (temp name, then rename) the SQL registering ``build_ids`` (local builds, parents first)."""
+    from ..db.register import build_info
+    from ..db.registration_sql import registration_sql
+    from ..fsutil import atomic_write_bytes
+
+    infos = [build_info(app.settings.storage / bid, envd_version=envd_version) for bid in build_ids]
+    atomic_write_bytes(path, registration_sql(infos, team_id).encode())
+    return {"path": str(path), "team_id": team_id, "builds": build_ids,
+            "templates": sorted({i.template_id for i in infos})}

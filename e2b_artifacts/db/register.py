@@ -11,7 +11,9 @@ Rows written (columns chosen from what the connected schema has):
 * ``env_aliases``: the alias, when given.
 
 Before committing, the API's own lookup query for the schema's era must return this build;
-otherwise nothing is committed. ``dry_run`` runs the same statements and rolls back.
+otherwise nothing is committed. The times the lookups order by (``finished_at``, the assignment's
+``created_at``) are ``clock_timestamp()``, not the transaction's ``now()``, so that of several builds of one
+template registered in one transaction the last one is the newest. ``dry_run`` runs the same statements and rolls back.
 """
 
 from __future__ import annotations
@@ -238,14 +240,14 @@ def _upsert_build(w: _Writer, schema: Schema, info: BuildInfo, team_id: str) -> 
     changed = " OR ".join(f"env_builds.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in compared)
     cols = list(values)
     w.write(f"INSERT INTO public.env_builds ({', '.join(cols)}, created_at, updated_at, finished_at) "
-            f"VALUES ({', '.join(f'%({c})s' for c in cols)}, now(), now(), now()) "
+            f"VALUES ({', '.join(f'%({c})s' for c in cols)}, now(), now(), clock_timestamp()) "
             f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in compared)}, "
             f"updated_at = CASE WHEN {changed} THEN now() ELSE env_builds.updated_at END, "
             "finished_at = COALESCE(env_builds.finished_at, EXCLUDED.finished_at) "
             "WHERE " + changed + " OR env_builds.finished_at IS NULL", values)
     if schema.has("env_builds", "env_id") and not _finished_at_is_latest(w, info):
         # the 2025 lookup takes the newest finished_at: make this build the newest
-        w.write("UPDATE public.env_builds SET finished_at = now(), updated_at = now() WHERE id = %s",
+        w.write("UPDATE public.env_builds SET finished_at = clock_timestamp(), updated_at = now() WHERE id = %s",
                 (info.build_id,))
     return not existing
 
@@ -258,11 +260,12 @@ def _assign(w: _Writer, info: BuildInfo) -> None:
                      (info.template_id, info.build_id, DEFAULT_TAG))
     mine_at, others_at = mine[0][0], others[0][0]
     if mine_at is None:
-        w.write("INSERT INTO public.env_build_assignments (env_id, build_id, tag, source) VALUES (%s, %s, %s, 'app')",
+        w.write("INSERT INTO public.env_build_assignments (env_id, build_id, tag, source, created_at) "
+                "VALUES (%s, %s, %s, 'app', clock_timestamp())",
                 (info.template_id, info.build_id, DEFAULT_TAG))
     elif others_at is not None and others_at >= mine_at:
         # the API takes the newest assignment of the tag: make this one the newest again
-        w.write("UPDATE public.env_build_assignments SET created_at = now() "
+        w.write("UPDATE public.env_build_assignments SET created_at = clock_timestamp() "
                 "WHERE env_id = %s AND build_id = %s AND tag = %s", (info.template_id, info.build_id, DEFAULT_TAG))
 
 

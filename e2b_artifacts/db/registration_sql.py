@@ -43,6 +43,12 @@ def check_team_id(team_id: str) -> str:
                             code=ExitCode.USAGE) from exc
 
 
+def _refuse_if(query: str, message: str) -> str:
+    """A statement that aborts the transaction when ``query`` returns a row (a conflict register refuses too)."""
+    text = literal(message + "; nothing was written")
+    return f"DO $e2b$ BEGIN IF EXISTS ({query}) THEN RAISE EXCEPTION '%', {text}; END IF; END $e2b$;"
+
+
 def registration_sql(infos: Iterable[BuildInfo], team_id: str) -> str:
     """One transaction registering every build of ``infos`` (parents first) for ``team_id``."""
     team = literal(check_team_id(team_id))
@@ -55,20 +61,22 @@ def registration_sql(infos: Iterable[BuildInfo], team_id: str) -> str:
         out += [
             "",
             f"-- build {info.build_id} of template {info.template_id}",
-            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM public.envs WHERE id = " + env + " AND team_id <> " + team
-            + "::uuid) THEN RAISE EXCEPTION 'template % belongs to another team', " + env + "; END IF; END $$;",
+            _refuse_if(f"SELECT 1 FROM public.envs WHERE id = {env} AND team_id <> {team}::uuid",
+                       f"template {info.template_id} belongs to another team"),
+            _refuse_if(f"SELECT 1 FROM public.env_builds WHERE id = {build} AND env_id IS DISTINCT FROM {env}",
+                       f"build {info.build_id} belongs to another template"),
             "INSERT INTO public.envs (id, team_id, updated_at, public, source, build_count) "
             f"VALUES ({env}, {team}, now(), false, 'template', 0) ON CONFLICT (id) DO NOTHING;",
             "UPDATE public.envs SET build_count = build_count + 1, updated_at = now() "
             f"WHERE id = {env} AND NOT EXISTS (SELECT 1 FROM public.env_builds WHERE id = {build});",
             "INSERT INTO public.env_builds (id, env_id, created_at, updated_at, finished_at, status, ram_mb, vcpu, "
             "kernel_version, firecracker_version, envd_version, free_disk_size_mb, total_disk_size_mb, start_cmd, "
-            f"ready_cmd) VALUES ({build}, {env}, now(), now(), now(), {literal(STATUS_READY)}, {info.ram_mb}, "
-            f"{info.vcpu}, {literal(info.kernel_version)}, {literal(info.firecracker_version)}, "
+            f"ready_cmd) VALUES ({build}, {env}, now(), now(), clock_timestamp(), {literal(STATUS_READY)}, "
+            f"{info.ram_mb}, {info.vcpu}, {literal(info.kernel_version)}, {literal(info.firecracker_version)}, "
             f"{literal(info.envd_version)}, {info.free_disk_size_mb}, {info.total_disk_size_mb}, "
             f"{literal(info.start_cmd)}, {literal(info.ready_cmd)}) ON CONFLICT (id) DO NOTHING;",
-            "INSERT INTO public.env_build_assignments (env_id, build_id, tag, source) "
-            f"SELECT {env}, {build}, {literal(DEFAULT_TAG)}, 'app' WHERE NOT EXISTS (SELECT 1 FROM "
+            "INSERT INTO public.env_build_assignments (env_id, build_id, tag, source, created_at) "
+            f"SELECT {env}, {build}, {literal(DEFAULT_TAG)}, 'app', clock_timestamp() WHERE NOT EXISTS (SELECT 1 FROM "
             f"public.env_build_assignments WHERE env_id = {env} AND build_id = {build} AND tag = "
             f"{literal(DEFAULT_TAG)});",
         ]
