@@ -96,11 +96,16 @@ class SyncReport:
     def bytes_sent(self) -> int:
         return sum(b.bytes_sent for b in self.builds)
 
+    @property
+    def mb_per_s(self) -> float:
+        """Bytes moved per second of the run, in MB/s (10^6 bytes, as the progress line counts)."""
+        return self.bytes_sent / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
     def to_json(self) -> dict[str, Any]:
         return {"ok": True, "direction": self.direction, "location": self.location, "dry_run": self.dry_run,
                 "bytes_total": self.bytes_total, "bytes_sent": self.bytes_sent,
                 "bytes_to_send": sum(b.bytes_to_send for b in self.builds),
-                "seconds": round(self.seconds, 3), "warnings": self.warnings,
+                "seconds": round(self.seconds, 3), "mb_per_s": round(self.mb_per_s, 2), "warnings": self.warnings,
                 "builds": [b.to_json() for b in self.builds]}
 
 

@@ -99,9 +99,8 @@ def _run(direction: Literal["push", "pull"], app: AppState, build_id: str, locat
             if dry_run:
                 lines += [f"  {f.action:4}  {f.name}  ({f.reason})" for f in plan.files]
         lines += [f"  chain of {chain_text(view)}" for view in plan.chain]
-    rate = report.bytes_sent / report.seconds / 1e6 if report.seconds > 0 else 0.0
     lines.append(f"{direction} {'planned' if dry_run else 'done'}: {report.location} "
-                 f"({report.bytes_sent} bytes in {report.seconds:.2f} s, {rate:.1f} MB/s)")
+                 f"({report.bytes_sent} bytes in {report.seconds:.2f} s, {report.mb_per_s:.1f} MB/s)")
     doc = report.to_json()
     if sql and not dry_run:
         assert team_id is not None
