@@ -3,12 +3,18 @@ E2B API (PostgreSQL)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from ..errors import ArtifactError, ExitCode
 from ..metadata import DEFAULT_RAM_MB, DEFAULT_VCPU
 from .cmd_db import db_option
 from .common import AppState, emit, json_option, progress
+
+if TYPE_CHECKING:
+    from ..db.register import BuildInfo
 
 
 @click.command("register")
@@ -43,7 +49,7 @@ def command(app: AppState, build: str | None, everything: bool, builds: str | No
     Runs `db check` first and refuses when the schema misses something the API reads.
     Idempotent: running it twice leaves the same rows.
     """
-    from ..db.register import build_info, register_many
+    from ..db.register import register_many
     from ..sync_many import Selection, local_builds
     from .verify_all import read_build_id_list
 
@@ -66,8 +72,8 @@ def command(app: AppState, build: str | None, everything: bool, builds: str | No
                                 hint="pull them first (e2b-artifact sync pull --all SRC), or check --storage",
                                 code=ExitCode.BAD_INPUT)
         dirs = [app.settings.storage / bid for bid in ids]
-    infos = [build_info(d, template_id=template_id, envd_version=envd_version, vcpu=vcpu, ram_mb=ram_mb,
-                        free_disk_mb=free_disk_mb) for d in dirs]
+    infos = [_info(d, many, template_id=template_id, envd_version=envd_version, vcpu=vcpu, ram_mb=ram_mb,
+                   free_disk_mb=free_disk_mb) for d in dirs]
     results = register_many(url, infos, team_id=team_id, alias=alias, public=public, dry_run=dry_run)
     for warning in results[0].warnings:
         progress(f"warning: {warning}")
@@ -89,3 +95,17 @@ def command(app: AppState, build: str | None, everything: bool, builds: str | No
     else:
         emit(as_json, results[0].to_dict(), lines)
     return ExitCode.OK
+
+
+def _info(build_dir: Path, many: bool, **flags: Any) -> BuildInfo:
+    """What register writes for ``build_dir``; with many builds an error names the build it is about."""
+    from ..db.register import build_info
+
+    try:
+        return build_info(build_dir, **flags)
+    except ArtifactError as exc:
+        if not many:
+            raise
+        hint = ("record it in the build's metadata.json (e2b_artifact.template_id, as e2b-artifact build does), "
+                "or register that build alone with --template-id" if "--template-id" in exc.message else exc.hint)
+        raise ArtifactError(f"{build_dir.name}: {exc.message}", hint=hint, code=exc.code) from exc

@@ -125,7 +125,16 @@ def write_registration_sql(app: AppState, path: Path, team_id: str, envd_version
     from ..db.registration_sql import registration_sql
     from ..fsutil import atomic_write_bytes
 
-    infos = [build_info(app.settings.storage / bid, envd_version=envd_version) for bid in build_ids]
+    infos = []
+    for bid in build_ids:
+        try:
+            infos.append(build_info(app.settings.storage / bid, envd_version=envd_version))
+        except ArtifactError as exc:
+            if "--template-id" not in exc.message:
+                raise ArtifactError(f"--sql: build {bid}: {exc.message}", hint=exc.hint, code=exc.code) from exc
+            raise ArtifactError(f"--sql: build {bid}: its metadata.json records no template id",
+                                hint="record it (e2b_artifact.template_id, as e2b-artifact build does) and re-run: "
+                                "the sync itself is done, a re-run only writes the file", code=exc.code) from exc
     atomic_write_bytes(path, registration_sql(infos, team_id).encode())
     return {"path": str(path), "team_id": team_id, "builds": build_ids,
             "templates": sorted({i.template_id for i in infos})}
