@@ -255,3 +255,16 @@ def test_shards_are_a_stable_hash_split() -> None:
     sizes = [sum(shard_of(b, 4) == i for b in ids) for i in range(4)]
     assert min(sizes) > 30, sizes  # a hash split, not everything in one shard
     assert parse_shard("3/4") == Shard(3, 4)
+
+
+def test_the_summary_keeps_little_of_a_passing_build() -> None:
+    from e2b_artifacts.fleet import BuildResult
+
+    parent = str(uuid.uuid4())
+    record = BuildResult(str(uuid.uuid4()), "/srv/templates/x", "warn", {"ok": 9, "warn": 1, "FAIL": 0}, "",
+                         "kernel: not checked", (parent,), 0.2, ({"check": "kernel", "status": "warn"},))
+    kept = record.compact(strict=False)
+    assert (kept.build_id, kept.verdict, kept.parents) == (record.build_id, "warn", (parent,))
+    assert (kept.location, kept.counts, kept.first_warn, kept.findings) == ("", {}, "", ())
+    strict = record.compact(strict=True)  # a failing build under --strict: its warning is the summary's line
+    assert strict.first_warn == "kernel: not checked" and strict.findings == () and strict.location == record.location

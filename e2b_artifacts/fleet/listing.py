@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ def list_builds(store: Storage) -> Listing:
         if "/" in rest:
             nested.add(top)
         else:
-            files.setdefault(top, {})[rest] = info.size
+            files.setdefault(sys.intern(top), {})[sys.intern(rest)] = info.size  # names shared by every build
     builds = [StoredBuild(bid, files[bid]) for bid in sorted(files)]
     return Listing(builds, sorted(nested - files.keys()))
 
@@ -103,7 +104,7 @@ def _list_directory(root: Path) -> Listing:
                 continue
             files = _files_of(Path(entry.path))
             if files is None or files:  # an unreadable one too: verify then says what is wrong with it
-                builds.append(StoredBuild(entry.name, files or {}))
+                builds.append(StoredBuild(sys.intern(entry.name), files or {}))
             else:
                 skipped.append(entry.name)
     return Listing(sorted(builds, key=lambda b: b.build_id), sorted(skipped))
@@ -115,7 +116,7 @@ def _files_of(directory: Path) -> dict[str, int] | None:
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.is_file(follow_symlinks=False) or entry.is_symlink():
-                    files[entry.name] = entry.stat(follow_symlinks=False).st_size
+                    files[sys.intern(entry.name)] = entry.stat(follow_symlinks=False).st_size  # shared names
     except OSError:
         return None
     return files

@@ -27,7 +27,7 @@ MAX_LINE = 64 << 20  # one build's findings; far more than any report holds
 READ_CHUNK = 4 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuildResult:
     """One build's verdict: ``FAIL`` when a check failed, ``error`` when it could not be verified at all
     (unreadable objects, a store that stopped answering), else ``warn`` or ``ok``."""
@@ -49,7 +49,7 @@ class BuildResult:
         verdict: Verdict = "FAIL" if counts["FAIL"] else "warn" if counts["warn"] else "ok"
         first = {status: next((f"{f.check}: {f.message}" for f in report.findings if f.status == status), "")
                  for status in ("FAIL", "warn")}
-        return cls(report.build_id, location, verdict, counts, first["FAIL"], first["warn"],
+        return cls(sys.intern(report.build_id), location, verdict, counts, first["FAIL"], first["warn"],
                    tuple(sys.intern(p) for p in parents), round(seconds, 3),
                    tuple(f.to_dict() for f in report.findings))
 
@@ -64,9 +64,12 @@ class BuildResult:
     def problem(self, strict: bool) -> str:
         return self.first_fail or (self.first_warn if strict else "")
 
-    def compact(self) -> BuildResult:
-        """Without the findings: what the summary keeps of each build."""
-        return replace(self, findings=())
+    def compact(self, strict: bool) -> BuildResult:
+        """What a summary keeps of each build, so that its memory grows by little more than a build id and
+        its parents per build: a failing build without its findings, any other its id, verdict and parents."""
+        if self.failing(strict):
+            return replace(self, findings=())
+        return BuildResult(self.build_id, "", self.verdict, parents=self.parents)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "build", "build_id": self.build_id, "location": self.location, "verdict": self.verdict,
@@ -80,7 +83,8 @@ class BuildResult:
             verdict = doc["verdict"]
             if verdict not in VERDICTS or not isinstance(doc["build_id"], str):
                 raise ValueError(verdict)
-            return cls(doc["build_id"], str(doc.get("location", "")), verdict, dict(doc.get("counts") or {}),
+            return cls(sys.intern(doc["build_id"]), str(doc.get("location", "")), verdict,
+                       dict(doc.get("counts") or {}),
                        str(doc.get("first_fail", "")), str(doc.get("first_warn", "")),
                        tuple(sys.intern(str(p)) for p in doc.get("parents") or ()), float(doc.get("seconds", 0)),
                        (), doc.get("error_code"))
@@ -260,7 +264,7 @@ def merge_results(store: Storage, *, strict: bool = False) -> Summary:
                 problems.append(f"{record.build_id} appears in more than one shard's results")
             elif not shard.holds(record.build_id):
                 problems.append(f"{record.build_id} is in the results of shard {shard}, not its own")
-            records[record.build_id] = record
+            records[record.build_id] = record.compact(strict)
         if not ended:
             problems.append(f"{store.url}/{key} has no summary line (cut short?)")
     if len(locations) > 1:

@@ -66,7 +66,7 @@ def verify_all(store: Storage, settings: Settings, opts: FleetOptions,
                                                                            quick=opts.quick)
         for result in _run(chosen, opts.jobs, lambda b: _verify_one(store, settings, opts, stand_ins, b)):
             on_result(result)
-            records.append(result.compact())
+            records.append(result.compact(opts.strict))
     return Summary(store.url if not isinstance(store, LocalStorage) else str(store.root),
                    sorted(records, key=lambda r: r.build_id), strict=opts.strict, quick=opts.quick,
                    shard=opts.shard if opts.shard != WHOLE else None, jobs=opts.jobs,

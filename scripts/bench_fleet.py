@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Benchmark: `verify --all` over a synthetic storage of 1,000 builds in 20 diff-layer chains of 50.
+
+The storage is made of real builds (tests/storage/fleet.py): one tiny ext4 image from the bundled
+sample (`mke2fs -d`, once), cut into 50 slices; build k of a chain stores its own slices in a sparse
+`rootfs.ext4` and maps the others to its ancestors through a real V3 `rootfs.ext4.header`, likewise a
+sparse 4 MiB `memfile` with its header, a bincode snapfile with a correct CRC, metadata.json and the
+integrity manifest. Storages of 100 and 300 builds are hard links to the first chains of the 1,000.
+
+Each measured command runs as the CLI would in the Nomad job (a subprocess, `--results` into a
+directory, text output); its results file is read back to check every build was verified. Figures:
+
+* time per build at 100, 300 and 1,000 builds; baseline: the 100-build run of the same command
+  (linear time: the ratio stays near 1.0);
+* peak RSS of the command's process (`wait4`'s ru_maxrss, which also covers the e2fsprogs children
+  it waited for); baseline: the 100-build run (flat memory: the ratio stays near 1.0), and the
+  growth per build between the smallest and the largest run;
+* `--jobs 2` against `--jobs 1` at the largest size (wall time ratio);
+* a full `verify --all` (data hashed, no `--quick`) of the first `--full` builds, `--jobs 1` and 2:
+  builds per hour of the synthetic builds, and the fixed per-build cost docs/fleet.md combines with
+  bench_verify's bytes per second for a node's builds per hour on real-sized builds.
+
+The page cache is warm (the storage was just written). Adding a command (e.g. `audit`) is one
+`Measured(...)` entry in `measured_commands`.
+
+    python3 scripts/bench_fleet.py [--chains 20] [--depth 50] [--sizes 100,300,1000] [--full 100]
+                                   [--repeat 1] [--work DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.storage.fleet import FleetMaker, tiny_sample  # noqa: E402
+
+CLI = [sys.executable, "-m", "e2b_artifacts"]
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    peak_rss_kib: int
+    cpu_seconds: float  # user + system of the process and the children it waited for
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One command the benchmark times at every size."""
+
+    label: str
+    argv: Callable[[Path, int, Path], list[str]]  # (storage directory, jobs, results directory) -> command line
+    check: Callable[[Path, int], str]  # (results directory, builds) -> "" when every build was covered
+    ok_codes: tuple[int, ...] = (0,)
+
+
+def verify_all_argv(*extra: str) -> Callable[[Path, int, Path], list[str]]:
+    def argv(storage: Path, jobs: int, results: Path) -> list[str]:
+        return [*CLI, "verify", "--all", str(storage), *extra, "--jobs", str(jobs), "--results", str(results)]
+    return argv
+
+
+def verify_all_check(results: Path, builds: int) -> str:
+    """The shard file holds one result per build, none failing, and the summary line."""
+    lines = [json.loads(line) for line in (results / "shard-0-of-1.jsonl").read_text().splitlines()]
+    summary = lines[-1]
+    verified = {d["build_id"] for d in lines if d["type"] == "build"}
+    if summary.get("type") != "summary" or len(verified) != builds or summary["builds"] != builds:
+        return f"expected {builds} builds in the results, found {len(verified)}"
+    if summary["counts"]["FAIL"] or summary["counts"]["error"]:
+        return f"builds failed: {summary['failing'][:3]}"
+    return ""
+
+
+def measured_commands(args: argparse.Namespace) -> list[Measured]:
+    """What is timed at each size. A further command is one more entry, e.g. the audit of issue 14 item 2:
+    ``Measured("audit", lambda storage, jobs, results: [*CLI, "audit", "--db", args.db, "--storage",
+    str(storage), "--json"], audit_check)``."""
+    return [Measured("verify --all --quick", verify_all_argv("--quick"), verify_all_check)]
+
+
+def timed(argv: Sequence[str], *, env: dict[str, str]) -> tuple[Run, int, str]:
+    """Wall time, peak RSS and CPU of one process; its exit code and the end of its stderr."""
+    with tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read()[-3000:].decode(errors="replace")
+    return Run(seconds, usage.ru_maxrss, usage.ru_utime + usage.ru_stime), proc.returncode, tail
+
+
+def measure(command: Measured, storage: Path, builds: int, jobs: int, work: Path, repeat: int,
+            env: dict[str, str]) -> Run:
+    """The median run of ``repeat`` (by wall time); exits when the command fails or misses builds."""
+    runs = []
+    for n in range(repeat):
+        results = work / f"results-{command.label.replace(' ', '_')}-{builds}-{jobs}-{n}"
+        run, code, stderr = timed(command.argv(storage, jobs, results), env=env)
+        if code not in command.ok_codes:
+            sys.exit(f"{command.label} on {builds} builds failed ({code}):\n{stderr}")
+        problem = command.check(results, builds)
+        if problem:
+            sys.exit(f"{command.label} on {builds} builds: {problem}")
+        shutil.rmtree(results, ignore_errors=True)
+        runs.append(run)
+        print(f"  {command.label:<24} {builds:>5} builds  --jobs {jobs}  {run.seconds:7.2f} s  "
+              f"{run.peak_rss_kib / 1024:6.1f} MiB", flush=True)
+    return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+
+
+def make_storage(work: Path, chains: int, depth: int) -> list[str]:
+    """``chains`` chains of ``depth`` builds under ``work/all``; the build ids, each chain parents first."""
+    sample = tiny_sample(work / "sample")
+    maker = FleetMaker(sample, work / "all")
+    return [bid for _ in range(chains) for bid in maker.chain(depth)]
+
+
+def linked_subset(work: Path, ids: list[str], count: int) -> Path:
+    """A storage of the first ``count // depth`` chains, as hard links."""
+    if count == len(ids):
+        return work / "all"
+    root = work / f"first-{count}"
+    for bid in ids[:count]:
+        (root / bid).mkdir(parents=True)
+        for f in (work / "all" / bid).iterdir():
+            os.link(f, root / bid / f.name)
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chains", type=int, default=20)
+    parser.add_argument("--depth", type=int, default=50, help="builds per diff-layer chain")
+    parser.add_argument("--sizes", default="100,300,1000", help="storage sizes timed (builds)")
+    parser.add_argument("--full", type=int, default=100, help="builds of the full (non --quick) verify")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per figure; the median is reported")
+    parser.add_argument("--work", type=Path, default=Path("/var/tmp"), help="where the storage is made")
+    parser.add_argument("--keep", action="store_true", help="leave the storage behind")
+    args = parser.parse_args()
+    total = args.chains * args.depth
+    sizes = sorted({int(s) for s in args.sizes.split(",")})
+    if not sizes or sizes[0] < 1 or sizes[-1] > total or not 1 <= args.full <= total:
+        sys.exit(f"--sizes and --full must be between 1 and {total} (--chains x --depth)")
+    if any(n % args.depth for n in (*sizes, args.full)):
+        sys.exit(f"--sizes and --full must be whole chains (multiples of --depth {args.depth}), so that every "
+                 "size holds builds of every depth alike")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-fleet-", dir=args.work))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        started = time.monotonic()
+        ids = make_storage(work, args.chains, args.depth)
+        on_disk = int(subprocess.run(["du", "-sk", str(work / "all")], capture_output=True, text=True,
+                                     check=True).stdout.split()[0])
+        print(f"made {total} builds ({args.chains} chains of {args.depth}) in {time.monotonic() - started:.1f} s, "
+              f"{on_disk / 1024:.0f} MiB on disk, under {work}", flush=True)
+        storages = {n: linked_subset(work, ids, n) for n in sorted({*sizes, args.full})}
+
+        (work / "empty").mkdir()
+        commands = measured_commands(args)
+        by_size: dict[str, dict[int, Run]] = {}
+        empty: dict[str, Run] = {}
+        jobs2: dict[str, Run] = {}
+        for command in commands:
+            empty[command.label] = measure(command, work / "empty", 0, 1, work, args.repeat, env)
+            by_size[command.label] = {n: measure(command, storages[n], n, 1, work, args.repeat, env)
+                                      for n in sizes}
+            jobs2[command.label] = measure(command, storages[sizes[-1]], sizes[-1], 2, work, args.repeat, env)
+        full_command = Measured("verify --all (full)", verify_all_argv(), verify_all_check)
+        full = {jobs: measure(full_command, storages[args.full], args.full, jobs, work, args.repeat, env)
+                for jobs in (1, 2)}
+
+        print(f"\n--jobs 1, warm page cache. ms/build: (wall - the same command on an empty storage) / builds; "
+              f"'x base': against the {sizes[0]}-build run of the same command")
+        print(f"{'command':<24}{'builds':>7}{'wall s':>9}{'ms/build':>10}{'x base':>8}{'peak MiB':>10}{'x base':>8}"
+              f"{'cpu ms/build':>14}")
+        for command in commands:
+            base, zero = by_size[command.label][sizes[0]], empty[command.label]
+            print(f"{command.label:<24}{0:>7}{zero.seconds:>9.2f}{'':>18}{zero.peak_rss_kib / 1024:>10.1f}")
+            for n, run in by_size[command.label].items():
+                per, base_per = (run.seconds - zero.seconds) / n, (base.seconds - zero.seconds) / sizes[0]
+                print(f"{command.label:<24}{n:>7}{run.seconds:>9.2f}{per * 1000:>10.1f}{per / base_per:>8.2f}"
+                      f"{run.peak_rss_kib / 1024:>10.1f}{run.peak_rss_kib / base.peak_rss_kib:>8.2f}"
+                      f"{(run.cpu_seconds - zero.cpu_seconds) / n * 1000:>14.1f}")
+        print()
+        for command in commands:
+            runs = by_size[command.label]
+            small, large, zero = runs[sizes[0]], runs[sizes[-1]], empty[command.label]
+            time_ratio = ((large.seconds - zero.seconds) / sizes[-1]) / ((small.seconds - zero.seconds) / sizes[0])
+            rss_ratio = large.peak_rss_kib / small.peak_rss_kib
+            growth = (large.peak_rss_kib - small.peak_rss_kib) / max(1, sizes[-1] - sizes[0])
+            cpu_ratio = ((large.cpu_seconds - zero.cpu_seconds) / sizes[-1]) / (
+                (small.cpu_seconds - zero.cpu_seconds) / sizes[0])
+            print(f"{command.label}: per build at {sizes[-1]} against {sizes[0]}: wall {time_ratio:.2f}x, CPU "
+                  f"{cpu_ratio:.2f}x ({'linear' if cpu_ratio <= 1.2 else 'NOT linear'} by CPU: target <= 1.2x; "
+                  f"wall follows the machine's load); peak RSS {rss_ratio:.2f}x "
+                  f"({'flat' if rss_ratio <= 1.2 else 'NOT flat'}: target <= 1.2x), {growth:.2f} KiB per added build")
+            one, two = runs[sizes[-1]], jobs2[command.label]
+            print(f"{command.label}: --jobs 2 against --jobs 1 at {sizes[-1]} builds: {one.seconds / two.seconds:.2f}x "
+                  f"as fast ({two.seconds:.2f} s vs {one.seconds:.2f} s; {os.cpu_count()} cores), peak "
+                  f"{two.peak_rss_kib / 1024:.1f} MiB")
+        zero = empty[commands[0].label]
+        for jobs, run in full.items():
+            per = (run.seconds - zero.seconds) / args.full
+            print(f"verify --all (full), {args.full} builds, --jobs {jobs}: {run.seconds:.2f} s, "
+                  f"{per * 1000:.1f} ms/build, {3600 / per:,.0f} builds/h, peak {run.peak_rss_kib / 1024:.1f} MiB")
+        line = f"full --jobs 2 against --jobs 1: {full[1].seconds / full[2].seconds:.2f}x"
+        if args.full in sizes:
+            quick = by_size[commands[0].label][args.full]
+            line += (f"; full against --quick per build (--jobs 1, {args.full} builds): "
+                     f"{(full[1].seconds - zero.seconds) / (quick.seconds - zero.seconds):.2f}x")
+        print(line)
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
