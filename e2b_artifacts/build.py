@@ -27,6 +27,7 @@ from .layout import ROOTFS as ROOTFS_NAME
 from .manifest import write_manifest
 from .metadata import DEFAULT_FIRECRACKER_VERSION, DEFAULT_KERNEL_VERSION, DEFAULT_RAM_MB, DEFAULT_VCPU, Metadata
 from .oci.flatten import FlatEntry
+from .stages import StageTimes
 from .versions import FirecrackerVersion, read_firecracker_version
 
 SourceKind = Literal["dir", "tar", "ext4", "image"]
@@ -64,6 +65,7 @@ class BuildResult:
     inject_actions: list[str] = field(default_factory=list)
     image: dict[str, Any] | None = None  # --from-image: provenance, bytes downloaded, fidelity
     firecracker: FirecrackerVersion | None = None  # how --firecracker-version was read
+    stages: StageTimes | None = None  # seconds per stage (build --debug prints them, --json carries them)
     envd: EnvdChoice | None = None  # which envd file was injected, and why
 
     def to_json(self) -> dict[str, object]:
@@ -73,12 +75,14 @@ class BuildResult:
                 "replaced_build_moved_to": str(self.replaced_moved_to) if self.replaced_moved_to else None,
                 "inject": self.inject_actions,
                 "firecracker": self.firecracker.to_dict() if self.firecracker else None,
+                "stages": self.stages.to_json() if self.stages else None,
                 "envd": self.envd.to_json() if self.envd else None,
                 **({"image": self.image} if self.image else {})}
 
 
 def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -> BuildResult:
-    """Build ``<storage>/<build-id>/`` from ``req``; returns where it is."""
+    """Build ``<storage>/<build-id>/`` from ``req``; returns where it is (and what each stage took)."""
+    times = StageTimes()
     build_id = layout.check_build_id(req.build_id or str(uuid.uuid4()))
     if req.compress is not None:  # before anything is built: the compressed form's headers name it by UUID
         from .compress import codec_of, require_uuid
@@ -103,37 +107,44 @@ def build(req: BuildRequest, progress: Callable[[str], None] = lambda _: None) -
             if req.source_kind == "dir":
                 if systemd and req.source.is_dir():  # create_from_dir refuses what is not a directory
                     sourcecheck.require_init(sourcecheck.dir_lookup(req.source), f"--rootfs-dir {req.source}")
-                rootfs.create_from_dir(req.source, image, free_mb=req.free_mb)
+                rootfs.create_from_dir(req.source, image, free_mb=req.free_mb, times=times)
             elif req.source_kind == "tar":
                 members = rootfs.MemberCheck()
-                content = rootfs.scan_tar(req.source, members)
+                with times.stage("scan"):
+                    content = rootfs.scan_tar(req.source, members)
                 if systemd:
                     sourcecheck.require_init(sourcecheck.mapping_lookup(members.entries), f"--rootfs-tar {req.source}")
                 rootfs.create_from_tar(req.source, image, free_mb=req.free_mb, content_bytes=content.blocks_bytes,
-                                       inodes=content.entries, xattrs=content.xattrs)
+                                       inodes=content.entries, xattrs=content.xattrs, times=times)
             elif req.source_kind == "ext4":
                 if systemd:
                     require_systemd_init(req.source)
-                rootfs.create_from_ext4(req.source, image, free_mb=req.free_mb)
+                with times.stage("copy"):
+                    rootfs.create_from_ext4(req.source, image, free_mb=req.free_mb)
             else:  # --- build --from-image: pull/flatten/mke2fs/fidelity in image.py ---
                 assert req.image is not None
                 if systemd:
                     req.image.before_mke2fs = _require_init_in_image
-                image_build = build_rootfs(req.image, image, free_mb=req.free_mb, progress=progress)
+                image_build = build_rootfs(req.image, image, free_mb=req.free_mb, progress=progress, times=times)
                 req.extra_metadata.update(image_build.metadata())
                 image_summary = image_build.summary()
             progress(f"inject: installing envd ({req.init} mode)")
-            injected = inject(image, req.envd, init=req.init, grow=True)
-            rootfs.ensure_free(image, req.free_mb)
+            with times.stage("inject"):
+                injected = inject(image, req.envd, init=req.init, grow=True, times=times)
+            with times.stage("resize"):
+                rootfs.ensure_free(image, req.free_mb)
             metadata = _metadata(req, build_id, image)
             metadata.write(stage / METADATA_NAME)
-            write_manifest(stage, build_id)
+            with times.stage("manifest"):
+                write_manifest(stage, build_id)
             if req.compress is None:
                 moved = layout.publish(stage, target, replace=req.force)
             else:
-                moved = _publish_compressed(req, stage, build_id, target, progress)
+                with times.stage("compress"):
+                    moved = _publish_compressed(req, stage, build_id, target, progress)
+    times.finish()
     return BuildResult(build_id, target, stored_rootfs(target).stat().st_size, moved, injected.actions,
-                       image_summary, firecracker,
+                       image_summary, firecracker, times,
                        req.envd_choice or EnvdChoice(req.envd, "BuildRequest.envd", req.envd_version))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from . import fidelity, rootfs
 from .errors import ArtifactError, ExitCode
 from .oci import flatten, layers, reference, sources
 from .oci.cache import BlobCache
+from .stages import StageTimes
 
 DEFAULT_PLATFORM = "linux/amd64"
 Progress = Callable[[str], None]
@@ -68,7 +68,7 @@ class FlattenedImage:
     image: sources.ResolvedImage
     whiteouts_applied: int
     opaque_dirs: int
-    timings: dict[str, float] = field(default_factory=dict)
+    times: StageTimes = field(default_factory=StageTimes)  # resolve, decompress, flatten, then the build's
 
     def metadata(self) -> dict[str, Any]:
         """metadata.json fields: ``from_image``, ``context``, ``start`` (upstream) and our own details."""
@@ -101,32 +101,33 @@ class FlattenedImage:
         return f"{os_name}/{arch}" + (f"/{variant}" if isinstance(variant, str) and variant else "")
 
 
-def rootfs_tar_from_image(opts: ImageOptions, workdir: Path, progress: Progress = lambda _: None) -> FlattenedImage:
-    """Resolve, verify and flatten the image into a new tar under ``workdir``."""
+def rootfs_tar_from_image(opts: ImageOptions, workdir: Path, progress: Progress = lambda _: None,
+                          times: StageTimes | None = None) -> FlattenedImage:
+    """Resolve, verify and flatten the image into a new tar under ``workdir``; ``times`` gets each stage's time."""
+    times = times if times is not None else StageTimes()
     ref = reference.parse(opts.source)
     platform = reference.Platform.parse(opts.platform)
     cache = BlobCache(opts.cache_dir, report=progress)
-    t0 = time.monotonic()
     progress(f"image: resolving {ref}")
-    image = sources.resolve(ref, platform=platform, insecure=opts.insecure, cache=cache, progress=progress,
-                            max_image_size=opts.max_image_size)
+    with times.stage("resolve"):
+        image = sources.resolve(ref, platform=platform, insecure=opts.insecure, cache=cache, progress=progress,
+                                max_image_size=opts.max_image_size)
     if isinstance(ref, reference.RegistryRef):
         progress(f"image: downloaded {image.downloaded_bytes} bytes, {image.cached_blobs} blobs from cache")
-    t1 = time.monotonic()
-    layer_tars = layers.unpack_layers(image.layers, cache, layers.Limits(opts.max_image_size, opts.max_layer_ratio))
-    t2 = time.monotonic()
-    flat = flatten.Flattener()
-    for n, tar_path in enumerate(layer_tars):
-        flat.add_layer(n, tar_path, cache.root / "index")
-    out = workdir / ".flattened-image.tar"
-    out.unlink(missing_ok=True)  # our own temp name inside the staging directory
-    result = flatten.write_tar(flat, out)
-    t3 = time.monotonic()
+    with times.stage("decompress"):
+        layer_tars = layers.unpack_layers(image.layers, cache,
+                                          layers.Limits(opts.max_image_size, opts.max_layer_ratio))
+    with times.stage("flatten"):
+        flat = flatten.Flattener()
+        for n, tar_path in enumerate(layer_tars):
+            flat.add_layer(n, tar_path, cache.root / "index")
+        out = workdir / ".flattened-image.tar"
+        out.unlink(missing_ok=True)  # our own temp name inside the staging directory
+        result = flatten.write_tar(flat, out)
     progress(f"image: {len(image.layers)} layers flattened to {len(result.entries)} entries "
              f"({result.whiteouts_applied} whiteouts, {result.opaque_dirs} opaque dirs)")
     return FlattenedImage(out, result.content_bytes, len(result.entries) + 1, result.xattrs, result.entries, image,
-                          result.whiteouts_applied, result.opaque_dirs,
-                          {"resolve": t1 - t0, "unpack": t2 - t1, "flatten": t3 - t2})
+                          result.whiteouts_applied, result.opaque_dirs, times)
 
 
 @dataclass
@@ -145,23 +146,24 @@ class ImageBuild:
                 "cached_blobs": img.cached_blobs, "whiteouts_applied": self.flattened.whiteouts_applied,
                 "opaque_dirs": self.flattened.opaque_dirs, "fidelity": self.report.summary(),
                 "fidelity_entries": self.report.entries, "fidelity_mismatches": len(self.report.mismatches),
-                "seconds": {k: round(v, 3) for k, v in self.flattened.timings.items()}}
+                "seconds": self.flattened.times.to_json()}
 
 
 def build_rootfs(opts: ImageOptions, image_path: Path, *, free_mb: int = rootfs.DEFAULT_FREE_MB,
-                 progress: Progress = lambda _: None) -> ImageBuild:
-    """Create ``image_path`` from the image; fails on any fidelity mismatch unless ``allow_mismatch``."""
-    flat = rootfs_tar_from_image(opts, image_path.parent, progress)
+                 progress: Progress = lambda _: None, times: StageTimes | None = None) -> ImageBuild:
+    """Create ``image_path`` from the image; fails on any fidelity mismatch unless ``allow_mismatch``.
+
+    ``times`` records resolve, decompress, flatten, mke2fs, xattrs, resize and fidelity."""
+    times = times if times is not None else StageTimes()
+    flat = rootfs_tar_from_image(opts, image_path.parent, progress, times)
     try:
         if opts.before_mke2fs is not None:
             opts.before_mke2fs(flat.entries)
-        t0 = time.monotonic()
         rootfs.create_from_tar(flat.tar_path, image_path, free_mb=free_mb, content_bytes=flat.content_bytes,
-                               inodes=flat.inodes, xattrs=flat.xattrs)
-        t1 = time.monotonic()
-        report = fidelity.compare(flat.entries, image_path)
+                               inodes=flat.inodes, xattrs=flat.xattrs, times=times)
+        with times.stage("fidelity"):
+            report = fidelity.compare(flat.entries, image_path)
         report.image = opts.source  # the ext4 is still in the staging directory here
-        flat.timings.update(mke2fs=t1 - t0, fidelity=time.monotonic() - t1)
     finally:
         flat.tar_path.unlink(missing_ok=True)
     if opts.report is not None:

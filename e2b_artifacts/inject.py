@@ -24,6 +24,7 @@ from . import e2fsprogs, limits
 from .e2fsprogs import Ext4Image, Inode, quote
 from .errors import ArtifactError, ExitCode
 from .fsutil import read_input
+from .stages import StageTimes
 
 InitMode = Literal["envd", "systemd"]
 ENVD_PATH = "/usr/bin/envd"
@@ -82,8 +83,12 @@ class _Plan:
     record: str = ""  # the text of INIT_RECORD_PATH to write ("" = none)
 
 
-def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = True) -> InjectResult:
-    """Install ``envd`` into ``image`` (in place, atomically in effect: all or nothing)."""
+def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = True,
+           times: StageTimes | None = None) -> InjectResult:
+    """Install ``envd`` into ``image`` (in place, atomically in effect: all or nothing).
+
+    ``times`` (optional) gets the closing ``e2fsck -fn`` as its ``fsck`` stage."""
+    times = times if times is not None else StageTimes()
     envd_bytes = read_envd(envd)
     geo = e2fsprogs.geometry(image)  # also rejects non-ext4 input with a clear error
     view = Ext4Image(image)
@@ -119,7 +124,8 @@ def inject(image: Path, envd: Path, *, init: InitMode = "envd", grow: bool = Tru
                                     hint="the image was restored; run with --debug for the debugfs script",
                                     code=ExitCode.NO_SPACE if "space" in problems[0].lower() else ExitCode.TOOL)
             _read_back(image, plan, envd_bytes, init)
-            check = e2fsprogs.fsck(image)
+            with times.stage("fsck"):
+                check = e2fsprogs.fsck(image)
             if not check.clean:
                 raise ArtifactError(f"e2fsck -fn reports errors after inject (exit {check.exit_code})",
                                     hint="the image was restored; please report this with --debug",

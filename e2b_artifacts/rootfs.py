@@ -22,6 +22,7 @@ from typing import IO
 from . import e2fsprogs, symlinks, tarmember
 from .errors import ArtifactError, ExitCode
 from .fsutil import copy_sparse
+from .stages import StageTimes
 from .tarmember import member_xattrs, safe_member_name
 
 MIB = 1 << 20
@@ -223,37 +224,50 @@ def fit(image: Path, free_mb: int, entries: int) -> None:
         os.truncate(image, target)
 
 
-def create_from_dir(source: Path, image: Path, *, free_mb: int = DEFAULT_FREE_MB) -> None:
+def create_from_dir(source: Path, image: Path, *, free_mb: int = DEFAULT_FREE_MB,
+                    times: StageTimes | None = None) -> None:
     if not source.is_dir():
         raise ArtifactError(f"--rootfs-dir {source}: not a directory", hint="pass the root of the tree",
                             code=ExitCode.BAD_INPUT)
-    content = scan_dir(source)
-    e2fsprogs.mke2fs(image, content.generous_size(free_mb), source=source)
-    fit(image, free_mb, content.entries)
+    times = times if times is not None else StageTimes()
+    with times.stage("scan"):
+        content = scan_dir(source)
+    with times.stage("mke2fs"):
+        e2fsprogs.mke2fs(image, content.generous_size(free_mb), source=source)
+    with times.stage("resize"):
+        fit(image, free_mb, content.entries)
 
 
 def create_from_tar(tar_path: Path, image: Path, *, free_mb: int = DEFAULT_FREE_MB,
                     content_bytes: int | None = None, inodes: int | None = None,
-                    xattrs: dict[str, dict[str, bytes]] | None = None) -> None:
+                    xattrs: dict[str, dict[str, bytes]] | None = None, times: StageTimes | None = None) -> None:
     """Populate ``image`` from a tarball (tar, tar.gz, tar.zst).
 
     With ``content_bytes`` and ``inodes`` (and the members' ``xattrs``) given, the tar
-    is read only once, so it may come from a pipe.
+    is read only once, so it may come from a pipe. ``times`` gets the mke2fs, xattrs and resize stages.
     """
+    times = times if times is not None else StageTimes()
     if not tar_path.exists():
         raise ArtifactError(f"--rootfs-tar {tar_path}: file not found", hint="check the path",
                             code=ExitCode.BAD_INPUT)
-    content = Content(content_bytes, inodes, xattrs or {}) if content_bytes is not None and inodes is not None \
-        else scan_tar(tar_path)
+    if content_bytes is not None and inodes is not None:
+        content = Content(content_bytes, inodes, xattrs or {})
+    else:
+        with times.stage("scan"):
+            content = scan_tar(tar_path)
     size = content.generous_size(free_mb)
     if e2fsprogs.tar_input_supported():
-        e2fsprogs.mke2fs(image, size, source=tar_path)
+        with times.stage("mke2fs"):
+            e2fsprogs.mke2fs(image, size, source=tar_path)
         # mke2fs 1.47.2 keeps security.capability from a tar but drops other xattrs (user.*, trusted.*,
         # security.selinux): set them all again in one debugfs run.
-        set_xattrs(image, content.xattrs)
+        with times.stage("xattrs"):
+            set_xattrs(image, content.xattrs)
     else:
-        _create_via_fixup(tar_path, image, size)
-    fit(image, free_mb, content.entries)
+        with times.stage("mke2fs"):
+            _create_via_fixup(tar_path, image, size)
+    with times.stage("resize"):
+        fit(image, free_mb, content.entries)
 
 
 def create_from_ext4(source: Path, image: Path, *, free_mb: int = DEFAULT_FREE_MB) -> None:

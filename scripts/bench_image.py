@@ -16,12 +16,21 @@ The variants run in turns (one of each per round), so a change of load on the ho
 
 Prints every time and the ratios against the baseline. Needs root only for umoci unpack of the
 baseline tree (owners); run: python3 scripts/bench_image.py [--tree DIR ...] [--repeat N]
+
+``--debian`` (the issue's image): a Debian bookworm minbase made into a two-layer OCI layout by
+scripts/make-debian-oci.sh (debootstrap from deb.debian.org, cached under ~/.cache/e2b-artifact/), then
+in interleaved rounds: bare ``mke2fs -d`` of the extracted tree (same features and size as ours), what a
+user would script instead (``umoci unpack --rootless`` + ``mke2fs -d``), and ours, the real
+``e2b-artifact build --from-image oci-layout:...`` (warm blob cache, fidelity check on, envd injected,
+manifest written). Prints medians, both ratios and ours' stage profile (from ``build --json``).
+Without network for the first debootstrap it says so and runs the 3-layer image instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import shutil
 import statistics
@@ -74,11 +83,112 @@ def timed_in_turns(variants: dict[str, Callable[[], object]], repeat: int) -> di
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+# --- --debian: the issue's Debian image, the real CLI against what a user would script instead -------------
+
+DEBIAN_TAG = "bookworm"
+
+
+def debian_layout() -> Path | None:
+    """The cached two-layer Debian bookworm minbase layout (scripts/make-debian-oci.sh); None without network."""
+    proc = subprocess.run(["bash", str(Path(__file__).with_name("make-debian-oci.sh"))], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        print(f"make-debian-oci.sh failed (exit {proc.returncode}): {proc.stderr.strip()}", file=sys.stderr)
+        return None
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def rounds(variants: dict[str, tuple[Callable[[], object], Callable[[], object]]], repeat: int
+           ) -> dict[str, list[float]]:
+    """Seconds of each variant's run (its setup untimed), one of each per round, in turns."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeat):
+        for name, (setup, run) in variants.items():
+            setup()
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def debian_main(layout: Path, repeat: int, free_mb: int) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    envd = repo / "fixtures/envd-standin/envd"
+    source = f"oci-layout:{layout}:{DEBIAN_TAG}"
+    with tempfile.TemporaryDirectory(prefix="bench-image-debian-", dir="/var/tmp") as tmp:
+        work = Path(tmp)
+        tree = work / "extracted"
+        sh("umoci", "unpack", "--image", f"{layout}:{DEBIAN_TAG}", tree)  # as root: the owners as the image says
+        content = rootfs.scan_dir(tree / "rootfs")
+        size = content.generous_size(free_mb)
+        print(f"image: Debian bookworm minbase, 2 gzip layers, {content.blocks_bytes / 1e6:.0f} MB "
+              f"in {content.entries} entries; rootfs {size >> 20} MiB before resize")
+        base_image = work / "bare.ext4"
+        env = {**os.environ, "E2B_ARTIFACT_CACHE": str(work / "cache"), "PYTHONPATH": str(repo)}
+        storage = work / "templates"
+        cli = [sys.executable, "-m", "e2b_artifacts", "--debug", "--storage", str(storage), "build",
+               "--from-image", source, "--envd", str(envd), "--build-id", "bench", "--disk-size-mb", str(free_mb),
+               "--json"]
+        stage_runs: list[dict[str, float]] = []
+
+        def ours() -> None:
+            proc = subprocess.run(cli, env=env, capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr
+            doc = json.loads(proc.stdout)
+            assert doc["image"]["fidelity_mismatches"] == 0
+            stage_runs.append(doc["stages"])
+
+        def clear_build() -> None:
+            shutil.rmtree(storage / "bench", ignore_errors=True)
+
+        def clear_bare() -> None:
+            base_image.unlink(missing_ok=True)
+
+        def bare() -> None:
+            e2fsprogs.mke2fs(base_image, size, source=tree / "rootfs")
+
+        bundle = work / "bundle"
+
+        def clear_umoci() -> None:
+            shutil.rmtree(bundle, ignore_errors=True)
+            base_image.unlink(missing_ok=True)
+
+        def umoci_then_mke2fs() -> None:
+            sh("umoci", "unpack", "--rootless", "--image", f"{layout}:{DEBIAN_TAG}", bundle)
+            e2fsprogs.mke2fs(base_image, size, source=bundle / "rootfs")
+
+        clear_build()
+        ours()  # fills the blob cache: the runs below are warm
+        stage_runs.clear()
+        times = rounds({"bare mke2fs -d of the extracted tree": (clear_bare, bare),
+                        "umoci unpack --rootless + mke2fs -d": (clear_umoci, umoci_then_mke2fs),
+                        "e2b-artifact build --from-image (warm cache, fidelity on)": (clear_build, ours)}, repeat)
+        clear_umoci()
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        base, umoci_s, ours_s = medians.values()
+        print(f"rounds: {repeat} (interleaved), medians; every run in seconds")
+        for name, values in times.items():
+            print(f"{name}: {medians[name]:.3f} s  [{' '.join(f'{v:.3f}' for v in values)}]")
+        print(f"ours / bare mke2fs -d: {ours_s / base:.2f}x  (target <= 1.5x)")
+        print(f"umoci + mke2fs / ours: {umoci_s / ours_s:.2f}x faster  (target >= 3x)")
+        print("stage profile of ours (median seconds over the timed runs, from build --json 'stages'):")
+        for stage in stage_runs[0]:
+            print(f"  {stage:<11} {statistics.median(run.get(stage, 0.0) for run in stage_runs):7.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tree", action="append", type=Path, help="host directory to put in a layer (repeatable)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--debian", action="store_true", help="the Debian bookworm minbase image, the real CLI")
+    parser.add_argument("--free-mb", type=int, default=512, help="--disk-size-mb of the --debian builds")
     args = parser.parse_args()
+    if args.debian:
+        layout = debian_layout()
+        if layout is not None:
+            debian_main(layout, args.repeat, args.free_mb)
+            return
+        print("no Debian image (see above): falling back to the 3-layer image", file=sys.stderr)
     trees = args.tree or [Path("/usr/include"), Path("/usr/lib/python3.11")]
     with tempfile.TemporaryDirectory(prefix="bench-image-", dir="/var/tmp") as tmp:
         work = Path(tmp)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from e2b_artifacts.stages import IMAGE_STAGES
 from tests.conftest import Unprivileged, assert_clean_error, debugfs_lines
 from tests.oci import images
 from tests.oci.registry import PASSWORD, USER, Registry, TokenIssuer, registry, token_server
@@ -143,6 +144,20 @@ def test_every_source_unprivileged(nobody: Unprivileged, envd: Path, plain_regis
     assert f"fidelity: {entries} entries, 0 mismatches" in proc.stderr
     if entries == ENTRIES:
         check_layers(nobody.workdir / "templates" / kind / "rootfs.ext4")
+
+
+def test_debug_prints_every_stage(nobody: Unprivileged, envd: Path, layout: Path) -> None:
+    """build --debug prints the stage profile (one ``stage:`` line per stage), --json carries it as ``stages``."""
+    proc = nobody.run("--debug", "--storage", nobody.workdir / "templates", "build", "--from-image",
+                      f"oci-layout:{layout}:t", "--envd", envd, "--build-id", "stages", "--disk-size-mb", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    printed = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("stage: ")]
+    assert printed[0] == "stage" and printed[-2:] == ["other", "total"]  # the header row, then the stages
+    assert set(IMAGE_STAGES) <= set(printed)
+    stages = json.loads(proc.stdout)["stages"]
+    assert set(IMAGE_STAGES) | {"other", "total"} <= set(stages)
+    assert all(isinstance(v, float) and v >= 0 for v in stages.values())
+    assert [s for s in printed[1:-2] if s in IMAGE_STAGES] == [s for s in IMAGE_STAGES if s in printed]
 
 
 def test_platform_not_in_index(nobody: Unprivileged, envd: Path, plain_registry: Registry) -> None:

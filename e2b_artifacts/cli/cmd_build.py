@@ -97,6 +97,9 @@ def command(app: AppState, rootfs_dir: Path | None, rootfs_tar: Path | None, roo
                                  allow_mismatch=allow_mismatch, max_image_size=max_image_size,
                                  max_layer_ratio=max_layer_ratio)
     result = build(req, progress=progress)
+    if app.debug and result.stages is not None:
+        for line in result.stages.table():
+            progress(f"stage: {line}")
     lines = [result.build_id]
     if not as_json:
         progress(f"build {result.build_id} is at {result.build_dir}")
