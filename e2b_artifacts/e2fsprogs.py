@@ -190,6 +190,86 @@ def _emitted(out: memoryview, pos: int, node: Inode, following: bytes) -> int:
     return inline if follows and padding_is_nul else node.size
 
 
+@dataclass(frozen=True)
+class Extent:
+    """One leaf extent of an inode: ``length`` blocks from logical block ``logical``, stored at ``physical``."""
+
+    logical: int
+    physical: int
+    length: int
+    uninit: bool  # allocated but never written: reads as zeros
+
+
+@dataclass
+class InodeExtras:
+    """What ``ls -p`` does not say of an inode: xattrs, extent map, symlink target, device numbers."""
+
+    xattrs: dict[str, bytes] = field(default_factory=dict)  # without the inline-data carrier (system.data)
+    inline_size: int | None = None  # bytes of the inline-data area, None: not an inline-data inode
+    extents: list[Extent] | None = None  # a regular file's leaf extents; None: no extent map (or not asked)
+    target: str | None = None  # a symlink's target
+    rdev: tuple[int, int] | None = None  # a device node's (major, minor)
+
+
+# ``ex <ino>`` rows: "level/max entry/count logical - end physical - end length [Uninit]"; a leaf has level == max
+_EXTENT_ROW = re.compile(r"^\s*(\d+)/\s*(\d+)\s+\d+/\s*\d+\s+(\d+)\s*-\s*(\d+)\s+(\d+)\s*-\s*(\d+)\s+(\d+)\s*(\S*)")
+_MIN_INLINE = 60  # EXT4_MIN_INLINE_DATA_SIZE: i_block; system.data holds the rest
+
+
+def inode_extras(image: Path, inodes: Sequence[tuple[int, str]]) -> dict[int, InodeExtras]:
+    """For each ``(inode number, kind)``, from ONE debugfs run: ``ea_list``, and ``ex`` (the extent map) of a
+    regular file or ``stat`` of a symlink or device node (target, numbers). ``ea_list`` and ``ex`` print a
+    few lines each where ``stat`` prints twenty: measured 0.04 s against 0.24 s for 5 000 inodes."""
+    commands: list[str] = []
+    for ino, kind in inodes:
+        commands.append(f"ea_list <{ino}>")
+        if kind == "file":
+            commands.append(f"ex <{ino}>")
+        elif kind in ("symlink", "chardev", "blockdev"):
+            commands.append(f"stat <{ino}>")
+    sections = iter(debugfs(image, commands).sections)
+    result: dict[int, InodeExtras] = {}
+    slow_links: list[Inode] = []
+    for ino, kind in inodes:
+        extras = InodeExtras()
+        values = _parse_xattr_section(next(sections)[1])
+        if INLINE_DATA_XATTR in values:
+            extras.inline_size = _MIN_INLINE + len(values.pop(INLINE_DATA_XATTR))
+        extras.xattrs = values
+        if kind == "file":
+            extras.extents = _parse_extents(next(sections)[1])
+        elif kind in ("symlink", "chardev", "blockdev"):
+            node = parse_stat(f"<{ino}>", next(sections)[1])
+            if node is not None:
+                extras.target, extras.rdev = node.target, node.rdev
+                if kind == "symlink" and node.target is None:
+                    slow_links.append(node)
+        result[ino] = extras
+    for ino, data in cat_inodes(image, slow_links) if slow_links else ():  # targets kept in a data block
+        result[ino].target = bytes(data).decode(errors="surrogateescape")
+    return result
+
+
+def _parse_xattr_section(text: str) -> dict[str, bytes]:
+    values: dict[str, bytes] = {}
+    for line in text.splitlines():
+        if m := _STAT_RE["xattr"].match(line):
+            values[m.group(1)] = _xattr_value(m.group(3) or "")
+    return values
+
+
+def _parse_extents(text: str) -> list[Extent] | None:
+    """Leaf extents of ``ex`` output; None when the inode has no extent map (inline data, block map)."""
+    if "does not uses extent block maps" in text or "does not use extent" in text:
+        return None
+    extents = []
+    for line in text.splitlines():
+        m = _EXTENT_ROW.match(line)
+        if m and m.group(1) == m.group(2):
+            extents.append(Extent(int(m.group(3)), int(m.group(5)), int(m.group(7)), m.group(8) == "Uninit"))
+    return extents
+
+
 def dump_inode(image: Path, node: Inode, dest: Path) -> None:
     """Write the regular file ``node``'s content to the new file ``dest`` (``debugfs dump``)."""
     debugfs(image, [f"dump <{node.ino}> {quote(str(dest))}"])

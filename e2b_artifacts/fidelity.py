@@ -4,15 +4,28 @@ Compares, per path: type, permission bits (incl. setuid/setgid/sticky), owner,
 size, content hash (blake3), symlink target, xattrs, device numbers and
 hard-link groups (same tar inode <=> same ext4 inode). Paths missing from the
 image, extra paths (``/lost+found`` aside) and leftover ``.wh.`` whiteout files
-are mismatches too. Reads the image only through debugfs: one ``ls`` batch per
-tree level, one ``stat`` batch, and ``cat <inode>`` batches streamed through a
-pipe for hashing (nothing extracted, never a mount).
+are mismatches too. Nothing is extracted, nothing mounted; the image is read in
+two debugfs runs:
+
+1. ``ls -p`` of every directory the tar has (then of any other directory the image
+   has, level by level): names, inode numbers, type, mode, owner, size;
+2. per inode (hard links once): ``ea_list``, ``ex`` (the extent map) of a regular
+   file, ``stat`` of a symlink or device node.
+
+A regular file's content is then read from the image file at the blocks its extent
+map names (holes and unwritten extents read as zeros) and its blake3 compared with
+the one the flattener took from the layer. Files without an extent map (inline data,
+block maps) and any file whose hash differs are read through ``debugfs cat`` instead,
+so a mismatch is only reported as debugfs itself reads the file. Measured on the
+Debian minbase image (5 046 entries, 154 MB): 1.9-2.6 s with a ``stat`` per inode
+and all content through ``cat``, against the figures in docs/image.md now.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +36,7 @@ from typing import Any
 import blake3
 
 from . import e2fsprogs
-from .e2fsprogs import Ext4Image, Inode
+from .e2fsprogs import KIND_BITS, DirEntry, Ext4Image, Extent, Inode, InodeExtras
 from .errors import ArtifactError
 from .fsutil import atomic_write_bytes
 from .oci.flatten import WHITEOUT, FlatEntry
@@ -31,6 +44,10 @@ from .oci.flatten import WHITEOUT, FlatEntry
 IGNORED = {"/lost+found"}  # mke2fs always creates it
 _DUMP_BATCH_BYTES = 256 << 20
 _BIG_FILE = 64 << 20  # hashed from a temp file instead of held in memory
+_READ_CHUNK = 1 << 20
+_ZEROS = memoryview(bytes(_READ_CHUNK))
+_EMPTY = blake3.blake3(b"").hexdigest()
+_KIND_OF_BITS = {bits: kind for kind, bits in KIND_BITS.items()}
 
 
 @dataclass
@@ -76,30 +93,67 @@ def _printable(value: object) -> object:
 
 def compare(expected: Sequence[FlatEntry], image: Path) -> FidelityReport:
     view = Ext4Image(image)
-    actual_paths = {path: entry.ino for path, entry in view.walk() if not _ignored(path)}
+    with _as_fidelity_error():
+        listed = _list_tree(view, [e.path for e in expected if e.kind == "dir"])
+    actual = {path: entry for path, entry in listed.items() if not _ignored(path)}
     report = FidelityReport(str(image), len(expected))
     add = report.mismatches.append
     wanted = {e.path: e for e in expected}
-    for path in sorted(actual_paths.keys() - wanted.keys()):
+    for path in sorted(actual.keys() - wanted.keys()):
         name = path.rsplit("/", 1)[-1]
         add(PathMismatch(path, "leftover whiteout" if name.startswith(WHITEOUT) else "extra path", None, "present"))
-    present = [e for e in expected if e.path in actual_paths]
+    present = [e for e in expected if e.path in actual]
     for e in expected:
-        if e.path not in actual_paths:
+        if e.path not in actual:
             add(PathMismatch(e.path, "missing path", e.kind, None))
-    # stat by inode number: no path lookups, and hard links are read once
-    by_ino = view.stat_many([f"<{ino}>" for ino in dict.fromkeys(actual_paths[e.path] for e in present)])
-    stats = {e.path: by_ino[f"<{actual_paths[e.path]}>"] for e in present}
-    hashes = _content_hashes(image, [(e.path, node) for e in present if (node := stats[e.path]) is not None
-                                     and node.kind == "file" and e.kind == "file"])
+    # by inode number: no path lookups, and hard links are read once
+    kinds = {actual[e.path].ino: _kind(actual[e.path].mode) for e in present}
+    with _as_fidelity_error():
+        extras = e2fsprogs.inode_extras(image, list(kinds.items()))
+    stats: dict[str, Inode | None] = {e.path: _inode(e.path, actual[e.path], extras[actual[e.path].ino])
+                                      for e in present}
+    files = {node.ino: (node, extras[node.ino], e.content_hash) for e in present
+             if (node := stats[e.path]) is not None and node.kind == "file" and e.kind == "file"}
+    hashes = _content_hashes(image, files)
     for e in present:
         node = stats[e.path]
-        if node is None:
-            add(PathMismatch(e.path, "missing path", e.kind, None))
-            continue
+        assert node is not None
         _compare_one(e, node, hashes.get(node.ino), add)
     _compare_link_groups(present, stats, add)
     return report
+
+
+def _list_tree(view: Ext4Image, expected_dirs: Sequence[str]) -> dict[str, DirEntry]:
+    """Every entry below ``/``: the tar's directories listed in one debugfs run, any other directory the image
+    has (an unexpected subtree) level by level after it. A listing is used only for a path its parent lists as
+    a directory, so a path that is a symlink in the image is never listed through."""
+    listing = view.listdir_many(list(dict.fromkeys(["/", *expected_dirs])))
+    found: dict[str, DirEntry] = {}
+    level = ["/"]
+    while level:
+        unlisted = [d for d in level if d not in listing]
+        if unlisted:
+            listing.update(view.listdir_many(unlisted))
+        following = []
+        for d in level:
+            for entry in listing[d]:
+                child = ("" if d == "/" else d) + "/" + entry.name
+                found[child] = entry
+                if entry.mode & 0o170000 == KIND_BITS["dir"]:
+                    following.append(child)
+        level = following
+    return found
+
+
+def _kind(mode: int) -> str:
+    return _KIND_OF_BITS.get(mode & 0o170000, f"type 0{mode & 0o170000:o}")
+
+
+def _inode(path: str, entry: DirEntry, extras: InodeExtras) -> Inode:
+    """An Inode from its directory entry (``ls -p``: type, mode, owner, size) and the per-inode details."""
+    return Inode(path=path, ino=entry.ino, kind=_kind(entry.mode), mode=entry.mode & 0o7777,
+                 uid=entry.uid & 0xFFFFFFFF, gid=entry.gid & 0xFFFFFFFF, size=entry.size, links=0, mtime=0,
+                 target=extras.target, rdev=extras.rdev, xattrs=extras.xattrs, inline_size=extras.inline_size)
 
 
 def _ignored(path: str) -> bool:
@@ -143,18 +197,29 @@ def _compare_link_groups(present: Iterable[FlatEntry], stats: dict[str, Inode | 
             add(PathMismatch(e.path, "hard-link group", sorted(want), sorted(got)))
 
 
-def _content_hashes(image: Path, files: Sequence[tuple[str, Inode]]) -> dict[int, str]:
-    """blake3 of each regular file's content, by inode: ``cat <ino>`` batches of up to 256 MiB on one pipe."""
-    unique: dict[int, Inode] = {}
-    for _, node in files:
-        unique.setdefault(node.ino, node)
+def _content_hashes(image: Path, files: dict[int, tuple[Inode, InodeExtras, str | None]]) -> dict[int, str]:
+    """blake3 of each regular file's content, by inode: read at its extents from the image file when it has an
+    extent map and that gives the expected hash; otherwise through debugfs (``cat`` batches of up to 256 MiB on
+    one pipe, ``dump`` of a big file), so a mismatch is what debugfs reads."""
     result: dict[int, str] = {}
+    through_debugfs: list[Inode] = []
+    with open(image, "rb", buffering=0) as fh:
+        for ino, (node, extras, expected) in files.items():
+            digest = None
+            if node.size == 0:  # nothing to read (an empty file is an inline inode with no data)
+                digest = _EMPTY
+            elif extras.extents is not None and extras.inline_size is None:
+                digest = _hash_extents(fh.fileno(), extras.extents, node.size)
+            if digest is not None and digest == expected:
+                result[ino] = digest
+            else:
+                through_debugfs.append(node)
     batch: list[Inode] = []
     batch_bytes = 0
-    big = [node for node in unique.values() if node.size > _BIG_FILE]
+    big = [node for node in through_debugfs if node.size > _BIG_FILE]
     if big:
         result.update(_dump_and_hash(image, big))
-    for node in unique.values():
+    for node in through_debugfs:
         if node.size > _BIG_FILE:
             continue
         batch.append(node)
@@ -165,6 +230,42 @@ def _content_hashes(image: Path, files: Sequence[tuple[str, Inode]]) -> dict[int
     if batch:
         result.update(_cat_and_hash(image, batch))
     return result
+
+
+def _hash_extents(fd: int, extents: Sequence[Extent], size: int) -> str | None:
+    """blake3 of ``size`` bytes as the extent map lays them out in the image file (holes and unwritten extents
+    are zeros); None when the map is not one this reads (overlapping extents, a short read)."""
+    bs = e2fsprogs.BLOCK_SIZE
+    h = blake3.blake3()
+    pos = 0
+    for ext in sorted(extents, key=lambda x: x.logical):
+        start = ext.logical * bs
+        if start < pos:
+            return None
+        if start >= size:
+            break
+        _zeros(h, start - pos)
+        n = min(ext.length * bs, size - start)
+        if ext.uninit:
+            _zeros(h, n)
+        else:
+            offset, end = ext.physical * bs, ext.physical * bs + n
+            while offset < end:
+                chunk = os.pread(fd, min(_READ_CHUNK, end - offset), offset)
+                if not chunk:
+                    return None
+                h.update(chunk)
+                offset += len(chunk)
+        pos = start + n
+    _zeros(h, size - pos)
+    return h.hexdigest()
+
+
+def _zeros(h: Any, n: int) -> None:
+    while n > 0:
+        step = min(n, len(_ZEROS))
+        h.update(_ZEROS[:step])
+        n -= step
 
 
 def _cat_and_hash(image: Path, batch: Sequence[Inode]) -> dict[int, str]:

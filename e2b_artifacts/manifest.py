@@ -16,11 +16,12 @@ so the extra file is ignored there.
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,10 +62,13 @@ def is_artifact_name(name: str) -> bool:
 def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
     """BLAKE3 of a file's content as hex, hashed on all cores straight from the page cache.
 
-    The file is mapped HASH_WINDOW bytes at a time: no copy into user space, which measured 1.7x
+    The file's data is mapped HASH_WINDOW bytes at a time: no copy into user space, which measured 1.7x
     faster than a read-ahead thread from a warm cache (2 GiB: 0.21 s against 0.37 s, ``cat`` 0.27 s)
-    and no slower from a cold one. A file truncated by another process while it is hashed would
-    fault (SIGBUS); builds are published by rename and never truncated in place.
+    and no slower from a cold one. Holes (``SEEK_HOLE``: a fresh rootfs.ext4 is mostly free space) are
+    hashed from a buffer of zeros instead of mapped: a page fault per 4 KiB of a mapped hole made the
+    760 MB Debian rootfs (150 MB of data) take 0.6-1.2 s, zeros from memory 0.3-0.45 s.
+    A file truncated by another process while it is hashed would fault (SIGBUS); builds are published
+    by rename and never truncated in place.
     ``progress`` (optional) receives the number of bytes hashed after each window.
     """
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
@@ -75,20 +79,49 @@ def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
     with fh:
         fd = fh.fileno()
         size = os.fstat(fd).st_size
-        offset = 0
-        while offset < size:
-            length = min(HASH_WINDOW, size - offset)
-            try:
-                window = mmap.mmap(fd, length, prot=mmap.PROT_READ, offset=offset)
-            except OSError as exc:
-                raise _unreadable(path, exc) from exc
-            with window:
-                window.madvise(mmap.MADV_SEQUENTIAL)
-                hasher.update(window)
-            offset += length
-            if progress is not None:
-                progress(length)
+        for offset, length, is_data in _regions(fd, size):
+            end = offset + length
+            while offset < end:
+                step = min(HASH_WINDOW, end - offset)
+                if is_data:
+                    try:
+                        window = mmap.mmap(fd, step, prot=mmap.PROT_READ, offset=offset)
+                    except OSError as exc:
+                        raise _unreadable(path, exc) from exc
+                    with window:
+                        window.madvise(mmap.MADV_SEQUENTIAL)
+                        hasher.update(window)
+                else:
+                    step = min(step, len(_ZEROS))
+                    hasher.update(_ZEROS[:step])
+                offset += step
+                if progress is not None:
+                    progress(step)
     return hasher.hexdigest()
+
+
+_ZEROS = memoryview(bytes(16 << 20))
+
+
+def _regions(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
+    """``(offset, length, is_data)`` covering the file in order; all data where the filesystem cannot tell
+    holes. A data region starts on a page boundary (mmap needs it), taking in the end of the hole before it."""
+    offset = 0
+    while offset < size:
+        try:
+            data = os.lseek(fd, offset, os.SEEK_DATA)
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole up to the end
+                yield offset, size - offset, False
+            else:  # SEEK_DATA not supported: all of it as data
+                yield offset, size - offset, True
+            return
+        start = max(offset, data - data % mmap.ALLOCATIONGRANULARITY)
+        if start > offset:
+            yield offset, start - offset, False
+        yield start, hole - start, True
+        offset = hole
 
 
 def _unreadable(path: Path, exc: OSError) -> ArtifactError:

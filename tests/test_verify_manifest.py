@@ -132,3 +132,22 @@ def test_parse_reads_the_bytes_of_a_manifest(tmp_path: Path) -> None:
         message = caught.value.message
         assert message.startswith("s3://bucket/b1/artifact-manifest.json: malformed integrity manifest"), message
         assert detail in message
+
+
+def test_hash_file_of_a_sparse_file(tmp_path: Path) -> None:
+    """Holes are hashed as zeros from memory, data regions mapped: the same BLAKE3 as the whole content."""
+    sparse = tmp_path / "sparse"
+    with sparse.open("wb") as fh:
+        fh.truncate(9 << 20)
+        fh.seek((3 << 20) + 100)  # data in the middle, not page aligned
+        fh.write(b"x" * 5000)
+        fh.seek((9 << 20) - 7)  # and at the very end
+        fh.write(b"tail")
+    content = sparse.read_bytes()
+    sizes: list[int] = []
+    assert manifest.hash_file(sparse, sizes.append) == blake3.blake3(content).hexdigest()
+    assert sum(sizes) == len(content)
+    hole_only = tmp_path / "hole"
+    with hole_only.open("wb") as fh:
+        fh.truncate(5 << 20)
+    assert manifest.hash_file(hole_only) == blake3.blake3(bytes(5 << 20)).hexdigest()
