@@ -7,16 +7,20 @@ overwrite. Commands are batched into one ``debugfs -f -`` run per operation.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
 import re
 import shlex
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import ArtifactError, ExitCode
-from .runner import last_line, run, which
+from .runner import DEVNULL, PIPE, last_line, run, spawn, which
 from .symlinks import MAX_LINKS, Entry, follow
 
 BLOCK_SIZE = 4096
@@ -82,14 +86,41 @@ def mke2fs(image: Path, size_bytes: int, *, source: Path | None = None, inode_co
     """
     proc = run(mke2fs_args(image, size_bytes, source=source, inode_count=inode_count, label=label), check=False)
     if proc.returncode != 0:
-        message = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
-        detail = message[-1] if message else "(no output)"
-        if "Could not allocate block" in detail or "No space" in detail or "inode" in detail.lower():
-            raise ArtifactError(f"mke2fs ran out of space populating {image.name}: {detail}",
-                                hint="the content did not fit; this is a sizing bug, please report it with --debug",
-                                code=ExitCode.NO_SPACE)
-        raise ArtifactError(f"mke2fs failed: {detail}", hint="run with --debug to see the command line",
-                            code=ExitCode.TOOL)
+        _mke2fs_failed(image, proc.stderr or proc.stdout)
+
+
+def mke2fs_from_stream(image: Path, size_bytes: int, write: Callable[[int], object]) -> None:
+    """``mke2fs -d -``: populate a new ``image`` from the tar that ``write`` writes to the descriptor it is
+    given (mke2fs's stdin, a pipe). mke2fs 1.47.2 refuses a FIFO or /dev/stdin as a path, only ``-`` works."""
+    with tempfile.TemporaryFile() as err, \
+            spawn(mke2fs_args(image, size_bytes, source="-"), stdin=PIPE, stdout=DEVNULL, stderr=err) as child:
+        assert child.stdin is not None
+        with contextlib.suppress(OSError):  # a bigger pipe: fewer switches between the writer and mke2fs
+            fcntl.fcntl(child.stdin.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+        stopped_reading = False
+        try:
+            write(child.stdin.fileno())
+        except BrokenPipeError:  # mke2fs stopped reading: its status and message say why
+            stopped_reading = True
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                child.stdin.close()
+        code = child.wait()
+        err.seek(0)
+        message = err.read()
+    if code != 0 or stopped_reading:
+        _mke2fs_failed(image, message or b"mke2fs -d - stopped reading the tar")
+
+
+def _mke2fs_failed(image: Path, output: bytes) -> NoReturn:
+    message = output.decode(errors="replace").strip().splitlines()
+    detail = message[-1] if message else "(no output)"
+    if "Could not allocate block" in detail or "No space" in detail or "inode" in detail.lower():
+        raise ArtifactError(f"mke2fs ran out of space populating {image.name}: {detail}",
+                            hint="the content did not fit; this is a sizing bug, please report it with --debug",
+                            code=ExitCode.NO_SPACE)
+    raise ArtifactError(f"mke2fs failed: {detail}", hint="run with --debug to see the command line",
+                        code=ExitCode.TOOL)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import fidelity, rootfs
+from . import e2fsprogs, fidelity, rootfs
 from .errors import ArtifactError, ExitCode
 from .oci import flatten, layers, reference, sources
 from .oci.cache import BlobCache
@@ -60,7 +60,7 @@ class ImageOptions:
 
 @dataclass
 class FlattenedImage:
-    tar_path: Path
+    tar_path: Path  # where the flattened tar is written (rootfs_tar_from_image); build_rootfs streams it instead
     content_bytes: int
     inodes: int
     xattrs: dict[str, dict[str, bytes]]
@@ -69,6 +69,7 @@ class FlattenedImage:
     whiteouts_applied: int
     opaque_dirs: int
     times: StageTimes = field(default_factory=StageTimes)  # resolve, decompress, flatten, then the build's
+    flattener: flatten.Flattener | None = None  # what writes the tar (flatten.write_tar)
 
     def metadata(self) -> dict[str, Any]:
         """metadata.json fields: ``from_image``, ``context``, ``start`` (upstream) and our own details."""
@@ -101,9 +102,11 @@ class FlattenedImage:
         return f"{os_name}/{arch}" + (f"/{variant}" if isinstance(variant, str) and variant else "")
 
 
-def rootfs_tar_from_image(opts: ImageOptions, workdir: Path, progress: Progress = lambda _: None,
-                          times: StageTimes | None = None) -> FlattenedImage:
-    """Resolve, verify and flatten the image into a new tar under ``workdir``; ``times`` gets each stage's time."""
+def flatten_image(opts: ImageOptions, workdir: Path, progress: Progress = lambda _: None,
+                  times: StageTimes | None = None) -> FlattenedImage:
+    """Resolve, verify and flatten the image (every layer's headers, whiteouts applied): what the flattened
+    tar will hold, before any of it is written (its ``tar_path`` is still free). ``times`` gets resolve,
+    decompress and flatten."""
     times = times if times is not None else StageTimes()
     ref = reference.parse(opts.source)
     platform = reference.Platform.parse(opts.platform)
@@ -121,13 +124,27 @@ def rootfs_tar_from_image(opts: ImageOptions, workdir: Path, progress: Progress 
         flat = flatten.Flattener()
         for n, tar_path in enumerate(layer_tars):
             flat.add_layer(n, tar_path, cache.root / "index")
-        out = workdir / ".flattened-image.tar"
-        out.unlink(missing_ok=True)  # our own temp name inside the staging directory
-        result = flatten.write_tar(flat, out)
+        result = flatten.describe(flat)
     progress(f"image: {len(image.layers)} layers flattened to {len(result.entries)} entries "
              f"({result.whiteouts_applied} whiteouts, {result.opaque_dirs} opaque dirs)")
-    return FlattenedImage(out, result.content_bytes, len(result.entries) + 1, result.xattrs, result.entries, image,
-                          result.whiteouts_applied, result.opaque_dirs, times)
+    return FlattenedImage(workdir / ".flattened-image.tar", result.content_bytes, len(result.entries) + 1,
+                          result.xattrs, result.entries, image, result.whiteouts_applied, result.opaque_dirs, times,
+                          flat)
+
+
+def rootfs_tar_from_image(opts: ImageOptions, workdir: Path, progress: Progress = lambda _: None,
+                          times: StageTimes | None = None) -> FlattenedImage:
+    """Resolve, verify and flatten the image into a new tar under ``workdir`` (``tar_path``)."""
+    flat = flatten_image(opts, workdir, progress, times)
+    with flat.times.stage("flatten"):
+        _write_flattened(flat)
+    return flat
+
+
+def _write_flattened(flat: FlattenedImage) -> None:
+    assert flat.flattener is not None
+    flat.tar_path.unlink(missing_ok=True)  # our own temp name inside the staging directory
+    flatten.write_tar(flat.flattener, flat.tar_path)
 
 
 @dataclass
@@ -155,17 +172,28 @@ def build_rootfs(opts: ImageOptions, image_path: Path, *, free_mb: int = rootfs.
 
     ``times`` records resolve, decompress, flatten, mke2fs, xattrs, resize and fidelity."""
     times = times if times is not None else StageTimes()
-    flat = rootfs_tar_from_image(opts, image_path.parent, progress, times)
-    try:
-        if opts.before_mke2fs is not None:
-            opts.before_mke2fs(flat.entries)
-        rootfs.create_from_tar(flat.tar_path, image_path, free_mb=free_mb, content_bytes=flat.content_bytes,
-                               inodes=flat.inodes, xattrs=flat.xattrs, times=times)
-        with times.stage("fidelity"):
-            report = fidelity.compare(flat.entries, image_path)
-        report.image = opts.source  # the ext4 is still in the staging directory here
-    finally:
-        flat.tar_path.unlink(missing_ok=True)
+    flat = flatten_image(opts, image_path.parent, progress, times)
+    if opts.before_mke2fs is not None:
+        opts.before_mke2fs(flat.entries)
+    flattener = flat.flattener
+    assert flattener is not None
+    if e2fsprogs.tar_input_supported():
+        # the tar goes straight into mke2fs -d - while it is written: no file, and writing it (copying the
+        # members from the layer tars) runs beside mke2fs instead of before it
+        rootfs.create_from_tar_stream(lambda fd: flatten.write_tar(flattener, fd), image_path,
+                                      content_bytes=flat.content_bytes, inodes=flat.inodes, xattrs=flat.xattrs,
+                                      free_mb=free_mb, times=times)
+    else:
+        try:
+            with times.stage("flatten"):
+                _write_flattened(flat)
+            rootfs.create_from_tar(flat.tar_path, image_path, free_mb=free_mb, content_bytes=flat.content_bytes,
+                                   inodes=flat.inodes, xattrs=flat.xattrs, times=times)
+        finally:
+            flat.tar_path.unlink(missing_ok=True)
+    with times.stage("fidelity"):
+        report = fidelity.compare(flat.entries, image_path)
+    report.image = opts.source  # the ext4 is still in the staging directory here
     if opts.report is not None:
         report.write(opts.report)
     progress(report.summary())

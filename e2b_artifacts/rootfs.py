@@ -14,7 +14,7 @@ import os
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -266,6 +266,21 @@ def create_from_tar(tar_path: Path, image: Path, *, free_mb: int = DEFAULT_FREE_
     else:
         with times.stage("mke2fs"):
             _create_via_fixup(tar_path, image, size)
+    with times.stage("resize"):
+        fit(image, free_mb, content.entries)
+
+
+def create_from_tar_stream(write: Callable[[int], object], image: Path, *, content_bytes: int, inodes: int,
+                           xattrs: dict[str, dict[str, bytes]], free_mb: int = DEFAULT_FREE_MB,
+                           times: StageTimes | None = None) -> None:
+    """Populate ``image`` from a tar that ``write`` writes into ``mke2fs -d -`` (e2fsprogs >= 1.47.1): no tar
+    file on disk; what writes it runs beside mke2fs. ``content_bytes``/``inodes`` size the image up front."""
+    times = times if times is not None else StageTimes()
+    content = Content(content_bytes, inodes, xattrs)
+    with times.stage("mke2fs"):
+        e2fsprogs.mke2fs_from_stream(image, content.generous_size(free_mb), write)
+    with times.stage("xattrs"):
+        set_xattrs(image, content.xattrs)
     with times.stage("resize"):
         fit(image, free_mb, content.entries)
 

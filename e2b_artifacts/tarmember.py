@@ -7,7 +7,6 @@ member the same way. Kinds are the names :mod:`e2b_artifacts.e2fsprogs` gives in
 from __future__ import annotations
 
 import tarfile
-from pathlib import PurePosixPath
 from typing import Literal
 
 from .errors import ArtifactError, ExitCode
@@ -17,13 +16,15 @@ XATTR_PREFIX = "SCHILY.xattr."  # PAX records of extended attributes (GNU tar, l
 
 
 def safe_member_name(name: str) -> str:
-    """Normalise a member name; refuse absolute names and ``..``."""
-    pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts:
+    """Normalise a member name (``./a//b/`` -> ``a/b``); refuse absolute names and ``..``.
+
+    Plain string splitting, as ``PurePosixPath(name).parts`` splits (pathlib took 0.25 s of a 0.4 s
+    flatten of the 5 000-entry Debian image)."""
+    parts = [p for p in name.split("/") if p not in (".", "")]
+    if name.startswith("/") or ".." in parts:
         raise ArtifactError(f"unsafe tar member name {name!r} (absolute or with ..)",
                             hint="the archive tries to write outside the image; rebuild it with relative names",
                             code=ExitCode.BAD_INPUT)
-    parts = [p for p in pure.parts if p not in (".", "")]
     return "/".join(parts)
 
 

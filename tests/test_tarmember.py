@@ -72,3 +72,25 @@ def test_xattrs_round_trip_through_pax_records(tmp_path: Path) -> None:
     listing = subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "-tvvf", str(path)], check=True,
                              capture_output=True, text=True).stdout
     assert "user.comment" in listing and "security.capability" in listing  # GNU tar reads the same records
+
+
+def test_safe_member_name_splits_as_pathlib_does() -> None:
+    """The string splitting gives PurePosixPath's answer (or its refusal) on every name built from these parts."""
+    import itertools
+    from pathlib import PurePosixPath
+
+    def by_pathlib(name: str) -> str | None:
+        pure = PurePosixPath(name)
+        if pure.is_absolute() or ".." in pure.parts:
+            return None
+        return "/".join(p for p in pure.parts if p not in (".", ""))
+
+    atoms = ["", ".", "..", "a", "b.", "..c", "/", "//", "./", "a/", " "]
+    for count in range(1, 5):
+        for combo in itertools.product(atoms, repeat=count):
+            name = "".join(combo)
+            try:
+                got: str | None = tarmember.safe_member_name(name)
+            except ArtifactError:
+                got = None
+            assert got == by_pathlib(name), name

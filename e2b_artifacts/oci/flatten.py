@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -104,12 +105,16 @@ class Flattener:
         self.root = Node(None, -1, {})
         self.whiteouts = 0
         self.opaques = 0
+        # the result, once the layers are in (add_layer after plan() is not supported)
+        self.planned: tuple[list[tuple[str, Node]], list[tuple[Source, list[str]]]] | None = None
+        self.described: FlatImage | None = None
 
     # -- pass 1 ---------------------------------------------------------------------------
 
     def add_layer(self, layer: int, tar_path: Path, index_dir: Path | None = None) -> None:
         """Apply one layer (an uncompressed tar); ``index_dir`` keeps its parsed headers for the next build."""
         members = read_layer(layer, tar_path, index_dir)
+        self.planned = self.described = None
         additions = []
         for order, (name, info, content_hash) in enumerate(members):
             base = name.rsplit("/", 1)[-1]
@@ -215,7 +220,12 @@ class Flattener:
                          if node.children[base].is_dir)
 
     def plan(self) -> tuple[list[tuple[str, Node]], list[tuple[Source, list[str]]]]:
-        """Directories (parents first) and inodes in layer order with their sorted names."""
+        """Directories (parents first) and inodes in layer order with their sorted names (made once)."""
+        if self.planned is None:
+            self.planned = self._make_plan()
+        return self.planned
+
+    def _make_plan(self) -> tuple[list[tuple[str, Node]], list[tuple[Source, list[str]]]]:
         dirs: list[tuple[str, Node]] = []
         names: dict[int, tuple[Source, list[str]]] = {}
         for path, node in self.walk():
@@ -331,6 +341,7 @@ class _TarWriter:
         self.out = out if isinstance(out, int) else os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.fds: dict[Path, int] = {}
         self.pending: tuple[int, int, int] | None = None  # fd, start, end
+        self.is_pipe = stat.S_ISFIFO(os.fstat(self.out).st_mode)
 
     def copy(self, tar_path: Path, start: int, length: int) -> None:
         if tar_path not in self.fds:
@@ -351,7 +362,10 @@ class _TarWriter:
             fd, start, end = self.pending
             self.pending = None
             try:
-                copy_range(fd, self.out, start, end)  # appends: the output's file position advances
+                if self.is_pipe:
+                    _splice_range(fd, self.out, start, end)
+                else:
+                    copy_range(fd, self.out, start, end)  # appends: the output's file position advances
             except ShortCopy as exc:
                 raise ArtifactError("a layer tar ends inside a file", hint="the layer is truncated",
                                     code=ExitCode.BAD_INPUT) from exc
@@ -363,10 +377,42 @@ class _TarWriter:
             os.close(fd)
 
 
+def describe(flat: Flattener) -> FlatImage:
+    """What the flattened tar holds (entries, sizes, xattrs), without writing it: known before mke2fs starts,
+    so the tar can be streamed into it."""
+    if flat.described is not None:
+        return flat.described
+    dirs, inodes = flat.plan()
+    result = FlatImage(whiteouts_applied=flat.whiteouts, opaque_dirs=flat.opaques)
+    for path, node in dirs:
+        source = node.source
+        result.entries.append(_entry(path, source, 0))
+        result.content_bytes += 4096
+        if source is not None and source.xattrs:
+            result.xattrs[path] = source.xattrs
+    for number, (source, paths) in enumerate(inodes, start=1):
+        data_size = source.info.size if source.info.isreg() else 0
+        result.content_bytes += -(-data_size // 4096) * 4096
+        result.entries.extend(_entry(path, source, number) for path in paths)
+        if source.xattrs:
+            result.xattrs[paths[0]] = source.xattrs
+    flat.described = result
+    return result
+
+
+def _splice_range(in_fd: int, pipe: int, start: int, end: int) -> None:
+    """Bytes [start, end) of ``in_fd`` into a pipe without a copy through user space (copy_file_range
+    refuses pipes)."""
+    while start < end:
+        moved = os.splice(in_fd, pipe, min(end - start, 1 << 30), offset_src=start)
+        if moved == 0:
+            raise ShortCopy(f"end of file at {start}")
+        start += moved
+
+
 def write_tar(flat: Flattener, out: Path | int) -> FlatImage:
     """Write the flattened tree to ``out`` (a new file, or an open descriptor); return what it holds."""
     dirs, inodes = flat.plan()
-    result = FlatImage(whiteouts_applied=flat.whiteouts, opaque_dirs=flat.opaques)
     writer = _TarWriter(out)
     try:
         for path, node in dirs:
@@ -375,11 +421,7 @@ def write_tar(flat: Flattener, out: Path | int) -> FlatImage:
                 writer.copy(source.tar_path, source.info.offset, source.info.offset_data - source.info.offset)
             else:
                 writer.write(_header(path, source))
-            result.entries.append(_entry(path, source, 0))
-            result.content_bytes += 4096
-            if source is not None and source.xattrs:
-                result.xattrs[path] = source.xattrs
-        for number, (source, paths) in enumerate(inodes, start=1):
+        for source, paths in inodes:
             info = source.info
             data_size = info.size if info.isreg() else 0
             padded = data_size + -data_size % _BLOCK
@@ -391,16 +433,12 @@ def write_tar(flat: Flattener, out: Path | int) -> FlatImage:
                 if data_size:
                     writer.copy(source.tar_path, info.offset_data, data_size)
                     writer.write(b"\0" * (padded - data_size))
-            result.content_bytes += -(-data_size // 4096) * 4096
             for other in paths[1:]:
                 writer.write(_header(other, source, link_to=paths[0]))
-            result.entries.extend(_entry(path, source, number) for path in paths)
-            if source.xattrs:
-                result.xattrs[paths[0]] = source.xattrs
         writer.write(b"\0" * (_BLOCK * 2))
     finally:
         writer.close()
-    return result
+    return describe(flat)
 
 
 def _entry(path: str, source: Source | None, inode: int) -> FlatEntry:
