@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -98,7 +98,7 @@ def debian_layout() -> Path | None:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def rounds(variants: dict[str, tuple[Callable[[], object], Callable[[], object]]], repeat: int
+def rounds(variants: Mapping[str, tuple[Callable[[], object], Callable[[], object]]], repeat: int
            ) -> dict[str, list[float]]:
     """Seconds of each variant's run (its setup untimed), one of each per round, in turns."""
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -111,7 +111,7 @@ def rounds(variants: dict[str, tuple[Callable[[], object], Callable[[], object]]
     return times
 
 
-def debian_main(layout: Path, repeat: int, free_mb: int) -> None:
+def debian_main(layout: Path, repeat: int, free_mb: int, compare: list[str] | None = None) -> None:
     repo = Path(__file__).resolve().parent.parent
     envd = repo / "fixtures/envd-standin/envd"
     source = f"oci-layout:{layout}:{DEBIAN_TAG}"
@@ -129,14 +129,23 @@ def debian_main(layout: Path, repeat: int, free_mb: int) -> None:
         cli = [sys.executable, "-m", "e2b_artifacts", "--debug", "--storage", str(storage), "build",
                "--from-image", source, "--envd", str(envd), "--build-id", "bench", "--disk-size-mb", str(free_mb),
                "--json"]
-        stage_runs: list[dict[str, float]] = []
+        stage_runs: dict[str, list[dict[str, float]]] = {}
 
-        def ours() -> None:
-            proc = subprocess.run(cli, env=env, capture_output=True, text=True)
-            assert proc.returncode == 0, proc.stderr
-            doc = json.loads(proc.stdout)
-            assert doc["image"]["fidelity_mismatches"] == 0
-            stage_runs.append(doc["stages"])
+        def cli_of(name: str, tree_of_code: Path) -> Callable[[], None]:
+            """The CLI of the checkout ``tree_of_code`` (this one, or a --compare one: same image, same cache)."""
+            code_env = {**env, "PYTHONPATH": str(tree_of_code)}
+
+            def run() -> None:
+                # cwd: python -m puts the working directory first on sys.path, ahead of PYTHONPATH
+                proc = subprocess.run(cli, env=code_env, capture_output=True, text=True, cwd=tree_of_code)
+                assert proc.returncode == 0, proc.stderr
+                doc = json.loads(proc.stdout)
+                assert doc["image"]["fidelity_mismatches"] == 0
+                if doc.get("stages"):
+                    stage_runs.setdefault(name, []).append(doc["stages"])
+            return run
+
+        ours = cli_of("ours", repo)
 
         def clear_build() -> None:
             shutil.rmtree(storage / "bench", ignore_errors=True)
@@ -157,23 +166,35 @@ def debian_main(layout: Path, repeat: int, free_mb: int) -> None:
             sh("umoci", "unpack", "--rootless", "--image", f"{layout}:{DEBIAN_TAG}", bundle)
             e2fsprogs.mke2fs(base_image, size, source=bundle / "rootfs")
 
+        ours_name = "e2b-artifact build --from-image (warm cache, fidelity on)"
+        variants = {"bare mke2fs -d of the extracted tree": (clear_bare, bare),
+                    "umoci unpack --rootless + mke2fs -d": (clear_umoci, umoci_then_mke2fs),
+                    ours_name: (clear_build, ours)}
+        for item in compare or []:  # NAME=CHECKOUT: another version of this repository, in the same rounds
+            name, _, checkout = item.partition("=")
+            variants[f"{ours_name}, {name}"] = (clear_build, cli_of(name, Path(checkout).resolve()))
         clear_build()
         ours()  # fills the blob cache: the runs below are warm
         stage_runs.clear()
-        times = rounds({"bare mke2fs -d of the extracted tree": (clear_bare, bare),
-                        "umoci unpack --rootless + mke2fs -d": (clear_umoci, umoci_then_mke2fs),
-                        "e2b-artifact build --from-image (warm cache, fidelity on)": (clear_build, ours)}, repeat)
+        times = rounds(variants, repeat)
         clear_umoci()
         medians = {name: statistics.median(values) for name, values in times.items()}
-        base, umoci_s, ours_s = medians.values()
+        base, umoci_s, ours_s = list(medians.values())[:3]
         print(f"rounds: {repeat} (interleaved), medians; every run in seconds")
         for name, values in times.items():
             print(f"{name}: {medians[name]:.3f} s  [{' '.join(f'{v:.3f}' for v in values)}]")
         print(f"ours / bare mke2fs -d: {ours_s / base:.2f}x  (target <= 1.5x)")
         print(f"umoci + mke2fs / ours: {umoci_s / ours_s:.2f}x faster  (target >= 3x)")
-        print("stage profile of ours (median seconds over the timed runs, from build --json 'stages'):")
-        for stage in stage_runs[0]:
-            print(f"  {stage:<11} {statistics.median(run.get(stage, 0.0) for run in stage_runs):7.3f}")
+        for name, value in list(medians.items())[3:]:
+            print(f"{name.rsplit(', ', 1)[1]} / bare mke2fs -d: {value / base:.2f}x; umoci + mke2fs / it: "
+                  f"{umoci_s / value:.2f}x")
+        names = list(stage_runs)
+        print("stage profile (median seconds over the timed runs, from build --json 'stages'):")
+        print(f"  {'stage':<11}" + "".join(f" {n:>12}" for n in names))
+        stages = list(dict.fromkeys(k for runs in stage_runs.values() for run in runs for k in run))
+        for stage in stages:
+            print(f"  {stage:<11}" + "".join(
+                f" {statistics.median(run.get(stage, 0.0) for run in stage_runs[n]):12.3f}" for n in names))
 
 
 def main() -> None:
@@ -182,11 +203,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--debian", action="store_true", help="the Debian bookworm minbase image, the real CLI")
     parser.add_argument("--free-mb", type=int, default=512, help="--disk-size-mb of the --debian builds")
+    parser.add_argument("--compare", action="append", metavar="NAME=CHECKOUT",
+                        help="--debian: also time the CLI of another checkout of this repository (repeatable)")
     args = parser.parse_args()
     if args.debian:
         layout = debian_layout()
         if layout is not None:
-            debian_main(layout, args.repeat, args.free_mb)
+            debian_main(layout, args.repeat, args.free_mb, args.compare)
             return
         print("no Debian image (see above): falling back to the 3-layer image", file=sys.stderr)
     trees = args.tree or [Path("/usr/include"), Path("/usr/lib/python3.11")]
