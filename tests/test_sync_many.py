@@ -268,3 +268,36 @@ def test_unknown_build_in_builds_file_is_a_clean_error(storage: Storage, tmp_pat
     assert_clean_error(run(storage.root, remote, "push", "--all", storage.single, remote.url), 2, "only DEST")
     assert_clean_error(run(storage.root, remote, "push", "--all", remote.url, "--sql", str(tmp_path / "x.sql")),
                        2, "--team-id")
+
+
+def test_several_builds_of_one_template_in_one_transaction_serve_the_last(
+        pg: pgserver.PgServer, tmp_path: Path) -> None:
+    """register --builds and the --sql file order builds of one template by the file: the last is the one the
+    API serves (the lookups order by finished_at / the assignment's created_at, distinct within the
+    transaction)."""
+    from tests.test_db import TEMPLATE
+    from tests.test_db import make_build as db_build
+
+    older, newer = db_build(tmp_path), db_build(tmp_path)
+    for build_id in (older, newer):
+        write_manifest(tmp_path / build_id, build_id)
+    ids_file = tmp_path / "builds.txt"
+    ids_file.write_text(f"{older}\n{newer}\n")
+    for era in ("2025", "current"):
+        db = make_db(pg, up_to=None if era == "current" else 20251106172810)
+        done = cli("--storage", tmp_path, "register", "--builds", str(ids_file), "--db", db.url, "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [b["api_lookup"]["row"]["build_id"] for b in json.loads(done.stdout)["builds"]] == [newer, newer]
+        assert db.rows("SELECT build_count FROM public.envs WHERE id = %s", TEMPLATE) == [(2,)]
+    assert_clean_error(cli("--storage", tmp_path, "register", "--builds", str(ids_file), "--template-id", "x",
+                           "--db", db.url), 2, "--template-id")
+
+    sql_db = make_db(pg)
+    sql_file = tmp_path / "two.sql"
+    remote = Remote(str(tmp_path / "remote"), [], {}, "local")
+    synced = run_json(tmp_path, remote, "push", "--builds", str(ids_file), remote.url, "--sql", str(sql_file),
+                      "--team-id", sql_db.team_id)
+    assert synced["sql"]["builds"] == [older, newer]
+    psql(pg, sql_db, sql_file)
+    assert api_rows(sql_db, [TEMPLATE])[TEMPLATE]["build_id"] == newer
+    assert table_rows(sql_db)["envs"] == [(TEMPLATE, sql_db.team_id, False, "template", 2, None)]

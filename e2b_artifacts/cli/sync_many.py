@@ -68,7 +68,7 @@ def run_many(direction: Literal["push", "pull"], app: AppState, location: str, *
                     f"{report.jobs} builds at a time"))
     doc = report.to_json()
     synced = [b.build_id for b in report.builds if b.outcome in ("sent", "up-to-date")]
-    if sql and not dry_run:
+    if sql and not dry_run and synced:
         assert team_id is not None
         doc["sql"] = write_registration_sql(app, Path(sql), team_id, envd_version, synced)
         lines.append(f"wrote {sql}: the rows that register {len(synced)} build(s) for team {team_id} "
