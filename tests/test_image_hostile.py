@@ -278,6 +278,11 @@ def test_malformed_registry_manifest(case: str) -> None:
 
 # --- blobs are read through their descriptor's size ---------------------------------------------------------
 
+def _sparse(path: Path, size: int) -> None:
+    with path.open("wb") as fh:
+        fh.truncate(size)
+
+
 def _replace_blob(made: Path, which: str, how: Callable[[Path], object]) -> None:
     index = json.loads((made / "index.json").read_text())
     manifest_digest = index["manifests"][0]["digest"]
@@ -294,9 +299,9 @@ BLOB_CASES: dict[str, tuple[str, Callable[[Path], object], int, str]] = {
     "layer-dev-zero": ("layer", lambda p: p.symlink_to("/dev/zero"), 3, "is not a regular file"),
     "manifest-dev-zero": ("manifest", lambda p: p.symlink_to("/dev/zero"), 3, "is not a regular file"),
     "index-fifo": ("index", lambda p: os.mkfifo(p), 3, "is not a regular file"),
-    "config-huge-sparse": ("config", lambda p: os.truncate(p.open("wb").name, 4 << 30), 8,
+    "config-huge-sparse": ("config", lambda p: _sparse(p, 4 << 30), 8,
                            "more than the"),
-    "layer-huge-sparse": ("layer", lambda p: os.truncate(p.open("wb").name, 4 << 30), 8, "more than the"),
+    "layer-huge-sparse": ("layer", lambda p: _sparse(p, 4 << 30), 8, "more than the"),
     "layer-short": ("layer", lambda p: p.write_bytes(b"\0" * 100), 8, "bytes, its descriptor says"),
 }
 

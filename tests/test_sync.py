@@ -376,6 +376,8 @@ def _start_cli(storage: Path, remote: Remote, *args: str) -> subprocess.Popen[by
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
 
 
 def _kill_when(reached: Callable[[], bool], what: str, storage: Path, remote: Remote, *args: str) -> None:
