@@ -153,7 +153,7 @@ def translation_between(plain: header_mod.Header, packed: header_mod.Header) -> 
     """The :class:`Translation` of ``plain``'s own build into ``packed`` (the same build compressed)."""
     own = plain.build_id
     translation = Translation()
-    for m in sorted((m for m in plain.mappings or [] if m.build_id == own), key=lambda m: m.storage_offset):
+    for m in sorted((m for m in plain.mappings if m.build_id == own), key=lambda m: m.storage_offset):
         for offset, length, build_id, storage in _device_pieces(packed, m.offset, m.length):
             start = m.storage_offset + (offset - m.offset)
             if translation.runs and start < translation.runs[-1][1]:
@@ -212,7 +212,7 @@ def plain_header(build_dir: Path, data_name: str, build_id: str) -> tuple[header
     if path.is_file():
         data = read_input(path, "header", limit=limits.HEADER, missing_hint="check the build directory")
         hdr = header_mod.parse_header(data, str(path))
-        if hdr.version not in (1, 2, 3) or hdr.mappings is None:
+        if hdr.version not in (1, 2, 3):
             raise ArtifactError(f"{path}: a v{hdr.version} header; only builds with v1-3 headers (or none) are "
                                 "compressed here", hint="push it as it is (without --compress)",
                                 code=ExitCode.BAD_INPUT)
@@ -229,7 +229,7 @@ def pack(build_dir: Path, build_id: str, data_name: str, out_dir: Path, codec: C
     if own != require_uuid(build_id):
         raise ArtifactError(f"{build_dir / layout.HEADER_OF[data_name]} belongs to build {own}, not {build_id}",
                             hint="check that the header belongs to this build", code=ExitCode.BAD_INPUT)
-    ranges = _merged((m.storage_offset, m.storage_offset + m.length) for m in plain.mappings or []
+    ranges = _merged((m.storage_offset, m.storage_offset + m.length) for m in plain.mappings
                      if m.build_id == own)
     name = co.object_name(data_name, codec)
     translation = Translation()
@@ -305,7 +305,7 @@ def _rewrite(plain: header_mod.Header, own: Translation, ancestors: dict[str, Pa
                 return
         out.append(Mapping(offset, length, build_id, 0 if build_id == NIL_BUILD else storage))
 
-    for m in plain.mappings or []:
+    for m in plain.mappings:
         translation = own if m.build_id == plain.build_id else (
             ancestors[m.build_id].translation if m.build_id in ancestors else None)
         if m.build_id == NIL_BUILD or translation is None:
@@ -472,7 +472,7 @@ def _restore(obj: co.DataObject, hdr: header_mod.Header, entry: dict[str, Any], 
     with out.open("wb") as fout, co.FrameReader(obj) as reader:
         fd = fout.fileno()
         os.ftruncate(fd, size)
-        own = sorted((m for m in plain.mappings or [] if m.build_id == plain.build_id),
+        own = sorted((m for m in plain.mappings if m.build_id == plain.build_id),
                      key=lambda m: m.storage_offset)
         for m in own:
             for offset, length, build_id, storage in _device_pieces(hdr, m.offset, m.length):

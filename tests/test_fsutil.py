@@ -127,3 +127,20 @@ def test_write_sparse_skips_zero_grains(tmp_path: Path) -> None:
     with path.open("rb") as fh:
         extents = list(fsutil.data_extents(fh.fileno(), len(data)))
     assert extents == [(0, fsutil.HOLE_GRAIN), (17 * fsutil.HOLE_GRAIN, len(data))]
+
+
+def test_start_writeback_leaves_the_bytes_and_ignores_what_cannot_be_written_back(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    data = os.urandom(3 << 20)
+    with path.open("wb") as fh:
+        fsutil.write_sparse(fh.fileno(), 0, data)
+        fsutil.start_writeback(fh.fileno(), 0, len(data))
+        fsutil.start_writeback(fh.fileno(), len(data), 0)  # an empty range is a no-op
+        os.fsync(fh.fileno())
+    assert path.read_bytes() == data
+    read_end, write_end = os.pipe()
+    try:
+        fsutil.start_writeback(write_end, 0, 4096)  # ESPIPE from the kernel: best effort, no exception
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -26,7 +26,7 @@ from pathlib import Path
 import blake3
 
 from ..errors import ArtifactError, ExitCode
-from ..fsutil import atomic_write_bytes, write_sparse
+from ..fsutil import atomic_write_bytes, start_writeback, write_sparse
 
 MiB = 1 << 20
 HASH_META_KEY = "blake3"  # user metadata key holding the BLAKE3 hex of the object's bytes
@@ -426,6 +426,7 @@ class Storage(abc.ABC):
                 data = pending.popleft().result()
                 hasher.update(data)
                 write_sparse(out.fileno(), written, data)
+                start_writeback(out.fileno(), written, len(data))  # the fsync below then waits for little
                 written += len(data)
                 opts.account(len(data))
 

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import ArtifactError, ExitCode
-from ..fsutil import write_sparse
+from ..fsutil import start_writeback, write_sparse
 from .base import DEFAULT_TIMEOUT, Cleanup, Multipart, ObjectInfo, StallWatch, Storage
 
 XATTR = "user.e2b_artifact.blake3"
@@ -108,6 +108,7 @@ class _LocalUpload(Multipart):
 
     def upload_part(self, number: int, offset: int, data: bytes) -> None:
         write_sparse(self.fd, offset, data)  # holes in a sparse rootfs stay holes
+        start_writeback(self.fd, offset, len(data))
 
     def complete(self) -> None:
         os.ftruncate(self.fd, self.size)
