@@ -97,6 +97,7 @@ PUSH_UPLOADS_SUFFIX = ".push-uploads.json"  # ``.<id>.push-uploads.json``: a kil
 COMPRESSED_INFIX = ".compressed-"  # ``.<id>.compressed-zstd``: the compressed form a push --compress sends
 
 
+AUDIT_QUARANTINE_DIR = ".audit-quarantine"  # beside the builds: builds ``audit --fix`` moved aside, per timestamp
 LEFTOVERS_DIR = ".leftovers"  # beside the builds: stale staging dirs and temp files of killed runs, per timestamp
 _TEMP_FILE_RE = re.compile(r"\..+\.tmp")  # what fsutil.atomic_write_bytes writes before its rename
 
@@ -125,6 +126,11 @@ def compressed_staging_dir(storage: Path, build_id: str, codec: str) -> Path:
 
 def replaced_dir(storage: Path) -> Path:
     return storage / REPLACED_DIR
+
+
+def audit_quarantine_dir(storage: Path, timestamp: str) -> Path:
+    """Where ``audit --fix`` moves the builds of one run: ``<storage>/.audit-quarantine/<timestamp>/<build-id>``."""
+    return storage / AUDIT_QUARANTINE_DIR / timestamp
 
 
 # ---- writing a build -------------------------------------------------------------------------

@@ -11,11 +11,15 @@ import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.storage.ceph import Ceph, start_ceph
 from tests.storage.servers import Server, start_gcs_emulator
+
+if TYPE_CHECKING:
+    from tests.db.pgserver import PgServer
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
@@ -183,3 +187,15 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_gcs_emulator(tmp_path_factory.mktemp("gcs"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the whole run (tests/db/pgserver.py); databases: tests/db/seed.py."""
+    from tests.db import pgserver
+
+    server = pgserver.start_server()
+    try:
+        yield server
+    finally:
+        pgserver.remove(server)

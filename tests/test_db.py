@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from e2b_artifacts import metadata
 from e2b_artifacts.db import known
 from tests.conftest import assert_clean_error, cli
 from tests.db import goose, pgserver
+from tests.db.seed import Db, make_db, next_name
 
 TAG_2025_45 = 20251106172810  # newest pinned migration in tag 2025.45 (2025-11-06)
 M_N_BUILDS = 20251218160000  # env_build_assignments, kept in sync by a trigger until 20260204172712
@@ -29,49 +28,6 @@ ENV_SECURE = 20250409113306
 TEMPLATE = "a1b2c3d4e5f6g7h8i9j0"
 KERNEL, FIRECRACKER, ENVD = "vmlinux-6.1.102", "v1.12.1_d990331", "0.2.4"
 CHECK_FAILED, CONFLICT = 1, 6
-
-
-@pytest.fixture(scope="session")
-def pg() -> Iterator[pgserver.PgServer]:
-    server = pgserver.start_server()
-    try:
-        yield server
-    finally:
-        pgserver.remove(server)
-
-
-@dataclass
-class Db:
-    url: str
-    name: str
-    team_id: str
-
-    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.url) as conn:
-            return conn.execute(sql, params or None).fetchall()
-
-
-_counter = iter(range(1_000_000))
-
-
-def make_db(pg: pgserver.PgServer, up_to: int | None = None, skip: tuple[int, ...] = ()) -> Db:
-    """A fresh database with the pinned migrations applied, plus one tier and one team (as E2B's seed does)."""
-    name = f"e2b_{next(_counter)}"
-    with psycopg.connect(pg.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = pg.url(name)
-    goose.apply(url, goose.files(up_to=up_to, skip=skip))
-    team = str(uuid.uuid4())
-    with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO tiers (id, name, concurrent_instances) VALUES ('base_v1', 'Base', 20)")
-        cols = conn.execute("SELECT column_name FROM information_schema.columns "
-                            "WHERE table_name = 'teams' AND column_name = 'is_default'").fetchall()
-        if cols:  # dropped by a 2025 migration that is not pinned (teams is not read here)
-            conn.execute("INSERT INTO teams (id, name, tier, is_default) VALUES (%s, 'local', 'base_v1', true)",
-                         (team,))
-        else:
-            conn.execute("INSERT INTO teams (id, name, tier) VALUES (%s, 'local', 'base_v1')", (team,))
-    return Db(url=url, name=name, team_id=team)
 
 
 def make_build(storage: Path, template_id: str | None = TEMPLATE, envd: str | None = ENVD,
@@ -325,7 +281,7 @@ def test_a_database_error_is_one_clean_line_and_nothing_is_committed(pg: pgserve
 
 
 def test_goose_default_table_and_no_goose_table(pg: pgserver.PgServer, tmp_path: Path) -> None:
-    name = f"e2b_{next(_counter)}"
+    name = next_name()
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     url = pg.url(name)

@@ -34,9 +34,6 @@ RUNTIME = {"node.unique.name": "client-1", "NOMAD_ALLOC_INDEX": "0"}
 ORCHESTRATOR_ENV = {"NODE_ID", "STORAGE_PROVIDER", "TEMPLATE_BUCKET_NAME", "TEMPLATE_STORAGE_URL",
                     "LOCAL_TEMPLATE_STORAGE_BASE_PATH", "AWS_REGION", "SHARED_CHUNK_CACHE_PATH", "HOST_KERNELS_DIR",
                     "FIRECRACKER_VERSIONS_DIR", "ORCHESTRATOR_BASE_PATH"}
-AUDIT_PENDING = pytest.mark.xfail(
-    strict=True, reason="audit is issue 14 item 2, not written yet: its job holds the issue's command line; "
-                        "remove this mark when `e2b-artifact audit` exists (strict: an XPASS fails)")
 
 
 def job(name: str, runtime: dict[str, str] | None = None, **variables: Any) -> Job:
@@ -115,11 +112,12 @@ def test_host_check_command_line_parses() -> None:
     assert ctx.info_name == "check" and ctx.params["as_json"]
 
 
-@AUDIT_PENDING
 def test_audit_command_line_parses() -> None:
     task = job("e2b-artifact-audit.nomad.hcl").task("audit")
     assert task.args == ["audit", "--db", REQUIRED["postgres_connection_string"], "--json"]
-    parse_command_line(task.args)
+    ctx = parse_command_line(task.args)
+    assert ctx.command.name == "audit" and ctx.params["url"] == REQUIRED["postgres_connection_string"]
+    assert ctx.params["as_json"] and not ctx.params["fix"] and ctx.params["location"] is None  # storage: the env
 
 
 # ---- the dispatch script, recorded and for real ---------------------------------------------------------

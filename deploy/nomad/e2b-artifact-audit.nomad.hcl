@@ -1,6 +1,6 @@
 # audit on a schedule: storage against the database against this node's caches (issue 14 item 2).
-# NOTE: the audit command is not written yet; this job holds the command line the issue specifies,
-# and tests/test_nomad_jobs.py expects it not to parse until audit exists.
+# The storage is the orchestrator's (TEMPLATE_STORAGE_URL, or STORAGE_PROVIDER + TEMPLATE_BUCKET_NAME, or Local
+# with LOCAL_TEMPLATE_STORAGE_BASE_PATH), the caches this node's (ORCHESTRATOR_BASE_PATH, SHARED_CHUNK_CACHE_PATH).
 #
 #   nomad job run -var postgres_connection_string=postgresql://... deploy/nomad/e2b-artifact-audit.nomad.hcl
 #   nomad job periodic force e2b-artifact-audit       # once, now
