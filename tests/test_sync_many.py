@@ -21,9 +21,9 @@ from e2b_artifacts import metadata
 from e2b_artifacts.manifest import write_manifest
 from tests.conftest import assert_clean_error, cli
 from tests.db import pgserver
+from tests.db.seed import Db, make_db
 from tests.storage.fleet import make_fleet, tiny_sample
 from tests.storage.proxy import Proxy
-from tests.test_db import Db, make_db
 from tests.test_sync import Remote, _kill_when, _remote, _through
 
 ENVD = "0.2.4"
