@@ -20,8 +20,13 @@ directory, text output); its results file is read back to check every build was 
   builds per hour of the synthetic builds, and the fixed per-build cost docs/fleet.md combines with
   bench_verify's bytes per second for a node's builds per hour on real-sized builds.
 
-The page cache is warm (the storage was just written). Adding a command (e.g. `audit`) is one
-`Measured(...)` entry in `measured_commands`.
+* `audit` (issue 14 item 2) at the same sizes, against a PostgreSQL database per size with upstream's
+  migrations (tests/db) holding a row for every build of that storage (status `uploaded`, each chain one
+  template, every build on its default tag): every audit must come out clean (the chains' parents are found
+  through their headers, nothing is an orphan). Baselines as above (`--no-audit` leaves it out).
+
+The page cache is warm (the storage was just written). Adding a command is one `Measured(...)` entry in
+`measured_commands`.
 
     python3 scripts/bench_fleet.py [--chains 20] [--depth 50] [--sizes 100,300,1000] [--full 100]
                                    [--repeat 1] [--work DIR] [--keep]
@@ -64,6 +69,7 @@ class Measured:
     argv: Callable[[Path, int, Path], list[str]]  # (storage directory, jobs, results directory) -> command line
     check: Callable[[Path, int], str]  # (results directory, builds) -> "" when every build was covered
     ok_codes: tuple[int, ...] = (0,)
+    has_jobs: bool = True  # takes --jobs (then also timed with --jobs 2)
 
 
 def verify_all_argv(*extra: str) -> Callable[[Path, int, Path], list[str]]:
@@ -84,11 +90,51 @@ def verify_all_check(results: Path, builds: int) -> str:
     return ""
 
 
-def measured_commands(args: argparse.Namespace) -> list[Measured]:
-    """What is timed at each size. A further command is one more entry, e.g. the audit of issue 14 item 2:
-    ``Measured("audit", lambda storage, jobs, results: [*CLI, "audit", "--db", args.db, "--storage",
-    str(storage), "--json"], audit_check)``."""
-    return [Measured("verify --all --quick", verify_all_argv("--quick"), verify_all_check)]
+def audit_argv(databases: dict[Path, str], caches: Path) -> Callable[[Path, int, Path], list[str]]:
+    """``audit --json`` of a storage against its own database, its JSON lines into ``results/audit.jsonl``
+    (``sh`` execs the CLI, so the process measured is the CLI's own)."""
+    def argv(storage: Path, jobs: int, results: Path) -> list[str]:
+        return ["/bin/sh", "-c", 'mkdir -p "$0" && exec "$@" > "$0/audit.jsonl"', str(results), *CLI,
+                "--set", f"TEMPLATE_CACHE_DIR={caches}", "--set", f"SNAPSHOT_CACHE_DIR={caches}",
+                "audit", "--db", databases[storage], "--storage", str(storage), "--json"]
+    return argv
+
+
+def audit_check(results: Path, builds: int) -> str:
+    """The audit's summary: clean, every build of the storage and every row seen."""
+    summary = json.loads((results / "audit.jsonl").read_text().splitlines()[-1])
+    if summary.get("type") != "summary" or summary["builds_in_storage"] != builds or summary["build_rows"] != builds:
+        return f"expected {builds} builds and rows, the summary says {summary}"
+    return "" if summary["ok"] else f"audit is not clean: {summary['counts']}"
+
+
+def seed_rows(url: str, team_id: str, chains: list[list[str]]) -> None:
+    """A row per build as upstream's API writes them: one template per chain, every build on its default tag
+    (the chain's last build the newest)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        templates = [f"bench{i:015d}" for i in range(len(chains))]
+        cur.executemany("INSERT INTO envs (id, team_id, public, updated_at) VALUES (%s, %s, false, now())",
+                        [(t, team_id) for t in templates])
+        rows = [(bid, t, len(chain) - k) for t, chain in zip(templates, chains, strict=True)
+                for k, bid in enumerate(chain)]
+        cur.executemany("INSERT INTO env_builds (id, env_id, status, vcpu, ram_mb, free_disk_size_mb, kernel_version, "
+                        "firecracker_version, envd_version, created_at, updated_at, finished_at) VALUES (%s, %s, "
+                        "'uploaded', 2, 4, 4, 'vmlinux-6.1.102', 'v1.12.1_d990331', '0.2.4', "
+                        "now() - %s * interval '1 minute', now(), now())", rows)
+        cur.executemany("INSERT INTO env_build_assignments (env_id, build_id, tag, source, created_at) "
+                        "VALUES (%s, %s, 'default', 'app', now() - %s * interval '1 minute')",
+                        [(t, bid, age) for bid, t, age in rows])
+
+
+def measured_commands(args: argparse.Namespace, databases: dict[Path, str] | None, caches: Path) -> list[Measured]:
+    """What is timed at each size; ``databases``: the audit's database of each storage (None: no audit)."""
+    commands = [] if args.audit_only else [Measured("verify --all --quick", verify_all_argv("--quick"),
+                                                    verify_all_check)]
+    if databases is not None:
+        commands.append(Measured("audit", audit_argv(databases, caches), audit_check, has_jobs=False))
+    return commands
 
 
 def timed(argv: Sequence[str], *, env: dict[str, str]) -> tuple[Run, int, str]:
@@ -151,17 +197,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure; the median is reported")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp"), help="where the storage is made")
     parser.add_argument("--keep", action="store_true", help="leave the storage behind")
+    parser.add_argument("--no-audit", action="store_true", help="do not time audit (it needs PostgreSQL's server)")
+    parser.add_argument("--audit-only", action="store_true", help="time audit alone (no verify runs)")
     args = parser.parse_args()
     total = args.chains * args.depth
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     if not sizes or sizes[0] < 1 or sizes[-1] > total or not 1 <= args.full <= total:
         sys.exit(f"--sizes and --full must be between 1 and {total} (--chains x --depth)")
+    if args.audit_only and args.no_audit:
+        sys.exit("--audit-only and --no-audit leave nothing to time")
     if any(n % args.depth for n in (*sizes, args.full)):
         sys.exit(f"--sizes and --full must be whole chains (multiples of --depth {args.depth}), so that every "
                  "size holds builds of every depth alike")
 
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-", dir=args.work))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    pg = None
     try:
         started = time.monotonic()
         ids = make_storage(work, args.chains, args.depth)
@@ -172,7 +223,19 @@ def main() -> None:
         storages = {n: linked_subset(work, ids, n) for n in sorted({*sizes, args.full})}
 
         (work / "empty").mkdir()
-        commands = measured_commands(args)
+        databases = None
+        if not args.no_audit:
+            from tests.db import pgserver
+            from tests.db.seed import make_db
+
+            pg = pgserver.start_server()
+            databases = {}
+            for path, count in [(work / "empty", 0), *((storages[n], n) for n in sizes)]:
+                db = make_db(pg)
+                seed_rows(db.url, db.team_id, [ids[i:i + args.depth] for i in range(0, count, args.depth)])
+                databases[path] = db.url
+        (work / "caches").mkdir()
+        commands = measured_commands(args, databases, work / "caches")
         by_size: dict[str, dict[int, Run]] = {}
         empty: dict[str, Run] = {}
         jobs2: dict[str, Run] = {}
@@ -180,10 +243,12 @@ def main() -> None:
             empty[command.label] = measure(command, work / "empty", 0, 1, work, args.repeat, env)
             by_size[command.label] = {n: measure(command, storages[n], n, 1, work, args.repeat, env)
                                       for n in sizes}
-            jobs2[command.label] = measure(command, storages[sizes[-1]], sizes[-1], 2, work, args.repeat, env)
+            if command.has_jobs:
+                jobs2[command.label] = measure(command, storages[sizes[-1]], sizes[-1], 2, work, args.repeat, env)
         full_command = Measured("verify --all (full)", verify_all_argv(), verify_all_check)
-        full = {jobs: measure(full_command, storages[args.full], args.full, jobs, work, args.repeat, env)
-                for jobs in (1, 2)}
+        full = {} if args.audit_only else {
+            jobs: measure(full_command, storages[args.full], args.full, jobs, work, args.repeat, env)
+            for jobs in (1, 2)}
 
         print(f"\n--jobs 1, warm page cache. ms/build: (wall - the same command on an empty storage) / builds; "
               f"'x base': against the {sizes[0]}-build run of the same command")
@@ -210,6 +275,8 @@ def main() -> None:
                   f"{cpu_ratio:.2f}x ({'linear' if cpu_ratio <= 1.2 else 'NOT linear'} by CPU: target <= 1.2x; "
                   f"wall follows the machine's load); peak RSS {rss_ratio:.2f}x "
                   f"({'flat' if rss_ratio <= 1.2 else 'NOT flat'}: target <= 1.2x), {growth:.2f} KiB per added build")
+            if not command.has_jobs:
+                continue
             one, two = runs[sizes[-1]], jobs2[command.label]
             print(f"{command.label}: --jobs 2 against --jobs 1 at {sizes[-1]} builds: {one.seconds / two.seconds:.2f}x "
                   f"as fast ({two.seconds:.2f} s vs {one.seconds:.2f} s; {os.cpu_count()} cores), peak "
@@ -219,14 +286,19 @@ def main() -> None:
             per = (run.seconds - zero.seconds) / args.full
             print(f"verify --all (full), {args.full} builds, --jobs {jobs}: {run.seconds:.2f} s, "
                   f"{per * 1000:.1f} ms/build, {3600 / per:,.0f} builds/h, peak {run.peak_rss_kib / 1024:.1f} MiB")
-        line = f"full --jobs 2 against --jobs 1: {full[1].seconds / full[2].seconds:.2f}x"
-        if args.full in sizes:
-            quick = by_size[commands[0].label][args.full]
-            line += (f"; full against --quick per build (--jobs 1, {args.full} builds): "
-                     f"{(full[1].seconds - zero.seconds) / (quick.seconds - zero.seconds):.2f}x")
-        print(line)
+        if full:
+            line = f"full --jobs 2 against --jobs 1: {full[1].seconds / full[2].seconds:.2f}x"
+            if args.full in sizes:
+                quick = by_size[commands[0].label][args.full]
+                line += (f"; full against --quick per build (--jobs 1, {args.full} builds): "
+                         f"{(full[1].seconds - zero.seconds) / (quick.seconds - zero.seconds):.2f}x")
+            print(line)
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
+        if pg is not None:
+            from tests.db import pgserver
+
+            pgserver.remove(pg)
         if args.keep:
             print(f"kept {work}")
         else:
