@@ -251,6 +251,8 @@ def pack(build_dir: Path, build_id: str, data_name: str, out_dir: Path, codec: C
         record = writer.close()
         out.flush()
         os.fsync(out.fileno())
+    # Kept when empty (a build with no block of its own): the build's files stay the same set whatever it holds;
+    # its header then records no frames and codec none, as upstream's serializer writes an empty table.
     atomic_write_bytes(out_dir / layout.uncompressed_size_name(name), str(record.size).encode())
     mappings = _rewrite(plain, translation, ancestors)
     builds = {own: record} | {b: ancestors[b].header.builds[b] for b in _referenced(mappings) if b in ancestors}
@@ -454,6 +456,10 @@ def decompress_build(build_dir: Path, out_dir: Path, *, build_id: str | None = N
             continue
         hdr = header_mod.read_header(header_path)
         own = co.own_record(hdr)
+        entry = (record or {}).get("files", {}).get(data_name)
+        if own is not None and own.size == 0 and not own.frames:  # no data of its own: nothing to read
+            _restore_empty(hdr, data_name, entry, out_dir)
+            continue
         if own is None or not own.compressed:  # already plain
             for name in (data_name, layout.HEADER_OF[data_name]):
                 if (build_dir / name).is_file():
@@ -461,7 +467,6 @@ def decompress_build(build_dir: Path, out_dir: Path, *, build_id: str | None = N
             continue
         obj = co.DataObject(hdr.build_id, data_name, build_dir / co.object_name(data_name, own.codec), own,
                             "own header")
-        entry = (record or {}).get("files", {}).get(data_name)
         if entry is not None:
             _restore(obj, hdr, entry, out_dir / data_name, out_dir / layout.HEADER_OF[data_name])
         else:
@@ -482,6 +487,22 @@ def decompress_build(build_dir: Path, out_dir: Path, *, build_id: str | None = N
         raise ArtifactError(f"the plain form of {bid} differs from the build it was made from: {wrong[0]}",
                             hint="the compressed copy is damaged: e2b-artifact verify it, re-push from the source",
                             code=ExitCode.INTEGRITY)
+
+
+def _restore_empty(hdr: header_mod.Header, data_name: str, entry: dict[str, Any] | None, out_dir: Path) -> None:
+    """The plain form of a data file without blocks of its own: a hole of the recorded size (its blocks all live
+    in ancestors, or are zero) and its original header; without a record, an empty file and a V3 header."""
+    raw = base64.b64decode(entry["header"]) if entry is not None and entry.get("header") else None
+    size = entry.get("size") if entry is not None else 0
+    if not isinstance(size, int) or size < 0:
+        raise ArtifactError(f"{layout.PLAIN_RECORD}: no size for {data_name}", hint="the record is damaged",
+                            code=ExitCode.BAD_INPUT)
+    with (out_dir / data_name).open("wb") as fout:
+        os.ftruncate(fout.fileno(), size)
+    if raw is None:
+        raw = header_mod.serialize(header_mod.Header(3, hdr.block_size, hdr.size, hdr.generation, hdr.build_id,
+                                                     hdr.base_build_id, hdr.mappings, raw_version=3))
+    atomic_write_bytes(out_dir / layout.HEADER_OF[data_name], raw)
 
 
 def _restore(obj: co.DataObject, hdr: header_mod.Header, entry: dict[str, Any], out: Path, out_header: Path) -> None:

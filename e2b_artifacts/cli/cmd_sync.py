@@ -42,7 +42,7 @@ def transfer_options(func: F) -> F:
         click.option("--dry-run", is_flag=True, help="Show what would be sent; change nothing."),
         click.option("--part-size", type=click.IntRange(1, 5120), default=16, show_default=True,
                      metavar="MiB", help="Multipart upload part size (S3 minimum 5)."),
-        click.option("--range-size", type=click.IntRange(1, 5120), default=64, show_default=True,
+        click.option("--range-size", type=click.IntRange(1, 5120), default=16, show_default=True,
                      metavar="MiB", help="Download range size."),
         click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
                      help="Parallel parts per file (default 8); with --all / --builds: builds at a time "

@@ -195,7 +195,7 @@ class TransferOptions:
     """How to move bytes: part size, parallelism, an optional rate limit, a byte counter."""
 
     part_size: int = 16 * MiB  # upload parts
-    range_size: int = 64 * MiB  # download ranges (some servers re-read the whole object per range)
+    range_size: int = 16 * MiB  # download ranges: more of them in flight keeps the in-order drain fed (bench_sync)
     concurrency: int = 8
     max_rate: float | None = None  # bytes per second, None = unlimited
     on_bytes: Callable[[int], None] = _ignore
