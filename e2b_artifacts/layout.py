@@ -146,14 +146,16 @@ def lock(storage: Path, build_id: str) -> Iterator[None]:
         yield
 
 
-def sweep_stale(storage: Path, build_id: str) -> list[tuple[Path, Path]]:
+def sweep_stale(storage: Path, build_id: str, *, staging: bool = True) -> list[tuple[Path, Path]]:
     """Move what killed runs left of ``build_id`` into ``<storage>/.leftovers/<UTC timestamp>/``: its
     ``.<id>.staging-*`` directories and the ``.<name>.*.tmp`` files of interrupted atomic writes inside
     the build. Call it holding :func:`lock`: whoever wrote them held that lock, so they are stale.
-    Returns the (from, to) pairs; nothing is deleted.
+    Returns the (from, to) pairs; nothing is deleted. ``staging=False``: the caller listed the storage
+    and saw no ``.<id>.staging-*`` there, so it is not listed again (``verify --all`` would otherwise list
+    a storage of N builds N times).
     """
     stale = [Path(e.path) for e in os.scandir(storage) if e.name.startswith(staging_prefix(build_id))
-             and e.is_dir(follow_symlinks=False)] if storage.is_dir() else []
+             and e.is_dir(follow_symlinks=False)] if staging and storage.is_dir() else []
     build_dir = storage / build_id
     if build_dir.is_dir():
         stale += [Path(e.path) for e in os.scandir(build_dir) if _TEMP_FILE_RE.fullmatch(e.name)

@@ -79,8 +79,11 @@ class StandIn:
 
 
 def verify(build_dir: Path, settings: Settings, *, quick: bool = False, fix: bool = False,
-           stand_in: StandIn | None = None) -> VerifyReport:
-    """Run every check on ``build_dir``; with ``fix``, repair what can be repaired safely, then check again."""
+           stand_in: StandIn | None = None, staging_seen: bool = True) -> VerifyReport:
+    """Run every check on ``build_dir``; with ``fix``, repair what can be repaired safely, then check again.
+
+    ``staging_seen=False``: the caller listed the storage and found no ``.<id>.staging-*`` of this build
+    there, so the sweep of an interrupted run's leftovers does not list the storage again."""
     if stand_in is not None and fix:
         raise ArtifactError(f"cannot repair {stand_in.location} in place", hint="pull the build, then verify --fix it",
                             code=ExitCode.USAGE)
@@ -88,7 +91,7 @@ def verify(build_dir: Path, settings: Settings, *, quick: bool = False, fix: boo
         raise ArtifactError(f"build directory {build_dir} not found",
                             hint="pass a build id under LOCAL_TEMPLATE_STORAGE_BASE_PATH or a directory path "
                                  "(see e2b-artifact paths)", code=ExitCode.BAD_INPUT)
-    report = _run_checks(build_dir, settings, quick=quick, stand_in=stand_in)
+    report = _run_checks(build_dir, settings, quick=quick, stand_in=stand_in, staging_seen=staging_seen)
     if not fix:
         return report
     fixed = _fix(build_dir, settings, report)
@@ -100,9 +103,10 @@ def verify(build_dir: Path, settings: Settings, *, quick: bool = False, fix: boo
     return again
 
 
-def _run_checks(build_dir: Path, settings: Settings, *, quick: bool, stand_in: StandIn | None = None) -> VerifyReport:
+def _run_checks(build_dir: Path, settings: Settings, *, quick: bool, stand_in: StandIn | None = None,
+                staging_seen: bool = True) -> VerifyReport:
     report = VerifyReport(build_dir.name, build_dir)
-    _check_files(report)
+    _check_files(report, staging_seen)
     md = _check_metadata(report)
     arch = hostfiles.build_arch(md)
     if md is not None:
@@ -145,7 +149,7 @@ def _names(build_dir: Path) -> set[str]:
     return {e.name for e in os.scandir(build_dir)}
 
 
-def _check_files(report: VerifyReport) -> None:
+def _check_files(report: VerifyReport, staging_seen: bool = True) -> None:
     d, names = report.build_dir, _names(report.build_dir)
     bid = report.build_id
     if (d / ROOTFS).is_file():
@@ -160,7 +164,7 @@ def _check_files(report: VerifyReport) -> None:
     if metadata.FILE_NAME not in names:
         report.add("files", "FAIL", f"{metadata.FILE_NAME} missing (upstream then assumes the legacy v1 layout)",
                    f"write it: e2b-artifact build ..., or restore it from a backup of {bid}", fix=Fix.BUILD_REBUILD)
-    for old, moved in _sweep_if_idle(d):
+    for old, moved in _sweep_if_idle(d, staging_seen):
         report.add("files", "warn", f"moved {old.name}, left by an interrupted run, to {moved}",
                    f"nothing was deleted: look at it there, or move it back with: mv {moved} {old}")
         names.discard(old.name)
@@ -176,11 +180,11 @@ def _stored_compressed(build_dir: Path, data_name: str) -> Path | None:
     return next((build_dir / n for n in layout.compressed_names(data_name) if (build_dir / n).is_file()), None)
 
 
-def _sweep_if_idle(build_dir: Path) -> list[tuple[Path, Path]]:
+def _sweep_if_idle(build_dir: Path, staging: bool = True) -> list[tuple[Path, Path]]:
     """Stale leftovers of killed runs moved aside, when no writer holds the build's lock now."""
     try:
         with layout.lock(build_dir.parent, build_dir.name):
-            return layout.sweep_stale(build_dir.parent, build_dir.name)
+            return layout.sweep_stale(build_dir.parent, build_dir.name, staging=staging)
     except (ArtifactError, OSError):  # a writer is at work, or the storage is read-only: report only
         return []
 

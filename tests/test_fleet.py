@@ -268,3 +268,19 @@ def test_the_summary_keeps_little_of_a_passing_build() -> None:
     assert (kept.location, kept.counts, kept.first_warn, kept.findings) == ("", {}, "", ())
     strict = record.compact(strict=True)  # a failing build under --strict: its warning is the summary's line
     assert strict.first_warn == "kernel: not checked" and strict.findings == () and strict.location == record.location
+
+
+def test_verify_all_still_moves_an_interrupted_runs_staging_aside(tmp_path: Path) -> None:
+    """verify --all lists the storage once and tells each build's sweep whether it has a staging dir, instead
+    of every build listing the whole storage again."""
+    sample = tiny_sample(tmp_path / "sample")
+    (chain,) = make_fleet(sample, tmp_path / "t", [2])
+    stale = tmp_path / "t" / f".{chain[1]}.staging-x1y2"
+    stale.mkdir()
+    (stale / "rootfs.ext4").write_bytes(b"half")
+    rc, docs, _ = run(Location(str(tmp_path / "t")), tmp_path, "--all", str(tmp_path / "t"), "--quick")
+    moved = {r["build_id"]: [f["message"] for f in r["findings"] if "left by an interrupted run" in f["message"]]
+             for r in builds_of(docs)}
+    assert rc == 0 and moved[chain[0]] == [] and len(moved[chain[1]]) == 1
+    assert stale.name in moved[chain[1]][0] and not stale.exists()
+    assert [p.name for p in (tmp_path / "t" / ".leftovers").glob("*/*")] == [stale.name]

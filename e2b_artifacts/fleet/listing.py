@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ArtifactError, ExitCode
-from ..layout import BUILD_ID_RE
+from ..layout import BUILD_ID_RE, STAGING_INFIX
 from ..settings import Settings
 from ..storage import Storage
 
@@ -31,6 +31,7 @@ class StoredBuild:
 class Listing:
     builds: list[StoredBuild]  # sorted by build id
     skipped: list[str]  # top-level names that look like build ids but hold no files of their own
+    staging: frozenset[str] = frozenset()  # build ids with a ``.<id>.staging-*`` beside them (directories)
 
     def by_id(self) -> dict[str, StoredBuild]:
         return {b.build_id: b for b in self.builds}
@@ -97,9 +98,11 @@ def _list_directory(root: Path) -> Listing:
         raise ArtifactError(f"storage directory {root} not found",
                             hint="pass the directory that holds the <build-id>/ directories, s3://BUCKET/PREFIX "
                                  "or gs://BUCKET/PREFIX", code=ExitCode.BAD_INPUT)
-    builds, skipped = [], []
+    builds, skipped, staging = [], [], set()
     with os.scandir(root) as entries:
         for entry in entries:
+            if entry.name.startswith(".") and STAGING_INFIX in entry.name:
+                staging.add(entry.name[1:].split(STAGING_INFIX, 1)[0])
             if entry.name.startswith(".") or not BUILD_ID_RE.fullmatch(entry.name) or not entry.is_dir():
                 continue
             files = _files_of(Path(entry.path))
@@ -107,7 +110,7 @@ def _list_directory(root: Path) -> Listing:
                 builds.append(StoredBuild(sys.intern(entry.name), files or {}))
             else:
                 skipped.append(entry.name)
-    return Listing(sorted(builds, key=lambda b: b.build_id), sorted(skipped))
+    return Listing(sorted(builds, key=lambda b: b.build_id), sorted(skipped), frozenset(staging))
 
 
 def _files_of(directory: Path) -> dict[str, int] | None:
