@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import blake3
 import click
 
 from ..errors import ArtifactError, ExitCode
@@ -98,10 +99,11 @@ def run_all(app: AppState, location: str | None, *, quick: bool, strict: bool, j
     bar = Progress()
     with tempfile.TemporaryDirectory(prefix="e2b-artifact-results-") as tmp:
         lines_path = Path(tmp) / results_name(opts.shard)
-        with lines_path.open("w") as lines_file:
+        hasher = blake3.blake3()  # of the lines as written: the upload checks it without reading the file twice
+        with lines_path.open("wb") as lines_file:
             def on_result(result: Any) -> None:
                 doc = result.to_json()
-                _write_line(lines_file, doc)
+                _write_line(lines_file, hasher, doc)
                 if as_json:
                     click.echo(json.dumps(doc, default=str))
                 bar.add(result.verdict)
@@ -110,26 +112,22 @@ def run_all(app: AppState, location: str | None, *, quick: bool, strict: bool, j
                 summary = verify_all(store, app.settings, opts, on_result, total=bar.set_total)
             finally:
                 bar.close()
-            _write_line(lines_file, summary.to_json())
+            _write_line(lines_file, hasher, summary.to_json())
         if as_json:
             click.echo(json.dumps(summary.to_json(), default=str))
         else:
             for line in summary.lines():
                 click.echo(line)
         if results_store is not None:
-            _upload(results_store, lines_path)
+            results_store.upload_file(lines_path.name, lines_path, hasher.hexdigest(), TransferOptions())
             progress(f"results: {results_store.url}/{lines_path.name}")
     return verdict(summary.ok)
 
 
-def _write_line(out: IO[str], doc: dict[str, Any]) -> None:
-    out.write(json.dumps(doc, default=str) + "\n")
-
-
-def _upload(store: Storage, path: Path) -> None:
-    from ..manifest import hash_file
-
-    store.upload_file(path.name, path, hash_file(path), TransferOptions())
+def _write_line(out: IO[bytes], hasher: Any, doc: dict[str, Any]) -> None:
+    line = (json.dumps(doc, default=str) + "\n").encode()
+    out.write(line)
+    hasher.update(line)
 
 
 def run_merge(prefix: str, *, strict: bool, wait: float, endpoint_url: str | None, timeout: float,
