@@ -63,6 +63,15 @@ def which(tool: str) -> str:
     return found
 
 
+def installed(tool: str) -> bool:
+    """Whether :func:`which` finds ``tool``."""
+    try:
+        which(tool)
+    except ArtifactError:
+        return False
+    return True
+
+
 class Child:
     """A tool started by :func:`spawn`: its pipes, and its exit status.
 

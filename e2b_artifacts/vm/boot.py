@@ -254,7 +254,7 @@ def _choose(spec: BootSpec, notes: list[str]) -> tuple[str, str]:
         return "qemu", "tcg"
     if spec.accel == "kvm":
         kvm, why = True, "KVM forced with --accel kvm"
-    elif _has_tool(QEMU):
+    elif runner.installed(QEMU):
         kvm, why = kvm_usable(spec.kernel, settings.cache_dir())
     else:
         kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
@@ -271,14 +271,6 @@ def _choose(spec: BootSpec, notes: list[str]) -> tuple[str, str]:
                      else "KVM does not work: booting under QEMU with TCG instead of Firecracker")
     runner.which(QEMU)
     return "qemu", "kvm" if kvm else "tcg"
-
-
-def _has_tool(name: str) -> bool:
-    try:
-        runner.which(name)
-    except ArtifactError:
-        return False
-    return True
 
 
 def _conclude(result: BootResult, watch: Watch, spec: BootSpec, expected: bool) -> None:

@@ -199,7 +199,7 @@ def start_ceph(root: Path, *, object_store: str = "memstore", store_bytes: int =
     keys are :data:`ACCESS_KEY` / :data:`SECRET_KEY`; every daemon is killed when the block ends."""
     if object_store not in OBJECT_STORES:
         raise ValueError(f"object_store must be one of {OBJECT_STORES}")
-    missing = [tool for tool in TOOLS if not _installed(tool)]
+    missing = [tool for tool in TOOLS if not runner.installed(tool)]
     if missing:
         raise CephError(f"ceph: {', '.join(missing)} not installed: apt-get install {PACKAGES} "
                         "(scripts/setup.sh --test does)")
@@ -233,14 +233,6 @@ def start_ceph(root: Path, *, object_store: str = "memstore", store_bytes: int =
                 "--display-name", "e2b-artifact tests", "--access-key", ACCESS_KEY, "--secret", SECRET_KEY)
         cluster.started_in = time.monotonic() - started
         yield cluster
-
-
-def _installed(tool: str) -> bool:
-    try:
-        runner.which(tool)
-    except ArtifactError:
-        return False
-    return True
 
 
 if __name__ == "__main__":  # by hand: python -m tests.storage.ceph [memstore|bluestore [capacity GiB]]
