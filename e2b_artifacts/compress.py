@@ -39,7 +39,7 @@ from . import header as header_mod
 from . import layout, limits
 from . import manifest as mf
 from .errors import ArtifactError, ExitCode
-from .fsutil import atomic_write_bytes, copy_sparse, data_extents, read_input
+from .fsutil import all_zero, atomic_write_bytes, copy_sparse, data_extents, read_input
 from .header import NIL_BUILD, BuildFile, Codec, Frame, Mapping
 
 CODECS = {"zstd": Codec.ZSTD, "lz4": Codec.LZ4}
@@ -288,20 +288,16 @@ def _pack_range(src: BinaryIO, start: int, end: int, block: int, writer: FrameWr
         translation.add(position, end, None)
 
 
-_ZEROS = bytes(READ_CHUNK)
-
-
 def _pack_blocks(raw: bytes, start: int, block: int, writer: FrameWriter, translation: Translation) -> None:
     """Zero blocks of ``raw`` (at plain offset ``start``) to the nil build, each run of the others written at
     once (one write per run, not per block: per-block writes cost 1.6 s of a 1 GiB push's 5.7 s of CPU)."""
-    if raw == _ZEROS[:len(raw)]:
+    if all_zero(raw):
         translation.add(start, start + len(raw), None)
         return
     run_start: int | None = None  # offset in ``raw`` where the current run of data blocks began
     for offset in range(0, len(raw), block):
         end = min(offset + block, len(raw))
-        # a bytes slice compared with bytes is a memcmp; first and last byte decide most data blocks at once
-        zero = not raw[offset] and not raw[end - 1] and raw[offset:end] == _ZEROS[:end - offset]
+        zero = all_zero(raw, offset, end)
         if zero and run_start is not None:
             _write_run(raw, run_start, offset, start, writer, translation)
             run_start = None
@@ -457,7 +453,7 @@ def decompress_build(build_dir: Path, out_dir: Path, *, build_id: str | None = N
         hdr = header_mod.read_header(header_path)
         own = co.own_record(hdr)
         entry = (record or {}).get("files", {}).get(data_name)
-        if own is not None and own.size == 0 and not own.frames:  # no data of its own: nothing to read
+        if own is not None and own.empty:
             _restore_empty(hdr, data_name, entry, out_dir)
             continue
         if own is None or not own.compressed:  # already plain

@@ -58,8 +58,7 @@ def _check_data_file(build_dir: Path, data_name: str, quick: bool) -> list[Findi
     for bid in _drawn_on(hdr):
         obj = co.resolve(storage, bid, data_name, hdr)
         own = bid == hdr.build_id
-        if own and obj.record is not None and obj.record.size == 0 and not obj.record.frames \
-                and bid not in hdr.referenced_build_ids():
+        if own and obj.record is not None and obj.record.empty and bid not in hdr.referenced_build_ids():
             findings.append(Finding(check, "ok", f"build {bid}: no {data_name} data of its own (every block maps "
                                                  "to an ancestor or is zero): no object to read"))
             continue

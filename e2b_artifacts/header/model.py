@@ -153,6 +153,12 @@ class BuildFile:
     def compressed(self) -> bool:
         return self.codec != Codec.NONE
 
+    @property
+    def empty(self) -> bool:
+        """No data of its own (every block from an ancestor, or zero): upstream serializes its table with no
+        frames and codec none, and nothing reads its object."""
+        return self.size == 0 and not self.frames
+
     def frame_at(self, offset: int) -> int | None:
         """Index of the frame holding uncompressed byte ``offset`` (None: before, after or in a gap)."""
         i = bisect.bisect_right(self.frames, offset, key=lambda f: f.start_u) - 1
