@@ -10,6 +10,7 @@ fix owners, modes, times, special files and xattrs with one debugfs script.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tarfile
@@ -91,21 +92,27 @@ def _refuse_unreadable(root: Path, paths: list[str]) -> None:
                         code=ExitCode.BAD_INPUT)
 
 
-def open_tar(path: Path) -> tarfile.TarFile:
-    """Open a tar, tar.gz/bz2/xz or tar.zst for streaming reads."""
+@contextlib.contextmanager
+def open_tar(path: Path) -> Iterator[tarfile.TarFile]:
+    """A tar, tar.gz/bz2/xz or tar.zst open for streaming reads, closed (with the file under a zstd stream:
+    ``TarFile.close`` leaves a ``fileobj`` it was given open) when the ``with`` block ends."""
     with path.open("rb") as probe:
         magic = probe.read(4)
-    try:
-        if magic == b"\x28\xb5\x2f\xfd":
-            import zstandard
+    with contextlib.ExitStack() as opened:
+        try:
+            if magic == b"\x28\xb5\x2f\xfd":
+                import zstandard
 
-            stream: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)
-            return tarfile.open(fileobj=stream, mode="r|")
-        return tarfile.open(path, mode="r|*")
-    except (tarfile.TarError, OSError) as exc:
-        raise ArtifactError(f"{path} is not a readable tar archive: {exc}",
-                            hint="pass a .tar, .tar.gz or .tar.zst (e.g. from docker export or tar -C DIR -c .)",
-                            code=ExitCode.BAD_INPUT) from exc
+                stream: IO[bytes] = opened.enter_context(
+                    zstandard.ZstdDecompressor().stream_reader(opened.enter_context(path.open("rb")), closefd=True))
+                tar = opened.enter_context(tarfile.open(fileobj=stream, mode="r|"))
+            else:
+                tar = opened.enter_context(tarfile.open(path, mode="r|*"))
+        except (tarfile.TarError, OSError) as exc:
+            raise ArtifactError(f"{path} is not a readable tar archive: {exc}",
+                                hint="pass a .tar, .tar.gz or .tar.zst (e.g. from docker export or tar -C DIR -c .)",
+                                code=ExitCode.BAD_INPUT) from exc
+        yield tar
 
 
 PATH_MAX = 4095  # longest path the kernel opens in one call (bytes, without the NUL)

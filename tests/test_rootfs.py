@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from e2b_artifacts.rootfs import open_tar
 from tests.conftest import Unprivileged, cli, debugfs_lines, file_bytes, make_ext4
 
 LONG_TARGET = "/usr/lib/" + "x" * 90 + "/target"  # longer than a fast symlink (60 bytes)
@@ -235,3 +236,27 @@ def test_build_of_a_1_5_gib_tree_with_default_options(tmp_path: Path, envd_stand
     assert free >= 512 << 20  # the default free space is there
     verify = cli("--storage", storage, "verify", build_id, "--json")
     assert not [f for f in json.loads(verify.stdout)["findings"] if f["status"] == "FAIL"], verify.stdout
+
+
+def test_open_tar_closes_the_file_under_a_zstd_stream(tmp_path: Path) -> None:
+    """TarFile.close leaves a fileobj it was given open: the .tar.zst file must be closed by open_tar itself
+    (an unclosed file is a ResourceWarning, which the suite turns into an error when it is collected)."""
+    import gc
+    import warnings
+
+    import zstandard
+
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as tar:
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"e2b\n"))
+    path = tmp_path / "rootfs.tar.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(plain.getvalue()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with open_tar(path) as tar:
+            assert [m.name for m in tar] == ["etc/hostname"]
+        del tar  # the closed TarFile still holds its fileobj: once it goes, an open file would warn
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
