@@ -135,6 +135,15 @@ def nobody(unprivileged_site: tuple[str, Path], tmp_path: Path) -> Iterator[Unpr
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    """SIGKILL ``proc``, reap it and close its pipes (an unclosed pipe is a ResourceWarning: an error here)."""
+    proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
     """One ``error:`` line, a ``hint:`` line, the documented exit code, and no traceback."""
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)

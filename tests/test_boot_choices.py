@@ -20,7 +20,7 @@ import pytest
 
 from e2b_artifacts.errors import ArtifactError
 from e2b_artifacts.vm import boot, qemu
-from tests.conftest import cli, make_ext4, sha256
+from tests.conftest import cli, make_ext4, sha256, stop
 
 STANDIN = Path(__file__).parent / "boot" / "firecracker_standin.py"
 
@@ -160,8 +160,7 @@ def test_no_vmm_outlives_the_command(tmp_path: Path, how: signal.Signals) -> Non
         proc.send_signal(how)
         _, stderr = proc.communicate(timeout=30)
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
     if how == signal.SIGTERM:
         assert proc.returncode == 2 and "error: boot interrupted by SIGTERM" in stderr, stderr
     deadline = time.monotonic() + 10

@@ -13,7 +13,7 @@ import pytest
 from e2b_artifacts import metadata, runner
 from e2b_artifacts.cli import main
 from e2b_artifacts.errors import ArtifactError
-from tests.conftest import REPO, assert_clean_error, cli, debugfs_lines
+from tests.conftest import REPO, assert_clean_error, cli, debugfs_lines, stop
 
 
 def test_build_layout_and_metadata(tmp_path: Path, sample_tar: Path, envd_standin: Path) -> None:
@@ -64,8 +64,7 @@ def test_lock_serializes_builds(tmp_path: Path, sample_tar: Path, envd_standin: 
                    "--build-id", "b2")
         assert_clean_error(proc, 6, "build b2 is locked by another process")
     finally:
-        holder.kill()
-        holder.wait()
+        stop(holder)
     assert not (tmp_path / "b2").exists()
 
 

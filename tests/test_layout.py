@@ -13,7 +13,7 @@ import pytest
 
 from e2b_artifacts import layout
 from e2b_artifacts.errors import ArtifactError, ExitCode
-from tests.conftest import REPO
+from tests.conftest import REPO, stop
 
 PACKAGE = REPO / "e2b_artifacts"
 
@@ -85,8 +85,7 @@ def test_lock_conflict_is_exit_6(tmp_path: Path) -> None:
         with layout.lock(tmp_path, "b2"):  # another id is not affected
             pass
     finally:
-        holder.kill()
-        holder.wait()
+        stop(holder)
     with layout.lock(tmp_path, "b1"):  # released when the holder is gone
         pass
 
@@ -104,8 +103,7 @@ def test_lock_conflict_through_the_cli(tmp_path: Path) -> None:
                                str(source), "--build-id", "b1"], capture_output=True, text=True, cwd=REPO,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     finally:
-        holder.kill()
-        holder.wait()
+        stop(holder)
     assert proc.returncode == 6, proc.stderr
     assert proc.stderr.startswith("error: build b1 is locked by another process") and "Traceback" not in proc.stderr
     assert sorted(p.name for p in storage.iterdir()) == [".b1.lock"]

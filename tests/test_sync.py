@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_clean_error, cli
+from tests.conftest import assert_clean_error, cli, stop
 from tests.storage.builds import make_build, storage_snapshot, tree_digest
 from tests.storage.ceph import Ceph
 from tests.storage.proxy import Proxy, s3_error, wait_until
@@ -373,19 +372,12 @@ def _start_cli(storage: Path, remote: Remote, *args: str) -> subprocess.Popen[by
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    if proc.stderr is not None:
-        proc.stderr.close()
-
-
 def _kill_when(reached: Callable[[], bool], what: str, storage: Path, remote: Remote, *args: str) -> None:
     """Run ``sync *args`` and SIGKILL it once ``reached()`` holds (within 60 s); it must not finish before."""
     proc = _start_cli(storage, remote, *args)
     wait_until(lambda: reached() or proc.poll() is not None, 60, what)
     assert proc.poll() is None, f"{args[0]} finished before it could be interrupted"
-    _kill(proc)
+    stop(proc)
 
 
 def _sync_counted(proxy_of: Callable[..., Proxy], endpoint: str, storage: Path, remote: Remote,
