@@ -49,8 +49,8 @@ def open_input(path: Path, what: str, *, missing_hint: str, hint: str = "check t
 def read_input(path: Path, what: str, *, limit: InputLimit, missing_hint: str,
                hint: str = "check the path and its permissions") -> bytes:
     """The bytes of a regular input file of at most ``limit`` bytes, or an :class:`ArtifactError`."""
+    most = limit.bytes()  # before the open: a bad limit variable must not leave the file open
     fh, size = open_input(path, what, missing_hint=missing_hint, hint=hint)
-    most = limit.bytes()
     with fh:
         if size > most:
             raise limit.exceeded(what, path, size)

@@ -52,10 +52,10 @@ FRAME = struct.Struct("<qqii")  # StartU, StartC, SizeU, SizeC (upstream's frame
 
 def read_header(path: Path) -> Header:
     """Read and parse a header file: only a regular file, and no more bytes than its format allows."""
+    cap = limits.HEADER.bytes()
     fh, file_size = open_input(path, "header", missing_hint="check the build directory (e2b-artifact verify)")
     where = str(path)
     with fh:
-        cap = limits.HEADER.bytes()
         if file_size > cap:
             raise limits.HEADER.exceeded("header", path, file_size)
         meta = fh.read(METADATA_SIZE)
