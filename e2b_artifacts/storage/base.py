@@ -451,6 +451,12 @@ class Storage(abc.ABC):
         return data
 
 
+def remote_error(what: str, problem: object, hint: str) -> ArtifactError:
+    """The error of a request the store or its client library failed: ``what`` was being done, ``problem``
+    is their word for it."""
+    return ArtifactError(f"{what}: {problem}", hint=hint, code=ExitCode.REMOTE)
+
+
 def no_answer(what: str, timeout: float, *, connecting: bool, check: str, server: str = "") -> ArtifactError:
     """The error of a request to ``server`` left unanswered for ``timeout`` seconds; ``check``: what else the
     user should look at (the backend's endpoint setting)."""

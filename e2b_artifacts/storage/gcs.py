@@ -18,8 +18,9 @@ import threading
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from ..errors import ArtifactError, ExitCode
-from .base import DEFAULT_TIMEOUT, HASH_META_KEY, BucketStorage, Cleanup, Multipart, ObjectInfo, StoredPart, no_answer
+from ..errors import ArtifactError
+from . import base
+from .base import DEFAULT_TIMEOUT, HASH_META_KEY, BucketStorage, Cleanup, Multipart, ObjectInfo, StoredPart
 
 PART_MARK = ".e2b-part-"
 COMPOSE_MAX = 32  # GCS limit of source objects per compose
@@ -34,18 +35,16 @@ def _remote_errors(what: str, timeout: float) -> Iterator[None]:
     try:
         yield
     except GoogleAuthError as exc:
-        raise ArtifactError(f"{what}: no usable Google credentials: {exc}",
-                            hint="run gcloud auth application-default login, or set GOOGLE_APPLICATION_CREDENTIALS",
-                            code=ExitCode.REMOTE) from exc
+        raise base.remote_error(
+            what, f"no usable Google credentials: {exc}",
+            "run gcloud auth application-default login, or set GOOGLE_APPLICATION_CREDENTIALS") from exc
     except GoogleAPIError as exc:
-        raise ArtifactError(f"{what}: {exc}", hint="check the bucket name and the credentials",
-                            code=ExitCode.REMOTE) from exc
+        raise base.remote_error(what, exc, "check the bucket name and the credentials") from exc
     except requests.Timeout as exc:
-        raise no_answer(what, timeout, connecting=isinstance(exc, requests.ConnectTimeout),
-                        check="(and STORAGE_EMULATOR_HOST)") from exc
+        raise base.no_answer(what, timeout, connecting=isinstance(exc, requests.ConnectTimeout),
+                             check="(and STORAGE_EMULATOR_HOST)") from exc
     except requests.RequestException as exc:
-        raise ArtifactError(f"{what}: {exc}", hint="check the network (and STORAGE_EMULATOR_HOST)",
-                            code=ExitCode.REMOTE) from exc
+        raise base.remote_error(what, exc, "check the network (and STORAGE_EMULATOR_HOST)") from exc
 
 
 def _retry_unless_timeout(timeout: float) -> Any:

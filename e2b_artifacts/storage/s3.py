@@ -16,8 +16,9 @@ import zlib
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
-from ..errors import ArtifactError, ExitCode
-from .base import DEFAULT_TIMEOUT, HASH_META_KEY, BucketStorage, Cleanup, Multipart, ObjectInfo, StoredPart, no_answer
+from ..errors import ArtifactError
+from . import base
+from .base import DEFAULT_TIMEOUT, HASH_META_KEY, BucketStorage, Cleanup, Multipart, ObjectInfo, StoredPart
 
 T = TypeVar("T")
 
@@ -35,20 +36,18 @@ def _remote_errors(what: str, timeout: float) -> Iterator[None]:
     try:
         yield
     except NoCredentialsError as exc:
-        raise ArtifactError(f"{what}: no AWS credentials found",
-                            hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run aws configure",
-                            code=ExitCode.REMOTE) from exc
+        raise base.remote_error(
+            what, "no AWS credentials found",
+            "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run aws configure") from exc
     except ClientError as exc:
         err = exc.response.get("Error", {})
-        raise ArtifactError(f"{what}: {err.get('Code', '?')}: {err.get('Message', exc)}",
-                            hint="check the bucket name, the credentials and --endpoint-url",
-                            code=ExitCode.REMOTE) from exc
+        raise base.remote_error(what, f"{err.get('Code', '?')}: {err.get('Message', exc)}",
+                                "check the bucket name, the credentials and --endpoint-url") from exc
     except (ConnectTimeoutError, ReadTimeoutError) as exc:
-        raise no_answer(what, timeout, connecting=isinstance(exc, ConnectTimeoutError), check="and --endpoint-url",
-                        server=exc.kwargs.get("endpoint_url", "the server")) from exc
+        raise base.no_answer(what, timeout, connecting=isinstance(exc, ConnectTimeoutError), check="and --endpoint-url",
+                             server=exc.kwargs.get("endpoint_url", "the server")) from exc
     except BotoCoreError as exc:
-        raise ArtifactError(f"{what}: {exc}", hint="check --endpoint-url and the network",
-                            code=ExitCode.REMOTE) from exc
+        raise base.remote_error(what, exc, "check --endpoint-url and the network") from exc
 
 
 def _no_retry_after_timeout(caught_exception: BaseException | None = None, **_: Any) -> None:
