@@ -53,6 +53,19 @@ class Finding:
                 "fix": self.fix.value}
 
 
+class Checked:
+    """A report made of findings (host check, verify): whether a check failed, and how many of each status."""
+
+    findings: list[Finding]
+
+    def failed(self, strict: bool = False) -> bool:
+        """Whether a check failed (with ``strict``: or warned)."""
+        return any_failed(self.findings, strict)
+
+    def counts(self) -> dict[str, int]:
+        return count_by_status(self.findings)
+
+
 def count_by_status(findings: Sequence[Finding]) -> dict[str, int]:
     """How many of ``findings`` have each status (every status named, with zeros)."""
     return {s: sum(f.status == s for f in findings) for s in ("ok", "warn", "FAIL")}

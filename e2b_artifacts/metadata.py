@@ -22,9 +22,10 @@ from __future__ import annotations
 import copy
 import json
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from . import layout, limits
 from .errors import ArtifactError, ExitCode
@@ -38,6 +39,7 @@ EXT_KEY = "e2b_artifact"  # our own namespace inside metadata.json
 MAX_VERSION_NAME = 128  # kernel and Firecracker version names are directory names on the orchestrator host
 
 Form = Literal["v2", "v1", "camel"]
+T = TypeVar("T")
 
 # What a build records when not told otherwise: upstream's 2025 defaults (packages/shared/pkg/schema).
 DEFAULT_KERNEL_VERSION = "vmlinux-6.1.102"
@@ -54,6 +56,28 @@ CAMEL_KEYS = {
     "firecrackerVersion": "firecracker_version",
     "envdVersion": "envd_version",
 }
+
+
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _count_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value != 0 else None
+
+
+class _UpstreamField(Generic[T]):
+    """One of upstream's top-level fields, read from ``Metadata.extra`` (where rewrites keep it) by its name."""
+
+    def __init__(self, convert: Callable[[Any], T]) -> None:
+        self.convert = convert
+        self.key = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    def __get__(self, metadata: Metadata, owner: type | None = None) -> T:
+        return self.convert(metadata.extra.get(self.key))
 
 
 @dataclass
@@ -109,47 +133,19 @@ class Metadata:
 
     # Upstream's newer top-level fields, as the file states them (``None``/False when absent or of
     # another type; upstream_reading says whether upstream reads them at all).
-    @property
-    def filesystem_only(self) -> bool:
-        return self.extra.get("filesystem_only") is True
-
-    @property
-    def fs_quiesced(self) -> bool:
-        return self.extra.get("fs_quiesced") is True
-
-    @property
-    def vcpu_count(self) -> int | None:
-        value = self.extra.get("vcpu_count")
-        return value if isinstance(value, int) and not isinstance(value, bool) and value != 0 else None
-
-    @property
-    def cmdline_args(self) -> dict[str, Any] | None:
-        return _dict_or_none(self.extra.get("cmdline_args"))
-
-    @property
-    def cpu_template(self) -> dict[str, Any] | None:
-        return _dict_or_none(self.extra.get("cpu_template"))
-
-    @property
-    def build_cpu_template(self) -> dict[str, Any] | None:
-        return _dict_or_none(self.extra.get("build_cpu_template"))
-
-    @property
-    def prefetch(self) -> dict[str, Any] | None:
-        return _dict_or_none(self.extra.get("prefetch"))
-
-    @property
-    def balloon(self) -> dict[str, Any] | None:
-        return _dict_or_none(self.extra.get("balloon"))
+    filesystem_only = _UpstreamField(lambda v: v is True)
+    fs_quiesced = _UpstreamField(lambda v: v is True)
+    vcpu_count = _UpstreamField(_count_or_none)
+    cmdline_args = _UpstreamField(_dict_or_none)
+    cpu_template = _UpstreamField(_dict_or_none)
+    build_cpu_template = _UpstreamField(_dict_or_none)
+    prefetch = _UpstreamField(_dict_or_none)
+    balloon = _UpstreamField(_dict_or_none)
 
     @property
     def upstream_filesystem_only(self) -> bool:
         """Does upstream's orchestrator see ``filesystem_only: true`` (it drops it for version <= 1)?"""
         return self.filesystem_only and not self.upstream.dropped and self.upstream.decodes
-
-
-def _dict_or_none(value: Any) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
 
 
 def read(path: Path) -> Metadata:

@@ -28,21 +28,15 @@ def safe_member_name(name: str) -> str:
     return "/".join(parts)
 
 
+_KIND_OF_TYPE: dict[bytes, Kind] = {
+    **{t: "file" for t in tarfile.REGULAR_TYPES}, tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",
+    tarfile.CHRTYPE: "chardev", tarfile.BLKTYPE: "blockdev", tarfile.FIFOTYPE: "fifo",
+}
+
+
 def kind(member: tarfile.TarInfo) -> Kind | None:
     """The entry ``member`` makes; None for a hard link (another name of an inode) or a type no image holds."""
-    if member.isreg():
-        return "file"
-    if member.isdir():
-        return "dir"
-    if member.issym():
-        return "symlink"
-    if member.ischr():
-        return "chardev"
-    if member.isblk():
-        return "blockdev"
-    if member.isfifo():
-        return "fifo"
-    return None
+    return _KIND_OF_TYPE.get(member.type)
 
 
 def member_xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:

@@ -21,7 +21,7 @@ from typing import Any
 from . import header as header_mod
 from . import hostfiles, layout, limits, manifest, metadata, snapshot, verify_data, verify_metadata
 from .errors import ArtifactError, ExitCode
-from .findings import Finding, Fix, Status, any_failed, count_by_status
+from .findings import Checked, Finding, Fix, Status
 from .fsutil import read_input, unused_path
 from .layout import (
     COMPRESSED_SUFFIXES,
@@ -42,7 +42,9 @@ AREA_ORDER = ("files", "metadata", "kernel", "firecracker", "rootfs", "snapshot"
 
 
 @dataclass
-class VerifyReport:
+class VerifyReport(Checked):
+    """What verify found in one build; ``fixed`` says what ``--fix`` changed."""
+
     build_id: str
     build_dir: Path
     findings: list[Finding] = field(default_factory=list)
@@ -50,12 +52,6 @@ class VerifyReport:
 
     def add(self, check: str, status: Status, message: str, hint: str = "", *, fix: Fix = Fix.NONE) -> None:
         self.findings.append(Finding(check, status, message, hint, fix=fix))
-
-    def counts(self) -> dict[str, int]:
-        return count_by_status(self.findings)
-
-    def failed(self, strict: bool = False) -> bool:
-        return any_failed(self.findings, strict)
 
     def to_dict(self, strict: bool = False) -> dict[str, Any]:
         return {"ok": not self.failed(strict), "build_id": self.build_id, "build_dir": str(self.build_dir),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2b_artifacts.host.jobs import parse_hcl
+from e2b_artifacts.host.jobs import labelled_blocks, merged_blocks, parse_hcl, unquote
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS_DIR = REPO / "deploy" / "nomad"
@@ -56,15 +56,11 @@ class Job:
     variables: dict[str, Any]
 
     def block(self, kind: str) -> dict[str, Any] | None:
-        found = _merged(self.body, kind)
+        found = merged_blocks(self.body, kind)
         return found or None
 
     def task(self, name: str) -> Task:
         return next(t for t in self.tasks if t.name == name)
-
-
-def _unquote(text: str) -> str:
-    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
 
 
 def _heredoc(text: str) -> str | None:
@@ -73,19 +69,6 @@ def _heredoc(text: str) -> str | None:
         return None
     body = match[3] + "\n"
     return textwrap.dedent(body) if match[1] else body
-
-
-def _merged(body: dict[str, Any], kind: str) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for item in body.get(kind, []):
-        if isinstance(item, dict):
-            merged.update({k: v for k, v in item.items() if k != "__is_block__"})
-    return merged
-
-
-def _labelled(body: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any]]]:
-    return [(_unquote(label), inner) for item in body.get(kind, []) if isinstance(item, dict)
-            for label, inner in item.items() if isinstance(inner, dict)]
 
 
 class Evaluator:
@@ -103,7 +86,7 @@ class Evaluator:
         whole = re.fullmatch(r"\$\{var\.(\w+)\}", raw)
         if whole:  # an unquoted expression: the variable's value, whatever its type
             return self._var(whole[1])
-        text = _unquote(raw)
+        text = unquote(raw)
         doc = _heredoc(text)
         return self.string(doc if doc is not None else text)
 
@@ -128,9 +111,9 @@ class Evaluator:
 def variables_of(parsed: dict[str, Any]) -> dict[str, Any]:
     """Each declared variable's default (None: required, no default)."""
     out: dict[str, Any] = {}
-    for name, body in _labelled(parsed, "variable"):
+    for name, body in labelled_blocks(parsed, "variable"):
         default = body.get("default")
-        out[name] = _unquote(default) if isinstance(default, str) else default
+        out[name] = unquote(default) if isinstance(default, str) else default
     return out
 
 
@@ -152,13 +135,13 @@ def load(path: Path, *, variables: dict[str, Any] | None = None, runtime: dict[s
         raise KeyError(f"{path.name} declares no variable {sorted(unknown)}")
     values = {**declared, **(variables or {})}
     ev = Evaluator(values, runtime or {})
-    ((name, body),) = _labelled(doc, "job")
+    ((name, body),) = labelled_blocks(doc, "job")
     tasks = []
-    for group, gbody in _labelled(body, "group"):
+    for group, gbody in labelled_blocks(body, "group"):
         count = ev.value(gbody.get("count", 1))
-        for task, tbody in _labelled(gbody, "task"):
-            config = _merged(tbody, "config")
-            env = {k: str(ev.value(v)) for k, v in _merged(tbody, "env").items()}
+        for task, tbody in labelled_blocks(gbody, "task"):
+            config = merged_blocks(tbody, "config")
+            env = {k: str(ev.value(v)) for k, v in merged_blocks(tbody, "env").items()}
             in_task = Evaluator(values, {**(runtime or {}), **env})  # Nomad interpolates the task's env in config
             templates = {}
             for item in tbody.get("template", []):

@@ -41,6 +41,6 @@ def check(app: AppState, jobs: tuple[Path, ...], root: Path, user: str, probe_ke
     counts = report.counts()
     lines = [f.line() for f in report.findings]
     lines.append(f"host {root}: {counts['ok']} ok, {counts['warn']} warn, {counts['FAIL']} FAIL -> "
-                 f"{'FAILED' if report.failed else 'passed'}")
+                 f"{'FAILED' if report.failed() else 'passed'}")
     emit(as_json, report.to_dict(), lines)
-    return verdict(not report.failed)
+    return verdict(not report.failed())

@@ -13,38 +13,23 @@ Layout (e2b-dev/infra ``packages/shared/pkg/storage/header/``, HEAD 54693ff35), 
   i64 StartC, i32 SizeU, i32 SizeC}``), then the mappings (v4: counted 40-byte records; v5: columnar varints
   in 4 KiB pages, nil-build gaps left out).
 
-Modules: :mod:`.model` (what a header holds), :mod:`.parse` (reading it, refusing what ``LoadHeader``
-refuses), :mod:`.rules` (every rule with the upstream code that decides it; what ``Mapping.Validate``
-refuses), :mod:`.chain` (how upstream reads each build a header maps to), :mod:`.write` (v1-4 writer).
+Modules: :mod:`.model` (what a header holds, and the sizes of its layout), :mod:`.parse` (reading it,
+refusing what ``LoadHeader`` refuses), :mod:`.rules` (every rule with the upstream code that decides it;
+what ``Mapping.Validate`` refuses), :mod:`.chain` (how upstream reads each build a header maps to),
+:mod:`.write` (v1-4 writer).
 """
 
 from .chain import Decided, Link, chain_text, chain_view, resolve
-from .model import (
-    KNOWN_BLOCK_SIZES,
-    MAPPING_SIZE,
-    METADATA_SIZE,
-    NIL_BUILD,
-    PAGE_SIZE,
-    BuildFile,
-    Codec,
-    Frame,
-    Header,
-    Mapping,
-    Mappings,
-)
+from .model import NIL_BUILD, BuildFile, Codec, Frame, Header, Mapping, Mappings
 from .parse import MAX_BLOCK_BYTES, MAX_FRAMES, max_mappings, parent_build_ids, parse_header, read_header
 from .rules import MAX_PROBLEMS, RULES, HeaderRejected, Problem, Rule, Verdict
 from .write import serialize, trim_frames
 
 __all__ = [
-    "KNOWN_BLOCK_SIZES",
-    "MAPPING_SIZE",
     "MAX_BLOCK_BYTES",
     "MAX_FRAMES",
     "MAX_PROBLEMS",
-    "METADATA_SIZE",
     "NIL_BUILD",
-    "PAGE_SIZE",
     "RULES",
     "BuildFile",
     "Codec",

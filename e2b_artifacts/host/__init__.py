@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..findings import Finding, any_failed, count_by_status
+from ..findings import Checked, Finding
 from . import binaries, kvm, memory, nbd, netns, ports, storage
 from .jobs import Job, check_job, load_job
 from .view import HostView
@@ -27,19 +27,14 @@ CHECKS: tuple[Callable[[HostView], list[Finding]], ...] = (
 
 
 @dataclass
-class HostReport:
+class HostReport(Checked):
+    """What ``host check`` found on the host rooted at ``root``."""
+
     root: Path
     findings: list[Finding] = field(default_factory=list)
 
-    @property
-    def failed(self) -> bool:
-        return any_failed(self.findings)
-
-    def counts(self) -> dict[str, int]:
-        return count_by_status(self.findings)
-
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": not self.failed, "root": str(self.root), "counts": self.counts(),
+        return {"ok": not self.failed(), "root": str(self.root), "counts": self.counts(),
                 "checks": [f.to_dict() for f in self.findings]}
 
 

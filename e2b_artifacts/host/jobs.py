@@ -60,7 +60,7 @@ def parse_hcl(text: str) -> dict[str, Any]:
     return parsed
 
 
-def _blocks(body: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any]]]:
+def labelled_blocks(body: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any]]]:
     """Labelled blocks (``group "x" { ... }``) of one kind: [(label, body)]."""
     found = []
     for item in body.get(kind, []):
@@ -71,7 +71,7 @@ def _blocks(body: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any]]]
     return found
 
 
-def _merged(body: dict[str, Any], kind: str) -> dict[str, Any]:
+def merged_blocks(body: dict[str, Any], kind: str) -> dict[str, Any]:
     """Unlabelled blocks (``env { ... }``, ``config { ... }``) merged into one dict."""
     merged: dict[str, Any] = {}
     for item in body.get(kind, []):
@@ -93,16 +93,16 @@ def load_job(path: Path) -> Job:
         raise ArtifactError(f"{path} is not valid HCL2: {first}",
                             hint="nomad job validate FILE shows the error in Nomad's words",
                             code=ExitCode.BAD_INPUT) from exc
-    jobs = _blocks(parsed, "job")
+    jobs = labelled_blocks(parsed, "job")
     if not jobs:
         raise ArtifactError(f"{path} has no job block", hint="pass a Nomad job file (job \"name\" { ... })",
                             code=ExitCode.BAD_INPUT)
     name, body = jobs[0]
     tasks = []
-    for group, gbody in _blocks(body, "group"):
-        for task, tbody in _blocks(gbody, "task"):
-            config = _merged(tbody, "config")
-            env = {k: unquote(v) for k, v in _merged(tbody, "env").items()}
+    for group, gbody in labelled_blocks(body, "group"):
+        for task, tbody in labelled_blocks(gbody, "task"):
+            config = merged_blocks(tbody, "config")
+            env = {k: unquote(v) for k, v in merged_blocks(tbody, "env").items()}
             args = config.get("args", [])
             tasks.append(Task(name, group, task, unquote(tbody.get("driver", "")),
                               unquote(config["command"]) if "command" in config else None,
