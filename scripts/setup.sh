@@ -93,4 +93,8 @@ step "pip install e2b-artifact$extras into $venv" \
 # The codecs are plain dependencies (no extra): V4/V5 headers, compressed builds and kernel payloads need them.
 step "check the lz4 and zstandard codecs import" \
   "$venv/bin/python" -c "import lz4.block, lz4.frame, zstandard"
+# An editable install leaves the package uncompiled, and where PYTHONDONTWRITEBYTECODE is set (or the tree is
+# read-only) every command then compiles its ~100 modules again: 50-90 ms a run (verify --quick: 0.28 -> 0.23 s).
+# Python still reads these files when they are current and ignores them once a source is newer.
+step "compile the package's bytecode" "$venv/bin/python" -m compileall -q "$repo/e2b_artifacts"
 say "ready: $venv/bin/e2b-artifact"
