@@ -127,15 +127,23 @@ ensure_packages() {
     dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$pkg")
   done
   ((${#missing[@]})) || return 0
-  log "installing ${missing[*]}"
+  mkdir -p "$CACHE"
+  local apt_log="$CACHE/apt.log"  # apt's own output; the terminal gets one line per step
+  log "installing ${missing[*]} (apt's output: $apt_log)"
   local apt=(apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends)
-  if ! DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${missing[@]}" >&2; then
-    ((APT_UPDATED)) && die "could not install ${missing[*]}"
+  if ! DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${missing[@]}" >>"$apt_log" 2>&1; then
+    ((APT_UPDATED)) && apt_failed "$apt_log" "${missing[*]}"
     log "apt-get install failed; running apt-get update once and retrying"
-    apt-get -o DPkg::Lock::Timeout=900 update -q >&2
+    apt-get -o DPkg::Lock::Timeout=900 update -q >>"$apt_log" 2>&1
     APT_UPDATED=1
-    DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${missing[@]}" >&2 || die "could not install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${missing[@]}" >>"$apt_log" 2>&1 ||
+      apt_failed "$apt_log" "${missing[*]}"
   fi
+}
+
+apt_failed() {
+  tail -n 5 "$1" | sed 's/^/  | /' >&2
+  die "could not install $2 (the full output is in $1)"
 }
 
 # The extracted source tree, one per linux-source version, kept between runs.
