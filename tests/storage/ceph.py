@@ -140,7 +140,7 @@ mon data = {root}/mon/$cluster-$id
 osd data = {root}/osd
 {store}
 [client.rgw]
-rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
+rgw frontends = beast endpoint=127.0.0.1:{rgw_port} tcp_nodelay=1
 rgw data = {root}/rgw
 rgw gc obj min wait = 0
 rgw gc processor period = 10
