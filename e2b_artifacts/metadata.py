@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from . import layout, limits
 from .errors import ArtifactError, ExitCode
@@ -76,7 +76,15 @@ class _UpstreamField(Generic[T]):
     def __set_name__(self, owner: type, name: str) -> None:
         self.key = name
 
-    def __get__(self, metadata: Metadata, owner: type | None = None) -> T:
+    @overload
+    def __get__(self, metadata: None, owner: type | None = None) -> _UpstreamField[T]: ...
+
+    @overload
+    def __get__(self, metadata: Metadata, owner: type | None = None) -> T: ...
+
+    def __get__(self, metadata: Metadata | None, owner: type | None = None) -> T | _UpstreamField[T]:
+        if metadata is None:  # looked up on the class (help(), inspect): the field itself, as a property does
+            return self
         return self.convert(metadata.extra.get(self.key))
 
 

@@ -111,8 +111,7 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool, stand_in: S
     rootfs = build_dir / ROOTFS
     init_mode = md.ext.get("init") if md is not None else None
     rootfs_read = stand_in is None or stand_in.rootfs_read
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=1) as hashing:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # the hashing, the rootfs checks
         jobs: list[concurrent.futures.Future[list[Finding]]] = []
 
         def start_rootfs_checks(done: str = ROOTFS) -> None:
@@ -126,7 +125,7 @@ def _run_checks(build_dir: Path, settings: Settings, *, quick: bool, stand_in: S
         # The files are hashed from the start on a thread of their own (BLAKE3 releases the GIL), so the
         # snapshot, header and data-object checks run beside the hashing instead of before it; findings
         # are put in area order at the end, so the report reads the same.
-        hashed = hashing.submit(_check_manifest, report, quick, start_rootfs_checks,
+        hashed = pool.submit(_check_manifest, report, quick, start_rootfs_checks,
                                 stand_in.digests if stand_in else None)
         _check_snapshot(report, md, arch)
         report.findings.extend(check_headers(report.build_dir))
