@@ -8,6 +8,7 @@ front of it (tests/storage/proxy.py). The CLI runs as a real subprocess.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,6 +389,30 @@ def _sync_counted(proxy_of: Callable[..., Proxy], endpoint: str, storage: Path, 
     return sync_json(storage, _through(remote, proxy), *args), proxy
 
 
+def test_push_sends_each_parts_crc32_in_a_header(s3_remote: Remote, s3_server: Ceph, proxy_of: Callable[..., Proxy],
+                                                 tmp_path: Path) -> None:
+    """Every part and every small object carries ``x-amz-checksum-crc32`` of exactly the bytes it sends (the
+    value is ours, not botocore's), in a header: no aws-chunked body with a trailer."""
+    src = tmp_path / "src"
+    build_id = make_build(src, extra={"memfile": 12 << 20})  # 3 parts of 5 MiB (the last one 2 MiB)
+    _, proxy = _sync_counted(proxy_of, s3_server.endpoint, src, s3_remote, "push", build_id, s3_remote.url,
+                             "--part-size", "5")
+    puts = [s for s in proxy.seen if s.method == "PUT"]
+    memfile_parts = sorted((int(s.query["partNumber"][0]), s) for s in puts
+                           if "partNumber" in s.query and s.path.endswith("/memfile"))
+    assert [n for n, _ in memfile_parts] == [1, 2, 3]
+    data = (src / build_id / "memfile").read_bytes()
+    for number, seen in memfile_parts:
+        part = data[(number - 1) * (5 << 20):number * (5 << 20)]
+        assert seen.body_bytes == len(part) and seen.body_crc32 == zlib.crc32(part)
+    for seen in puts:
+        assert "aws-chunked" not in seen.headers.get("content-encoding", ""), seen.path
+        assert "x-amz-trailer" not in seen.headers, seen.path
+        want = base64.b64encode(seen.body_crc32.to_bytes(4, "big")).decode()
+        assert seen.headers.get("x-amz-checksum-crc32") == want, seen.path
+    assert any(s.path.endswith("/metadata.json") for s in puts)  # small objects (put_object) are covered too
+
+
 def test_killed_push_resumes_part_by_part_on_s3(s3_remote: Remote, s3_server: Ceph, proxy_of: Callable[..., Proxy],
                                                   tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -513,3 +539,13 @@ def test_push_and_pull_count_the_same_files(remote: Remote, tmp_path: Path) -> N
     pull_plan = sync_json(dst, remote, "pull", build_id, remote.url)["builds"][0]
     assert [f["name"] for f in push_plan["files"]] == [f["name"] for f in pull_plan["files"]]
     assert push_plan["bytes_total"] == pull_plan["bytes_total"]
+
+
+def test_crc32_header_is_the_form_s3_checks() -> None:
+    """``x-amz-checksum-crc32``: the CRC-32 (ISO-HDLC, zlib's) big-endian in base64; check value 0xCBF43926."""
+    from e2b_artifacts.storage.s3 import crc32_header
+
+    assert crc32_header(b"123456789") == base64.b64encode(bytes.fromhex("cbf43926")).decode() == "y/Q5Jg=="
+    data = os.urandom(3 << 20)
+    assert crc32_header(data) == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    assert crc32_header(b"") == "AAAAAA=="

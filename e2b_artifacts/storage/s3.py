@@ -2,8 +2,14 @@
 
 ``endpoint_url`` points at an S3-compatible store (MinIO, Ceph RGW, moto); with
 one, path-style addressing is used. Every part carries a CRC32 checksum the
-server checks on arrival; content identity is our BLAKE3 in the object metadata
-(``x-amz-meta-blake3``), never the ETag (a multipart ETag is not an MD5).
+server checks on arrival (servers that know flexible checksums: AWS, MinIO, Ceph 18+);
+content identity is our BLAKE3 in the object metadata (``x-amz-meta-blake3``), never
+the ETag (a multipart ETag is not an MD5).
+
+The CRC32 is ours, handed to botocore as the header value: ISA-L's (19 GB/s here against
+zlib's 3-4 GB/s), over the part as it is. botocore's own is zlib's over the body read again
+in 1 MiB pieces (over HTTPS an aws-chunked body with a trailer): 0.5 s more client CPU per
+GiB pushed to radosgw (bench_sync build, 4 alternating runs: 2.67 -> 2.17 s).
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import base64
 import contextlib
 import os
 import threading
-import zlib
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
@@ -21,6 +26,16 @@ from . import base
 from .base import DEFAULT_TIMEOUT, HASH_META_KEY, BucketStorage, Cleanup, Multipart, ObjectInfo, StoredPart
 
 T = TypeVar("T")
+
+try:
+    from isal.isal_zlib import crc32 as _crc32  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # no wheel for this platform: the same CRC, slower
+    from zlib import crc32 as _crc32
+
+
+def crc32_header(data: bytes) -> str:
+    """``x-amz-checksum-crc32`` of ``data``: its CRC32, big-endian, base64."""
+    return base64.b64encode((_crc32(data) & 0xFFFFFFFF).to_bytes(4, "big")).decode()
 
 
 @contextlib.contextmanager
@@ -125,7 +140,7 @@ class S3Storage(BucketStorage):
 
     def put_bytes(self, key: str, data: bytes, blake3_hex: str) -> None:
         self._call(key, self.client.put_object, Key=self._key(key), Body=data,
-                   Metadata={HASH_META_KEY: blake3_hex}, ChecksumAlgorithm="CRC32")
+                   Metadata={HASH_META_KEY: blake3_hex}, ChecksumAlgorithm="CRC32", ChecksumCRC32=crc32_header(data))
 
     def start_multipart(self, key: str, blake3_hex: str, size: int, part_size: int) -> Multipart:
         resp = self._call(key, self.client.create_multipart_upload, Key=self._key(key),
@@ -193,14 +208,13 @@ class _S3Upload(Multipart):
 
     def keep_part(self, number: int, data: bytes) -> None:
         stored = self.stored[number]
-        crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()  # what S3 recorded on arrival
-        with self.lock:
-            self.parts[number] = {"PartNumber": number, "ETag": f'"{stored.md5}"', "ChecksumCRC32": crc}
+        with self.lock:  # the CRC32: what S3 recorded on arrival
+            self.parts[number] = {"PartNumber": number, "ETag": f'"{stored.md5}"', "ChecksumCRC32": crc32_header(data)}
 
     def upload_part(self, number: int, offset: int, data: bytes) -> None:
         s = self.storage
         resp = s._call(self.key, s.client.upload_part, Key=s._key(self.key), UploadId=self.upload_id,
-                       PartNumber=number, Body=data, ChecksumAlgorithm="CRC32")
+                       PartNumber=number, Body=data, ChecksumAlgorithm="CRC32", ChecksumCRC32=crc32_header(data))
         part = {"PartNumber": number, "ETag": resp["ETag"]}
         if resp.get("ChecksumCRC32"):
             part["ChecksumCRC32"] = resp["ChecksumCRC32"]

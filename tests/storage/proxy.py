@@ -3,7 +3,8 @@
 It forwards every request unchanged to ``upstream`` and the answer back, except where a rule says
 otherwise: ``refuse`` answers matching requests with an error of its own (an S3-compatible server
 without an API call), ``stall`` accepts requests and never answers (a stuck server). It records what
-passed (method, path, query, body size), so a test can count the parts a server received. Listens on
+passed (method, path, query, headers, body size and CRC32), so a test can count the parts a server
+received and check what they carried. Listens on
 127.0.0.1 only; a stalled request is held at most ``max_stall`` seconds.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +29,8 @@ class Seen:
     query: dict[str, list[str]]
     body_bytes: int  # received from the client
     answer_bytes: int = 0  # sent back (a GET's data)
+    headers: dict[str, str] = field(default_factory=dict)  # the request's, names in lower case
+    body_crc32: int = 0  # of the body as received (a chunked one with its framing)
 
 
 @dataclass
@@ -113,7 +117,8 @@ def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
             parts = urlsplit(self.path)
             query = parse_qs(parts.query, keep_blank_values=True)
-            seen = Seen(self.command, parts.path, query, len(body))
+            seen = Seen(self.command, parts.path, query, len(body),
+                        headers={k.lower(): v for k, v in self.headers.items()}, body_crc32=zlib.crc32(body))
             proxy.seen.append(seen)
             if proxy.stall:
                 proxy._stop.wait(proxy.max_stall)  # never answer (until the test ends)
