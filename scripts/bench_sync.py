@@ -315,7 +315,9 @@ def bench(ceph: Ceph, work: Path, src: Path, build_id: str, apparent: int, data:
           f"({data / 1e6:.0f} MB data in rootfs.ext4 + memfile); radosgw ({ceph.object_store}) at {ceph.endpoint}, "
           f"started in {ceph.started_in:.1f} s; {args.repeat} round(s), medians reported", flush=True)
     runs = Clients(ceph, work, src, build_id, args.ours.split())
-    env = {**runs.env, "PYTHONPATH": str(args.ours_from.resolve())}
+    # PYTHONSAFEPATH: python -m would otherwise put the working directory ahead of PYTHONPATH, and run this
+    # checkout's code as --ours-from's when started from here
+    env = {**runs.env, "PYTHONPATH": str(args.ours_from.resolve()), "PYTHONSAFEPATH": "1"}
     print(f"ours: e2b_artifacts from {args.ours_from.resolve()}", flush=True)
     steps: dict[str, list[Step]] = {}
     identical = True
