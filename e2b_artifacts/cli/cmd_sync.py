@@ -118,7 +118,7 @@ def command() -> None:
     Every byte is checked against the build's integrity manifest; metadata.json
     is published last, so an interrupted push never looks like a complete build.
     Locations: a directory (path or file:///path), s3://BUCKET/PREFIX
-    (boto3; --endpoint-url for S3-compatible stores) or gs://BUCKET/PREFIX
+    (botocore; --endpoint-url for S3-compatible stores) or gs://BUCKET/PREFIX
     (google-cloud-storage; STORAGE_EMULATOR_HOST honored).
     """
 

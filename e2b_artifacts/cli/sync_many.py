@@ -102,8 +102,6 @@ def check_positionals(first: str | None, second: str | None, many: bool, directi
 
 def check_sql_options(sql: str | None, team_id: str | None) -> None:
     """``--sql FILE`` needs ``--team-id``; checked before anything moves."""
-    from ..db.registration_sql import check_team_id
-
     if sql is None:
         if team_id is not None:
             raise ArtifactError("--team-id is only used with --sql FILE", hint="add --sql FILE, or drop --team-id",
@@ -112,6 +110,8 @@ def check_sql_options(sql: str | None, team_id: str | None) -> None:
     if team_id is None:
         raise ArtifactError("--sql FILE needs --team-id UUID: the team the templates belong to in the destination "
                             "database", hint="SELECT id, name FROM public.teams; there", code=ExitCode.USAGE)
+    from ..db.registration_sql import check_team_id  # only with --sql: 10 ms of imports otherwise spent
+
     check_team_id(team_id)
     if not Path(sql).absolute().parent.is_dir():
         raise ArtifactError(f"--sql {sql}: directory {Path(sql).absolute().parent} does not exist",

@@ -28,7 +28,7 @@ def open_storage(url: str, *, endpoint_url: str | None = None, path_style: bool 
                                 code=ExitCode.USAGE)
         prefix = parsed.path.strip("/")
         if scheme == "s3":
-            _need("boto3")
+            _need("botocore")
             from .s3 import S3Storage
 
             return S3Storage(parsed.netloc, prefix, endpoint_url=endpoint_url, path_style=path_style,
@@ -63,5 +63,5 @@ def _need(module: str) -> None:
     if importlib.util.find_spec(module.split(".")[0]) is None or (
             "." in module and importlib.util.find_spec(module) is None):
         raise ArtifactError(f"{module} is not installed",
-                            hint="pip install 'e2b-artifact[sync]' (adds boto3 and google-cloud-storage)",
+                            hint="pip install 'e2b-artifact[sync]' (adds botocore and google-cloud-storage)",
                             code=ExitCode.TOOL)
