@@ -228,7 +228,7 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
-def all_zero(data: bytes, start: int = 0, end: int | None = None) -> bool:
+def all_zero(data: bytes | bytearray, start: int = 0, end: int | None = None) -> bool:
     """Whether ``data[start:end]`` holds only zero bytes.
 
     Data blocks rarely start and end with a zero byte: two lookups decide most of them without a copy. The rest
@@ -247,7 +247,7 @@ def _zeros(n: int) -> bytes:
     return bytes(n)
 
 
-def write_sparse(fd: int, offset: int, data: bytes) -> None:
+def write_sparse(fd: int, offset: int, data: bytes | bytearray) -> None:
     """``pwrite`` ``data`` at ``offset``, skipping all-zero ``HOLE_GRAIN`` blocks (the file must be new or
     truncated, so skipped blocks read back as zeros; the caller sets the final size)."""
     view = memoryview(data)

@@ -394,13 +394,14 @@ def test_push_sends_each_parts_crc32_in_a_header(s3_remote: Remote, s3_server: C
     """Every part and every small object carries ``x-amz-checksum-crc32`` of exactly the bytes it sends (the
     value is ours, not botocore's), in a header: no aws-chunked body with a trailer."""
     src = tmp_path / "src"
-    build_id = make_build(src, extra={"memfile": 12 << 20})  # 3 parts of 5 MiB (the last one 2 MiB)
+    build_id = make_build(src, extra={"memfile": 22 << 20})  # 5 parts of 5 MiB (the last one 2 MiB)
+    # two at a time: parts 3-5 are read into the buffers of parts 1-3, reused once those are sent
     _, proxy = _sync_counted(proxy_of, s3_server.endpoint, src, s3_remote, "push", build_id, s3_remote.url,
-                             "--part-size", "5")
+                             "--part-size", "5", "-j", "2")
     puts = [s for s in proxy.seen if s.method == "PUT"]
     memfile_parts = sorted((int(s.query["partNumber"][0]), s) for s in puts
                            if "partNumber" in s.query and s.path.endswith("/memfile"))
-    assert [n for n, _ in memfile_parts] == [1, 2, 3]
+    assert [n for n, _ in memfile_parts] == [1, 2, 3, 4, 5]
     data = (src / build_id / "memfile").read_bytes()
     for number, seen in memfile_parts:
         part = data[(number - 1) * (5 << 20):number * (5 << 20)]

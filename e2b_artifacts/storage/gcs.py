@@ -158,7 +158,7 @@ class _ComposedUpload(Multipart):
     def stored_parts(self) -> dict[int, StoredPart]:
         return self.stored
 
-    def keep_part(self, number: int, data: bytes) -> None:
+    def keep_part(self, number: int, data: bytes | bytearray) -> None:
         with self.lock:
             self.parts[number] = self.storage._key(f"{self.key}{PART_MARK}{self.token}-{number:05d}")
 
@@ -168,9 +168,9 @@ class _ComposedUpload(Multipart):
             self.temps.append(name)
         return name
 
-    def upload_part(self, number: int, offset: int, data: bytes) -> None:
+    def upload_part(self, number: int, offset: int, data: bytes | bytearray) -> None:
         name = self._temp_name(f"{number:05d}")
-        self.storage._upload(name, data)
+        self.storage._upload(name, bytes(data))  # the client takes bytes only, not the reused part buffer
         with self.lock:
             self.parts[number] = name
 

@@ -106,7 +106,7 @@ class _LocalUpload(Multipart):
         self.temp = target.with_name(f".{target.name}{TEMP_SUFFIX}")
         self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
-    def upload_part(self, number: int, offset: int, data: bytes) -> None:
+    def upload_part(self, number: int, offset: int, data: bytes | bytearray) -> None:
         write_sparse(self.fd, offset, data)  # holes in a sparse rootfs stay holes
         start_writeback(self.fd, offset, len(data))
 

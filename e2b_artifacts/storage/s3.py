@@ -33,7 +33,7 @@ except ImportError:  # no wheel for this platform: the same CRC, slower
     from zlib import crc32 as _crc32
 
 
-def crc32_header(data: bytes) -> str:
+def crc32_header(data: bytes | bytearray) -> str:
     """``x-amz-checksum-crc32`` of ``data``: its CRC32, big-endian, base64."""
     return base64.b64encode((_crc32(data) & 0xFFFFFFFF).to_bytes(4, "big")).decode()
 
@@ -208,12 +208,12 @@ class _S3Upload(Multipart):
     def stored_parts(self) -> dict[int, StoredPart]:
         return self.stored
 
-    def keep_part(self, number: int, data: bytes) -> None:
+    def keep_part(self, number: int, data: bytes | bytearray) -> None:
         stored = self.stored[number]
         with self.lock:  # the CRC32: what S3 recorded on arrival
             self.parts[number] = {"PartNumber": number, "ETag": f'"{stored.md5}"', "ChecksumCRC32": crc32_header(data)}
 
-    def upload_part(self, number: int, offset: int, data: bytes) -> None:
+    def upload_part(self, number: int, offset: int, data: bytes | bytearray) -> None:
         s = self.storage
         resp = s._call(self.key, s.client.upload_part, Key=s._key(self.key), UploadId=self.upload_id,
                        PartNumber=number, Body=data, ChecksumAlgorithm="CRC32", ChecksumCRC32=crc32_header(data))
