@@ -550,3 +550,22 @@ def test_crc32_header_is_the_form_s3_checks() -> None:
     data = os.urandom(3 << 20)
     assert crc32_header(data) == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
     assert crc32_header(b"") == "AAAAAA=="
+
+
+def test_crc32_header_without_isal_is_zlibs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``isal`` has no wheel the module falls back to zlib's crc32: the same header value."""
+    import importlib
+
+    import e2b_artifacts.storage.s3 as s3_module
+
+    data = os.urandom(1 << 20)
+    with_isal = s3_module.crc32_header(data)
+    monkeypatch.setitem(sys.modules, "isal.isal_zlib", None)  # import of it raises ImportError
+    try:
+        fallback = importlib.reload(s3_module)
+        assert fallback.CRC32_FROM == "zlib"
+        assert fallback.crc32_header(data) == with_isal
+    finally:
+        monkeypatch.undo()
+        importlib.reload(s3_module)
+    assert s3_module.CRC32_FROM == "isal.isal_zlib"  # the test extra brings isal

@@ -31,6 +31,7 @@ try:
     from isal.isal_zlib import crc32 as _crc32  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # no wheel for this platform: the same CRC, slower
     from zlib import crc32 as _crc32
+CRC32_FROM: str = _crc32.__module__  # "isal.isal_zlib" or "zlib"
 
 
 def crc32_header(data: bytes | bytearray) -> str:
