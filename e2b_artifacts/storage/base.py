@@ -348,7 +348,7 @@ class Storage(abc.ABC):
                         if not got:
                             raise ArtifactError(f"{path}: file shrank while being uploaded",
                                                 hint="do not modify a build while syncing it")
-                        part = buffer if got == part_size else bytes(buffer[:got])
+                        part = buffer if got == part_size else bytes(memoryview(buffer)[:got])
                         hasher.update(part)
                         have = stored.get(number)
                         if have is not None and have.size == len(part) and have.md5 == _md5(part):

@@ -211,8 +211,9 @@ class _S3Upload(Multipart):
 
     def keep_part(self, number: int, data: bytes | bytearray) -> None:
         stored = self.stored[number]
-        with self.lock:  # the CRC32: what S3 recorded on arrival
-            self.parts[number] = {"PartNumber": number, "ETag": f'"{stored.md5}"', "ChecksumCRC32": crc32_header(data)}
+        crc = crc32_header(data)  # what S3 recorded on arrival
+        with self.lock:
+            self.parts[number] = {"PartNumber": number, "ETag": f'"{stored.md5}"', "ChecksumCRC32": crc}
 
     def upload_part(self, number: int, offset: int, data: bytes | bytearray) -> None:
         s = self.storage
