@@ -239,11 +239,12 @@ def all_zero(data: bytes | bytearray, start: int = 0, end: int | None = None) ->
         return True
     if data[start] or data[end - 1]:
         return False
-    return data[start:end] == _zeros(end - start)
+    return data[start:end] == zero_bytes(end - start)
 
 
 @functools.lru_cache(maxsize=8)
-def _zeros(n: int) -> bytes:
+def zero_bytes(n: int) -> bytes:
+    """``n`` zero bytes, shared (a large one is calloc'ed: its pages map the kernel's zero page when read)."""
     return bytes(n)
 
 
@@ -269,6 +270,27 @@ def write_sparse(fd: int, offset: int, data: bytes | bytearray) -> None:
             start = run_end
         else:
             start = end
+
+
+def next_data(fd: int, offset: int, size: int) -> int:
+    """Offset of the first data byte at or after ``offset`` (SEEK_DATA; ``size`` when only a hole is left),
+    or ``offset`` itself where the filesystem cannot tell, so that the caller reads. Moves the fd's position:
+    read with ``pread``."""
+    try:
+        return min(os.lseek(fd, offset, os.SEEK_DATA), size)
+    except OSError as exc:
+        return size if exc.errno == errno.ENXIO else offset
+
+
+def pread_full(fd: int, view: memoryview, offset: int) -> int:
+    """Fill ``view`` from ``offset`` on (``pread`` again after a short read); fewer bytes only at end of file."""
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n == 0:
+            break
+        got += n
+    return got
 
 
 def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:

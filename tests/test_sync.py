@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 
 from tests.conftest import assert_clean_error, cli, stop
@@ -53,6 +54,16 @@ class Remote:
             return [b.name for b in self.client.list_blobs(self.bucket, prefix=self.prefix)]
         root = Path(self.url)
         return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+    def read_object(self, key: str) -> bytes:
+        """An object's bytes, read with the backend's own client (not this tool's)."""
+        if self.kind == "s3":
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return body
+        if self.kind == "gs":
+            blob: bytes = self.client.bucket(self.bucket).blob(key).download_as_bytes()
+            return blob
+        return (Path(self.url) / key).read_bytes()
 
     def flip_one_bit(self, key: str) -> None:
         """Damage an object in place: same size, same recorded metadata, one bit different."""
@@ -412,6 +423,45 @@ def test_push_sends_each_parts_crc32_in_a_header(s3_remote: Remote, s3_server: C
         want = base64.b64encode(seen.body_crc32.to_bytes(4, "big")).decode()
         assert seen.headers.get("x-amz-checksum-crc32") == want, seen.path
     assert any(s.path.endswith("/metadata.json") for s in puts)  # small objects (put_object) are covered too
+
+
+def test_push_does_not_read_the_parts_that_lie_in_holes(remote: Remote, monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """A part wholly inside a hole of a sparse file is sent as zeros without reading it (the kernel would
+    clear and copy a page per 4 KiB); parts with any data are read; the object is the file byte for byte."""
+    from e2b_artifacts import fsutil, storage
+    from e2b_artifacts.storage import base
+
+    part = 5 << 20
+    path = tmp_path / "memfile"
+    with path.open("wb") as fh:  # 7 parts, the last one 1000 bytes
+        fh.truncate(6 * part + 1000)
+        fh.seek(part + 7)
+        fh.write(b"a little data in part 2")
+        fh.seek(3 * part + part // 2)
+        fh.write(os.urandom(4096))  # part 4: a hole, then data
+        fh.seek(6 * part + 10)
+        fh.write(b"tail")
+    with path.open("rb") as reader:  # the premise: this filesystem keeps holes and reports them
+        assert os.lseek(reader.fileno(), 0, os.SEEK_DATA) == part
+    reads: list[int] = []
+    real_pread = fsutil.pread_full
+
+    def recording_pread(fd: int, view: memoryview, offset: int) -> int:
+        reads.append(offset)
+        return real_pread(fd, view, offset)
+
+    monkeypatch.setattr(base, "pread_full", recording_pread)
+    for name, value in remote.env.items():
+        monkeypatch.setenv(name, value)
+    endpoint = remote.args[1] if remote.args else None
+    dest = storage.open_storage(remote.url, endpoint_url=endpoint)
+    data = path.read_bytes()
+    sent = dest.upload_file("b/memfile", path, blake3.blake3(data).hexdigest(),
+                            storage.TransferOptions(part_size=part, concurrency=2))
+    assert sent == len(data)
+    assert reads == [part, 3 * part, 6 * part]  # parts 2, 4 and 7; 1, 3, 5 and 6 are holes
+    assert remote.read_object(f"{remote.prefix}b/memfile") == data
 
 
 def test_killed_push_resumes_part_by_part_on_s3(s3_remote: Remote, s3_server: Ceph, proxy_of: Callable[..., Proxy],
