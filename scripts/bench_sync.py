@@ -11,6 +11,7 @@ strace (a no-op must read none). Prints the table, the ratios against aws s3 syn
 seconds of the client and of the server (ceph-osd + radosgw) per step.
 
     python3 scripts/bench_sync.py [--size-mib 1024] [--data-mb 300] [--repeat 3] [--object-store memstore]
+    python3 scripts/bench_sync.py --build DIR   # an existing build instead, e.g. one build --from-image made
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from e2b_artifacts.fsutil import copy_sparse, data_extents  # noqa: E402
 from e2b_artifacts.manifest import write_manifest  # noqa: E402
 from e2b_artifacts.metadata import Metadata  # noqa: E402
 from tests.storage.builds import header_v3  # noqa: E402
@@ -125,6 +127,25 @@ def make_build(root: Path, size_mib: int, data_mb: int) -> tuple[str, int, int]:
     write_manifest(d, build_id)
     apparent_total = sum(p.stat().st_size for p in d.iterdir())
     return build_id, apparent_total, total_data
+
+
+def copy_build(root: Path, build_dir: Path) -> tuple[str, int, int]:
+    """An existing build (``--build DIR``, e.g. one ``build --from-image`` made), copied with its holes.
+    Returns (build id, apparent bytes, data bytes of rootfs.ext4 + memfile)."""
+    if not (build_dir / "artifact-manifest.json").is_file():
+        sys.exit(f"error: {build_dir} has no artifact-manifest.json\nhint: e2b-artifact verify --fix {build_dir}")
+    build_id = build_dir.name
+    dest = root / build_id
+    dest.mkdir(parents=True)
+    for path in sorted(build_dir.iterdir()):
+        if path.is_file():
+            copy_sparse(path, dest / path.name, durable=False)
+    data = 0
+    for name in ("rootfs.ext4", "memfile"):
+        if (dest / name).is_file():
+            with (dest / name).open("rb") as fh:
+                data += sum(end - start for start, end in data_extents(fh.fileno(), os.fstat(fh.fileno()).st_size))
+    return build_id, sum(p.stat().st_size for p in dest.iterdir()), data
 
 
 # ---- measuring ---------------------------------------------------------------------------------
@@ -277,6 +298,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024, help="apparent size of rootfs.ext4 + memfile")
     parser.add_argument("--data-mb", type=int, default=300, help="data in them (the rest are holes)")
+    parser.add_argument("--build", type=Path, default=None, metavar="DIR",
+                        help="push and pull this existing build (copied, holes kept) instead of making one")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--object-store", default="memstore", choices=("memstore", "bluestore"))
     parser.add_argument("--clients", default=",".join(CLIENTS), help="which of ours,aws,rclone to run")
@@ -295,8 +318,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-sync-", dir="/var/tmp"))
     try:
         src = work / "src"
-        print(f"making a {args.size_mib} MiB build with {args.data_mb} MB of data ...", flush=True)
-        build_id, apparent, data = make_build(src, args.size_mib, args.data_mb)
+        if args.build is not None:
+            print(f"copying the build {args.build} ...", flush=True)
+            build_id, apparent, data = copy_build(src, args.build.resolve())
+        else:
+            print(f"making a {args.size_mib} MiB build with {args.data_mb} MB of data ...", flush=True)
+            build_id, apparent, data = make_build(src, args.size_mib, args.data_mb)
         with start_ceph(work / "ceph", object_store=args.object_store, store_bytes=64 << 30) as ceph:
             bench(ceph, work, src, build_id, apparent, data, clients, args)
     finally:

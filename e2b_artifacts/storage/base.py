@@ -527,8 +527,9 @@ class _PartReader:
     same zero bytes every time and is not read.
 
     Buffers: a new 16 MiB buffer per part cost ~7% of a push's client CPU in page faults and page clearing
-    (perf, bench_sync build). Holes: reading them made the kernel clear a page cache page per 4 KiB and copy
-    it out, ~15% of the client CPU of pushing that sparse 1 GiB build (296 MB of data)."""
+    (perf, bench_sync build). Holes: reading one makes the kernel clear a page cache page per 4 KiB and copy
+    it out; a fresh Debian rootfs (722 MiB, 142 MiB of data) has 32 of its 46 parts in holes, and pushing
+    it took 1.57 -> 1.21 s of client CPU without reading them."""
 
     def __init__(self, fd: int, path: Path, size: int, part_size: int) -> None:
         self.fd, self.path, self.size, self.part_size = fd, path, size, part_size
