@@ -15,6 +15,7 @@ import os
 import stat
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -108,8 +109,11 @@ def open_tar(path: Path) -> Iterator[tarfile.TarFile]:
                 tar = opened.enter_context(tarfile.open(fileobj=stream, mode="r|"))
             else:
                 tar = opened.enter_context(tarfile.open(path, mode="r|*"))
-        except (tarfile.TarError, OSError) as exc:
-            raise ArtifactError(f"{path} is not a readable tar archive: {exc}",
+        except (tarfile.TarError, OSError, EOFError, zlib.error, TypeError) as exc:
+            # TypeError: CPython's streaming gzip reader calls ord() on the empty read of a gzip header cut
+            # short (b"\x1f\x8b\x08", found by tests/test_parser_properties.py); only tarfile.open is inside
+            detail = "its gzip header is cut short" if isinstance(exc, TypeError) else str(exc)
+            raise ArtifactError(f"{path} is not a readable tar archive: {detail}",
                                 hint="pass a .tar, .tar.gz or .tar.zst (e.g. from docker export or tar -C DIR -c .)",
                                 code=ExitCode.BAD_INPUT) from exc
         yield tar

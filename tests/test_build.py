@@ -79,6 +79,8 @@ def test_clean_errors(tmp_path: Path, sample_tar: Path, envd_standin: Path) -> N
     not_tar = tmp_path / "x.tar"
     not_tar.write_text("hello")
     assert_clean_error(cli(*base, "--rootfs-tar", not_tar), 3, "not a readable tar archive")
+    not_tar.write_bytes(b"\x1f\x8b\x08")  # a gzip header cut short: Python's tarfile raised TypeError
+    assert_clean_error(cli(*base, "--rootfs-tar", not_tar), 3, "readable tar archive: its gzip header is cut short")
     assert_clean_error(cli("--storage", tmp_path, "build", "--rootfs-tar", sample_tar, "--envd", tmp_path / "no"),
                        3, "envd not found")
     assert_clean_error(cli(*base, "--rootfs-tar", sample_tar, "--bogus-flag"), 2, "No such option")
