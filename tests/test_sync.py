@@ -67,24 +67,18 @@ class Remote:
 
     def flip_one_bit(self, key: str) -> None:
         """Damage an object in place: same size, same recorded metadata, one bit different."""
+        data = bytearray(self.read_object(key))
+        data[len(data) // 2] ^= 0x01
         if self.kind == "s3":
             head = self.client.head_object(Bucket=self.bucket, Key=key)
-            data = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-            data[len(data) // 2] ^= 0x01
             self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), Metadata=head["Metadata"])
         elif self.kind == "gs":
             bucket = self.client.bucket(self.bucket)
-            old = bucket.get_blob(key)
-            data = bytearray(old.download_as_bytes())
-            data[len(data) // 2] ^= 0x01
             new = bucket.blob(key)
-            new.metadata = old.metadata
+            new.metadata = bucket.get_blob(key).metadata
             new.upload_from_string(bytes(data))
         else:
-            path = Path(self.url) / key
-            data = bytearray(path.read_bytes())
-            data[len(data) // 2] ^= 0x01
-            path.write_bytes(bytes(data))  # in place: the xattr with the recorded hash stays
+            (Path(self.url) / key).write_bytes(bytes(data))  # in place: the xattr with the recorded hash stays
 
 
 def _remote(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Remote:
